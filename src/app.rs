@@ -1,0 +1,112 @@
+//! Wiring: builds the store, database, recorder, FTPS server and admin API from a `Config`,
+//! and runs them until a shutdown signal. The binary edge: errors are `anyhow` with context.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::db::Db;
+use crate::ftps::{self, records, sessions::Sessions, tls, vfs::FtpsShared};
+use crate::publish::Publisher;
+use crate::store::FsStore;
+
+/// How long sessions and requests get to finish after a shutdown signal.
+const GRACE: Duration = Duration::from_secs(10);
+
+pub struct App {
+    ftp_addr: SocketAddr,
+    api_addr: SocketAddr,
+    ftps: ftps::FtpsServer,
+    api: (tokio::net::TcpListener, axum::Router),
+    db: Db,
+    recorder_task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+}
+
+impl App {
+    /// # Errors
+    /// Anything that keeps the server from starting, with what it was doing.
+    pub async fn build(cfg: Config) -> anyhow::Result<App> {
+        if tls::ensure_certificate(&cfg.ftps)? {
+            tracing::info!(cert = %cfg.ftps.cert.display(), "TLS certificate created");
+        }
+        std::fs::create_dir_all(&cfg.signing.trusted_keys)
+            .with_context(|| format!("creating {}", cfg.signing.trusted_keys.display()))?;
+        let store = FsStore::open(&cfg.store.root).await.context("opening the firmware store")?;
+        let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
+        let (recorder, recorder_task) = records::spawn_writer(db.clone());
+        let shared = Arc::new(FtpsShared {
+            db: db.clone(),
+            store: store.clone(),
+            recorder,
+            sessions: Arc::new(Sessions::default()),
+            node: cfg.node.clone(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut rx = stopped.clone();
+        let ftps = ftps::build(&cfg.ftps, shared, async move { while rx.changed().await.is_ok() && !*rx.borrow() {} }, GRACE)?;
+        let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+            .await
+            .with_context(|| format!("binding the admin API to {}", cfg.admin.listen))?;
+        let api_addr = listener.local_addr()?;
+        let publisher = Publisher::new(db.clone(), store, cfg.signing.trusted_keys.clone(), cfg.store.max_image_bytes);
+        let state = AppState {
+            db: db.clone(),
+            publisher: Arc::new(publisher),
+            ftp_addr: cfg.ftps.listen,
+            max_image_bytes: cfg.store.max_image_bytes,
+        };
+        Ok(App { ftp_addr: cfg.ftps.listen, api_addr, ftps, api: (listener, api::router(state)), db, recorder_task, stop })
+    }
+
+    pub fn ftp_addr(&self) -> SocketAddr {
+        self.ftp_addr
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Serves until `shutdown` resolves (or a server fails), then drains sessions, requests
+    /// and queued download records.
+    ///
+    /// # Errors
+    /// A server that could not bind or failed while running.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let App { ftp_addr, api_addr, ftps, api: (listener, router), db, recorder_task, stop } = self;
+        tracing::info!(%ftp_addr, %api_addr, "fwdist serving");
+        let mut api_stop = stop.subscribe();
+        let api = axum::serve(listener, router).with_graceful_shutdown(async move {
+            while api_stop.changed().await.is_ok() && !*api_stop.borrow() {}
+        });
+        let mut api = Box::pin(api.into_future());
+        let mut ftp = Box::pin(ftps.listen(ftp_addr.to_string()));
+        tokio::pin!(shutdown);
+        let mut result = Ok(());
+        tokio::select! {
+            () = &mut shutdown => tracing::info!("shutting down"),
+            r = &mut ftp => result = r.with_context(|| format!("FTPS server on {ftp_addr}")),
+            r = &mut api => result = r.with_context(|| format!("admin API on {api_addr}")),
+        }
+        let _ = stop.send(true);
+        let (ftp_done, api_done) = tokio::join!(
+            tokio::time::timeout(GRACE + Duration::from_secs(2), &mut ftp),
+            tokio::time::timeout(GRACE, &mut api)
+        );
+        if ftp_done.is_err() || api_done.is_err() {
+            tracing::warn!("some sessions did not finish within the grace period");
+        }
+        drop((ftp, api));
+        // All recorder handles are gone once the server is dropped; let the writer drain.
+        if tokio::time::timeout(Duration::from_secs(5), recorder_task).await.is_err() {
+            tracing::warn!("download records still queued at exit were not written");
+        }
+        db.close().await;
+        result
+    }
+}

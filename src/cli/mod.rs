@@ -1,0 +1,61 @@
+//! The `fwdist` command line (SPEC §2). Each subcommand prints one clear line on failure and
+//! exits non-zero; `main` does the printing.
+
+pub mod release;
+pub mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::domain::Role;
+
+#[derive(Debug, Parser)]
+#[command(name = "fwdist", version, about = "Firmware update distribution server for Salto KS IQs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the FTPS server and the admin HTTP API.
+    Serve {
+        /// TOML config file; without it, built-in defaults and FWDIST_* variables apply.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write an ed25519 release key pair: PREFIX.key (PKCS#8 PEM, 0600) and PREFIX.pub (SPKI PEM).
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Write manifest.json and manifest.json.sig for a firmware image.
+    Sign(release::SignArgs),
+    /// Verify a release directory: signature, size and sha256.
+    Verify {
+        /// Public key (SPKI PEM) the release must be signed by.
+        #[arg(long = "pub", value_name = "PUB")]
+        public: PathBuf,
+        /// Directory holding manifest.json, manifest.json.sig and the image.
+        dir: PathBuf,
+    },
+    /// Admin API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; prints it once (as the last word of the output) and stores only its hash.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_enum)]
+        role: Role,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}

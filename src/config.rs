@@ -1,0 +1,289 @@
+//! Configuration (SPEC §2): one TOML file, every key overridable by `FWDIST_<SECTION>__<KEY>`,
+//! defaults that make `fwdist serve` usable with no file at all. Relative paths are relative
+//! to the working directory. Everything is validated once, at startup.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} not found")]
+    Missing(PathBuf),
+    #[error("invalid configuration: {0}")]
+    Parse(String),
+    #[error("invalid configuration: {key}: {msg}")]
+    Invalid { key: &'static str, msg: String },
+}
+
+fn invalid(key: &'static str, msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, msg: msg.into() }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name of this server in download records (`node`); defaults to the host name.
+    pub node: String,
+    pub ftps: FtpsConfig,
+    pub admin: AdminConfig,
+    pub store: StoreConfig,
+    pub db: DbConfig,
+    pub signing: SigningConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FtpsConfig {
+    /// Control port (explicit FTPS: AUTH TLS).
+    pub listen: SocketAddr,
+    /// Inclusive passive port range, `"FIRST-LAST"`.
+    pub passive_ports: String,
+    /// IPv4 address or DNS name announced in PASV replies.
+    pub public_host: String,
+    /// PEM certificate chain and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Create a self-signed certificate at `cert`/`key` when both are missing (dev default;
+    /// set to false in production so a missing certificate is an error).
+    pub self_signed: bool,
+    pub idle_timeout_secs: u64,
+    /// Failed logins (same device and IP) before a lockout; 0 disables the lockout.
+    pub max_failed_logins: u32,
+    pub lockout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub root: PathBuf,
+    /// Object storage (`s3://bucket/prefix`): scale-out, not available yet.
+    pub url: Option<String>,
+    /// Largest firmware image accepted on upload.
+    pub max_image_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbConfig {
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SigningConfig {
+    /// Directory of trusted release keys (`*.pub`, SPKI PEM); read at every upload.
+    pub trusted_keys: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            node: default_node(),
+            ftps: FtpsConfig::default(),
+            admin: AdminConfig::default(),
+            store: StoreConfig::default(),
+            db: DbConfig::default(),
+            signing: SigningConfig::default(),
+        }
+    }
+}
+
+impl Default for FtpsConfig {
+    fn default() -> Self {
+        FtpsConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 2121)),
+            passive_ports: "50000-50049".into(),
+            public_host: "127.0.0.1".into(),
+            cert: "certs/server.crt".into(),
+            key: "certs/server.key".into(),
+            self_signed: true,
+            idle_timeout_secs: 300,
+            max_failed_logins: 5,
+            lockout_secs: 300,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+    }
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { root: "firmware-store".into(), url: None, max_image_bytes: 4 << 30 }
+    }
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig { url: "sqlite://firmware-store/fwdist.sqlite".into() }
+    }
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        SigningConfig { trusted_keys: "certs/release-keys".into() }
+    }
+}
+
+fn default_node() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "fwdist".into())
+}
+
+impl Config {
+    /// Defaults, then the file (if given), then `FWDIST_*` environment variables; validated.
+    ///
+    /// # Errors
+    /// Missing file, bad syntax, unknown keys, or values that fail [`Config::validate`].
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Missing(path.to_owned()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let cfg: Config = fig
+            .merge(Env::prefixed("FWDIST_").split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// # Errors
+    /// The first invalid value, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.ftps.passive_range()?;
+        self.ftps.passive_host()?;
+        if self.ftps.idle_timeout_secs == 0 {
+            return Err(invalid("ftps.idle_timeout_secs", "must be above 0"));
+        }
+        if self.node.is_empty() || self.node.len() > 64 {
+            return Err(invalid("node", "must be 1-64 characters"));
+        }
+        if let Some(url) = &self.store.url {
+            return Err(invalid("store.url", format!("{url:?}: object storage is not available yet; use store.root")));
+        }
+        if !self.db.url.starts_with("sqlite://") {
+            return Err(invalid("db.url", format!("{:?}: only sqlite://PATH is available yet", self.db.url)));
+        }
+        if self.store.max_image_bytes == 0 {
+            return Err(invalid("store.max_image_bytes", "must be above 0"));
+        }
+        Ok(())
+    }
+}
+
+/// What PASV replies announce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassiveHost {
+    Ip(std::net::Ipv4Addr),
+    Dns(String),
+}
+
+impl FtpsConfig {
+    /// # Errors
+    /// Unless `passive_ports` is `FIRST-LAST` with 1024 <= FIRST <= LAST.
+    pub fn passive_range(&self) -> Result<RangeInclusive<u16>, ConfigError> {
+        let key = "ftps.passive_ports";
+        let msg = || invalid(key, format!("{:?}: expected FIRST-LAST, e.g. 50000-50049", self.passive_ports));
+        let (a, b) = self.passive_ports.split_once('-').ok_or_else(msg)?;
+        let a: u16 = a.trim().parse().map_err(|_| msg())?;
+        let b: u16 = b.trim().parse().map_err(|_| msg())?;
+        if a < 1024 || a > b {
+            return Err(invalid(key, format!("{a}-{b}: need 1024 <= FIRST <= LAST")));
+        }
+        if (a..=b).contains(&self.listen.port()) {
+            return Err(invalid(key, "must not contain the control port"));
+        }
+        Ok(a..=b)
+    }
+
+    /// # Errors
+    /// An IPv6 literal (PASV can only announce IPv4) or an invalid DNS name.
+    pub fn passive_host(&self) -> Result<PassiveHost, ConfigError> {
+        let h = self.public_host.trim();
+        match h.parse::<IpAddr>() {
+            Ok(IpAddr::V4(ip)) => Ok(PassiveHost::Ip(ip)),
+            Ok(IpAddr::V6(_)) => Err(invalid("ftps.public_host", "PASV can only announce an IPv4 address")),
+            Err(_) => {
+                let ok = !h.is_empty()
+                    && h.len() <= 253
+                    && h.split('.').all(|l| {
+                        !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                    });
+                if ok {
+                    Ok(PassiveHost::Dns(h.to_owned()))
+                } else {
+                    Err(invalid("ftps.public_host", format!("{h:?} is neither an IPv4 address nor a DNS name")))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_spec_defaults() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.ftps.listen.to_string(), "127.0.0.1:2121");
+        assert_eq!(c.ftps.passive_range().unwrap(), 50000..=50049);
+        assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.store.root, PathBuf::from("firmware-store"));
+        assert_eq!(c.db.url, "sqlite://firmware-store/fwdist.sqlite");
+        assert_eq!(c.signing.trusted_keys, PathBuf::from("certs/release-keys"));
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fwdist.example.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.ftps.passive_range().unwrap(), 50000..=50049);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut c = Config::default();
+        for bad in ["", "50000", "b-c", "50010-50000", "80-90", "2121-2200", "1-70000"] {
+            c.ftps.passive_ports = bad.into();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("ftps.passive_ports"), "{bad}: {e}");
+        }
+        c = Config::default();
+        c.ftps.public_host = "::1".into();
+        assert!(c.validate().unwrap_err().to_string().contains("public_host"));
+        c.ftps.public_host = "fw.example.com".into();
+        assert_eq!(c.ftps.passive_host().unwrap(), PassiveHost::Dns("fw.example.com".into()));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "[ftps]\nlisten_typo = \"x\"\n").unwrap();
+        assert!(Config::load(Some(&p)).is_err());
+        assert!(matches!(Config::load(Some(&dir.path().join("nope.toml"))), Err(ConfigError::Missing(_))));
+    }
+}

@@ -1,0 +1,148 @@
+//! `devices`: registered IQs and the hash of their secret.
+
+use sqlx::FromRow;
+
+use super::{Db, DbError, DbResult, Page};
+use crate::domain::{DeviceId, Model, now_ms};
+use crate::secret::SecretHash;
+
+#[derive(Debug, Clone)]
+pub struct DeviceRow {
+    pub seq: i64,
+    pub id: DeviceId,
+    pub model: Model,
+    pub labels: Vec<String>,
+    pub enabled: bool,
+    pub created_at: i64,
+}
+
+/// What the FTPS authenticator needs to check a login.
+#[derive(Debug, Clone)]
+pub struct DeviceCredentials {
+    pub model: Model,
+    pub secret_hash: SecretHash,
+    pub enabled: bool,
+}
+
+#[derive(FromRow)]
+struct Raw {
+    seq: i64,
+    id: String,
+    model: String,
+    labels: String,
+    enabled: bool,
+    created_at: i64,
+}
+
+impl TryFrom<Raw> for DeviceRow {
+    type Error = DbError;
+    fn try_from(r: Raw) -> DbResult<Self> {
+        let corrupt = |e: String| DbError::Corrupt(format!("device {}: {e}", r.id));
+        Ok(DeviceRow {
+            seq: r.seq,
+            id: DeviceId::parse(&r.id).map_err(|e| corrupt(e.0))?,
+            model: Model::parse(&r.model).map_err(|e| corrupt(e.0))?,
+            labels: serde_json::from_str(&r.labels).map_err(|e| corrupt(e.to_string()))?,
+            enabled: r.enabled,
+            created_at: r.created_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "seq, id, model, labels, enabled, created_at";
+
+impl Db {
+    /// # Errors
+    /// A duplicate id (see [`DbError::is_unique_violation`]) or database failure.
+    pub async fn insert_device(
+        &self,
+        id: &DeviceId,
+        model: &Model,
+        labels: &[String],
+        secret: &SecretHash,
+    ) -> DbResult<DeviceRow> {
+        let labels = serde_json::to_string(labels).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let raw: Raw = sqlx::query_as(&format!(
+            "INSERT INTO devices (id, model, labels, secret_hash, enabled, created_at)
+             VALUES ($1, $2, $3, $4, 1, $5) RETURNING {COLUMNS}"
+        ))
+        .bind(id.to_string())
+        .bind(model.as_str())
+        .bind(labels)
+        .bind(&secret.0[..])
+        .bind(now_ms())
+        .fetch_one(self.pool())
+        .await?;
+        raw.try_into()
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn device(&self, id: &DeviceId) -> DbResult<Option<DeviceRow>> {
+        let raw: Option<Raw> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM devices WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+        raw.map(TryInto::try_into).transpose()
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn device_credentials(&self, id: &DeviceId) -> DbResult<Option<DeviceCredentials>> {
+        let row: Option<(String, Vec<u8>, bool)> =
+            sqlx::query_as("SELECT model, secret_hash, enabled FROM devices WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+        row.map(|(model, hash, enabled)| {
+            Ok(DeviceCredentials {
+                model: Model::parse(&model).map_err(|e| DbError::Corrupt(e.0))?,
+                secret_hash: SecretHash::from_slice(&hash)
+                    .ok_or_else(|| DbError::Corrupt(format!("device {id}: bad secret hash")))?,
+                enabled,
+            })
+        })
+        .transpose()
+    }
+
+    /// Newest first.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn list_devices(&self, model: Option<&Model>, page: Page) -> DbResult<Vec<DeviceRow>> {
+        let raws: Vec<Raw> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM devices WHERE ($1 IS NULL OR model = $1) AND seq < $2
+             ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(model.map(Model::as_str))
+        .bind(page.before_id())
+        .bind(page.fetch_limit())
+        .fetch_all(self.pool())
+        .await?;
+        raws.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// Every device id of a model (for rollout status counts).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn device_ids_of_model(&self, model: &Model) -> DbResult<Vec<DeviceId>> {
+        let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM devices WHERE model = $1")
+            .bind(model.as_str())
+            .fetch_all(self.pool())
+            .await?;
+        ids.into_iter().map(|(s,)| DeviceId::parse(&s).map_err(|e| DbError::Corrupt(e.0))).collect()
+    }
+
+    /// Returns false when there is no such device.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn disable_device(&self, id: &DeviceId) -> DbResult<bool> {
+        let r = sqlx::query("UPDATE devices SET enabled = 0 WHERE id = $1")
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+}

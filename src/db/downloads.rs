@@ -1,0 +1,137 @@
+//! `downloads`: one row per RETR by a device (SPEC §5), written in batches.
+
+use sqlx::FromRow;
+
+use super::{Db, DbError, DbResult, Page, to_i64, to_u64};
+use crate::domain::{DeviceId, Model, Outcome, Version};
+
+/// One finished (or cut-off) RETR.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadRecord {
+    pub device: DeviceId,
+    pub model: Model,
+    pub version: Version,
+    pub file: String,
+    pub offset: u64,
+    pub bytes: u64,
+    pub size: u64,
+    pub outcome: Outcome,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub client_ip: String,
+    pub data_port: Option<u16>,
+    pub node: String,
+}
+
+/// Filters of `GET /downloads`.
+#[derive(Debug, Clone, Default)]
+pub struct DownloadFilter {
+    pub device: Option<DeviceId>,
+    pub model: Option<Model>,
+    pub version: Option<Version>,
+}
+
+#[derive(FromRow)]
+struct Raw {
+    id: i64,
+    device: String,
+    model: String,
+    version: String,
+    file: String,
+    start_offset: i64,
+    bytes: i64,
+    size: i64,
+    outcome: String,
+    started_at: i64,
+    finished_at: i64,
+    client_ip: String,
+    data_port: Option<i64>,
+    node: String,
+}
+
+impl TryFrom<Raw> for (i64, DownloadRecord) {
+    type Error = DbError;
+    fn try_from(r: Raw) -> DbResult<Self> {
+        let c = |e: crate::domain::InvalidInput| DbError::Corrupt(e.0);
+        let outcome = match r.outcome.as_str() {
+            "complete" => Outcome::Complete,
+            "aborted" => Outcome::Aborted,
+            o => return Err(DbError::Corrupt(format!("outcome {o}"))),
+        };
+        Ok((
+            r.id,
+            DownloadRecord {
+                device: DeviceId::parse(&r.device).map_err(c)?,
+                model: Model::parse(&r.model).map_err(c)?,
+                version: Version::parse(&r.version).map_err(c)?,
+                file: r.file,
+                offset: to_u64(r.start_offset, "offset")?,
+                bytes: to_u64(r.bytes, "bytes")?,
+                size: to_u64(r.size, "size")?,
+                outcome,
+                started_at: r.started_at,
+                finished_at: r.finished_at,
+                client_ip: r.client_ip,
+                data_port: r.data_port.and_then(|p| u16::try_from(p).ok()),
+                node: r.node,
+            },
+        ))
+    }
+}
+
+impl Db {
+    /// Inserts a batch in one transaction (one fsync for many records).
+    ///
+    /// # Errors
+    /// Database failure; nothing of the batch is written then.
+    pub async fn insert_downloads(&self, batch: &[DownloadRecord]) -> DbResult<()> {
+        let mut tx = self.pool().begin().await?;
+        for r in batch {
+            sqlx::query(
+                "INSERT INTO downloads (device, model, version, file, start_offset, bytes, size, outcome,
+                 started_at, finished_at, client_ip, data_port, node)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            )
+            .bind(r.device.to_string())
+            .bind(r.model.as_str())
+            .bind(r.version.as_str())
+            .bind(&r.file)
+            .bind(to_i64(r.offset))
+            .bind(to_i64(r.bytes))
+            .bind(to_i64(r.size))
+            .bind(r.outcome.as_str())
+            .bind(r.started_at)
+            .bind(r.finished_at)
+            .bind(&r.client_ip)
+            .bind(r.data_port.map(i64::from))
+            .bind(&r.node)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Newest first, with the id of each record (the pagination cursor).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn list_downloads(&self, f: &DownloadFilter, page: Page) -> DbResult<Vec<(i64, DownloadRecord)>> {
+        let raws: Vec<Raw> = sqlx::query_as(
+            "SELECT id, device, model, version, file, start_offset, bytes, size, outcome, started_at,
+                    finished_at, client_ip, data_port, node
+             FROM downloads
+             WHERE ($1 IS NULL OR device = $1) AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR version = $3)
+               AND id < $4
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(f.device.map(|d| d.to_string()))
+        .bind(f.model.as_ref().map(Model::as_str))
+        .bind(f.version.as_ref().map(Version::as_str))
+        .bind(page.before_id())
+        .bind(page.fetch_limit())
+        .fetch_all(self.pool())
+        .await?;
+        raws.into_iter().map(TryInto::try_into).collect()
+    }
+}

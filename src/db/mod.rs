@@ -1,0 +1,133 @@
+//! Metadata database: tokens, devices, releases, rollouts, download records.
+//!
+//! [`Db`] is the one interface callers use; each table's queries live in their own file as
+//! `impl Db` blocks. The embedded default is SQLite (WAL mode, one file). The SQL is kept
+//! portable (`$n` parameters, integer times, no SQLite-only functions) so a PostgreSQL
+//! backend can be added behind the same methods without touching callers.
+//!
+//! Knows nothing of FTP or HTTP.
+
+pub mod devices;
+pub mod downloads;
+pub mod releases;
+pub mod rollouts;
+pub mod tokens;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database URL {0:?} is not supported (use sqlite://PATH; postgres:// is planned)")]
+    UnsupportedUrl(String),
+    #[error("database error: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create database directory {0}: {1}")]
+    Dir(String, std::io::Error),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl DbError {
+    /// True for a UNIQUE/PRIMARY KEY violation: the caller turns it into a 409.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+/// Handle to the metadata database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+impl Db {
+    /// Opens the database at `url`, creating the file and applying migrations.
+    ///
+    /// # Errors
+    /// Unsupported URL, unreadable file, or a failed migration.
+    pub async fn connect(url: &str) -> DbResult<Self> {
+        let path = url.strip_prefix("sqlite://").ok_or_else(|| DbError::UnsupportedUrl(url.to_owned()))?;
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| DbError::Dir(dir.display().to_string(), e))?;
+        }
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Db { pool })
+    }
+
+    /// A trivial query, for health checks.
+    ///
+    /// # Errors
+    /// When the database does not answer.
+    pub async fn ping(&self) -> DbResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Converts a stored u64-ish column (SQLite has only i64).
+pub(crate) fn to_u64(v: i64, what: &str) -> DbResult<u64> {
+    u64::try_from(v).map_err(|_| DbError::Corrupt(format!("{what} is negative")))
+}
+
+/// Converts a u64 for storage.
+pub(crate) fn to_i64(v: u64) -> i64 {
+    // Sizes, offsets and sequences above i64::MAX are refused at the edge; saturate otherwise.
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Newest-first pagination: `after` is the cursor (an id) from the previous page.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<i64>,
+}
+
+impl Page {
+    pub const MAX: u32 = 1000;
+
+    pub(crate) fn before_id(&self) -> i64 {
+        self.after.unwrap_or(i64::MAX)
+    }
+
+    /// Fetch one extra row to know whether there is a next page.
+    pub(crate) fn fetch_limit(&self) -> i64 {
+        i64::from(self.limit.min(Self::MAX)) + 1
+    }
+
+    /// Trims the extra row and returns the cursor for the next page.
+    pub fn finish<T>(&self, mut rows: Vec<T>, id: impl Fn(&T) -> i64) -> (Vec<T>, Option<String>) {
+        let limit = self.limit.min(Self::MAX) as usize;
+        if rows.len() > limit {
+            rows.truncate(limit);
+            let next = rows.last().map(|r| id(r).to_string());
+            (rows, next)
+        } else {
+            (rows, None)
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! Download records on their way to the database.
+//!
+//! Transfers hand finished records to a bounded channel (awaiting only when the database is
+//! far behind) and one writer task inserts them in batches, one transaction per batch, so
+//! no session ever waits on database I/O per record. On shutdown the writer drains what is
+//! queued before exiting.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::db::Db;
+use crate::db::downloads::DownloadRecord;
+
+const QUEUE: usize = 16 * 1024;
+const BATCH: usize = 512;
+
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    tx: mpsc::Sender<DownloadRecord>,
+}
+
+impl Recorder {
+    /// Queues a record; waits only if the queue is full.
+    pub async fn record(&self, r: DownloadRecord) {
+        if self.tx.send(r).await.is_err() {
+            tracing::error!("download record dropped: recorder has stopped");
+        }
+    }
+
+    /// For paths that cannot await (a transfer future being dropped).
+    pub fn record_detached(&self, r: DownloadRecord) {
+        let tx = self.tx.clone();
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(async move {
+                    let _ = tx.send(r).await;
+                });
+            }
+            Err(_) => {
+                if tx.try_send(r).is_err() {
+                    tracing::error!("download record dropped: no runtime and queue full");
+                }
+            }
+        }
+    }
+}
+
+/// Starts the writer. It ends once every [`Recorder`] clone is dropped and the queue is empty.
+pub fn spawn_writer(db: Db) -> (Recorder, JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    (Recorder { tx }, tokio::spawn(write_loop(db, rx)))
+}
+
+async fn write_loop(db: Db, mut rx: mpsc::Receiver<DownloadRecord>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let mut attempt = 0u32;
+        loop {
+            match db.insert_downloads(&batch).await {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, records = batch.len(), "writing download records failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = batch.len(), "download records lost: database keeps failing");
+                    break;
+                }
+            }
+        }
+        batch.clear();
+    }
+}

@@ -1,0 +1,33 @@
+//! # fwdist — firmware update distribution server
+//!
+//! Serves signed, versioned firmware to authenticated IQs over FTPS, and gives release
+//! engineers and admins an HTTP API to publish builds, run rollouts and see downloads.
+//!
+//! # Layout
+//! Dependencies point inward: the fronts (`ftps`, `api`, `cli`) use the services
+//! (`publish`, `catalog`), which use `store`, `db` and `rollout`, which use `domain`.
+//!
+//! - [`domain`] — device ids (MACs), models, versions, digests, roles. Depends on nothing.
+//! - [`secret`] — server-generated secrets: creation, hashing, constant-time checks.
+//! - [`store`] — the firmware store on disk, manifest format, signing. No FTP/HTTP/SQL.
+//! - [`rollout`] — pure targeting policy. No I/O.
+//! - [`db`] — the metadata database (SQLite; PostgreSQL-ready SQL).
+//! - [`publish`] — verify and publish a release atomically.
+//! - [`catalog`] — what a device should fetch now (db + rollout policy).
+//! - [`ftps`] — the libunftp FTPS front for IQs.
+//! - [`api`] — the axum admin API.
+//! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge.
+
+pub mod api;
+pub mod app;
+pub mod catalog;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod ftps;
+pub mod publish;
+pub mod rollout;
+pub mod secret;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,57 @@
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use fwdist::app::App;
+use fwdist::cli::{Cli, Command, TokenCommand, release, token};
+use fwdist::config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fwdist: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Keygen { out } => release::keygen(&out),
+        Command::Sign(args) => release::sign(&args),
+        Command::Verify { public, dir } => release::verify(&public, &dir),
+        Command::Token { command: TokenCommand::Create { name, role, config } } => {
+            let cfg = Config::load(config.as_deref())?;
+            runtime()?.block_on(token::create(&cfg, &name, role))
+        }
+        Command::Serve { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            fwdist::telemetry::init();
+            runtime()?.block_on(async {
+                let app = App::build(cfg).await?;
+                app.run_until_stopped(shutdown_signal()).await
+            })
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,13 @@
+//! Logging setup: `tracing` to standard error, filtered by `RUST_LOG`
+//! (default `info,libunftp=warn`). libunftp's own slog records arrive through
+//! [`crate::ftps::log`] under the `libunftp` target.
+
+use tracing_subscriber::EnvFilter;
+
+pub const DEFAULT_FILTER: &str = "info,libunftp=warn";
+
+/// Installs the global subscriber; a second call is a no-op.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true).try_init();
+}
