@@ -37,7 +37,9 @@ impl App {
         }
         std::fs::create_dir_all(&cfg.signing.trusted_keys)
             .with_context(|| format!("creating {}", cfg.signing.trusted_keys.display()))?;
-        let store = FsStore::open(&cfg.store.root).await.context("opening the firmware store")?;
+        let store = FsStore::open(&cfg.store.root)
+            .await
+            .context("opening the firmware store")?;
         let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
         let (recorder, recorder_task) = records::spawn_writer(db.clone());
         let shared = Arc::new(FtpsShared {
@@ -49,19 +51,37 @@ impl App {
         });
         let (stop, stopped) = watch::channel(false);
         let mut rx = stopped.clone();
-        let ftps = ftps::build(&cfg.ftps, shared, async move { while rx.changed().await.is_ok() && !*rx.borrow() {} }, GRACE)?;
+        let ftps = ftps::build(
+            &cfg.ftps,
+            shared,
+            async move { while rx.changed().await.is_ok() && !*rx.borrow() {} },
+            GRACE,
+        )?;
         let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
             .await
             .with_context(|| format!("binding the admin API to {}", cfg.admin.listen))?;
         let api_addr = listener.local_addr()?;
-        let publisher = Publisher::new(db.clone(), store, cfg.signing.trusted_keys.clone(), cfg.store.max_image_bytes);
+        let publisher = Publisher::new(
+            db.clone(),
+            store,
+            cfg.signing.trusted_keys.clone(),
+            cfg.store.max_image_bytes,
+        );
         let state = AppState {
             db: db.clone(),
             publisher: Arc::new(publisher),
             ftp_addr: cfg.ftps.listen,
             max_image_bytes: cfg.store.max_image_bytes,
         };
-        Ok(App { ftp_addr: cfg.ftps.listen, api_addr, ftps, api: (listener, api::router(state)), db, recorder_task, stop })
+        Ok(App {
+            ftp_addr: cfg.ftps.listen,
+            api_addr,
+            ftps,
+            api: (listener, api::router(state)),
+            db,
+            recorder_task,
+            stop,
+        })
     }
 
     pub fn ftp_addr(&self) -> SocketAddr {
@@ -78,7 +98,15 @@ impl App {
     /// # Errors
     /// A server that could not bind or failed while running.
     pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let App { ftp_addr, api_addr, ftps, api: (listener, router), db, recorder_task, stop } = self;
+        let App {
+            ftp_addr,
+            api_addr,
+            ftps,
+            api: (listener, router),
+            db,
+            recorder_task,
+            stop,
+        } = self;
         tracing::info!(%ftp_addr, %api_addr, "fwdist serving");
         let mut api_stop = stop.subscribe();
         let api = axum::serve(listener, router).with_graceful_shutdown(async move {
@@ -103,7 +131,10 @@ impl App {
         }
         drop((ftp, api));
         // All recorder handles are gone once the server is dropped; let the writer drain.
-        if tokio::time::timeout(Duration::from_secs(5), recorder_task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), recorder_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("download records still queued at exit were not written");
         }
         db.close().await;

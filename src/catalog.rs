@@ -17,5 +17,8 @@ pub struct Target {
 pub async fn target_of(db: &Db, device: &DeviceId, model: &Model) -> DbResult<Option<Target>> {
     let rules = db.active_rules(model, device).await?;
     let plain: Vec<Rule> = rules.iter().map(|(r, _)| r.clone()).collect();
-    Ok(choose_target(device, &plain).map(|i| Target { rollout: rules[i].0.id, version: rules[i].1.clone() }))
+    Ok(choose_target(device, &plain).map(|i| Target {
+        rollout: rules[i].0.id,
+        version: rules[i].1.clone(),
+    }))
 }

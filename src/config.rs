@@ -117,25 +117,35 @@ impl Default for FtpsConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8080)) }
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { root: "firmware-store".into(), url: None, max_image_bytes: 4 << 30 }
+        StoreConfig {
+            root: "firmware-store".into(),
+            url: None,
+            max_image_bytes: 4 << 30,
+        }
     }
 }
 
 impl Default for DbConfig {
     fn default() -> Self {
-        DbConfig { url: "sqlite://firmware-store/fwdist.sqlite".into() }
+        DbConfig {
+            url: "sqlite://firmware-store/fwdist.sqlite".into(),
+        }
     }
 }
 
 impl Default for SigningConfig {
     fn default() -> Self {
-        SigningConfig { trusted_keys: "certs/release-keys".into() }
+        SigningConfig {
+            trusted_keys: "certs/release-keys".into(),
+        }
     }
 }
 
@@ -180,10 +190,16 @@ impl Config {
             return Err(invalid("node", "must be 1-64 characters"));
         }
         if let Some(url) = &self.store.url {
-            return Err(invalid("store.url", format!("{url:?}: object storage is not available yet; use store.root")));
+            return Err(invalid(
+                "store.url",
+                format!("{url:?}: object storage is not available yet; use store.root"),
+            ));
         }
         if !self.db.url.starts_with("sqlite://") {
-            return Err(invalid("db.url", format!("{:?}: only sqlite://PATH is available yet", self.db.url)));
+            return Err(invalid(
+                "db.url",
+                format!("{:?}: only sqlite://PATH is available yet", self.db.url),
+            ));
         }
         if self.store.max_image_bytes == 0 {
             return Err(invalid("store.max_image_bytes", "must be above 0"));
@@ -204,7 +220,12 @@ impl FtpsConfig {
     /// Unless `passive_ports` is `FIRST-LAST` with 1024 <= FIRST <= LAST.
     pub fn passive_range(&self) -> Result<RangeInclusive<u16>, ConfigError> {
         let key = "ftps.passive_ports";
-        let msg = || invalid(key, format!("{:?}: expected FIRST-LAST, e.g. 50000-50049", self.passive_ports));
+        let msg = || {
+            invalid(
+                key,
+                format!("{:?}: expected FIRST-LAST, e.g. 50000-50049", self.passive_ports),
+            )
+        };
         let (a, b) = self.passive_ports.split_once('-').ok_or_else(msg)?;
         let a: u16 = a.trim().parse().map_err(|_| msg())?;
         let b: u16 = b.trim().parse().map_err(|_| msg())?;
@@ -223,17 +244,25 @@ impl FtpsConfig {
         let h = self.public_host.trim();
         match h.parse::<IpAddr>() {
             Ok(IpAddr::V4(ip)) => Ok(PassiveHost::Ip(ip)),
-            Ok(IpAddr::V6(_)) => Err(invalid("ftps.public_host", "PASV can only announce an IPv4 address")),
+            Ok(IpAddr::V6(_)) => Err(invalid(
+                "ftps.public_host",
+                "PASV can only announce an IPv4 address",
+            )),
             Err(_) => {
                 let ok = !h.is_empty()
                     && h.len() <= 253
                     && h.split('.').all(|l| {
-                        !l.is_empty() && l.len() <= 63 && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && l.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-')
                     });
                 if ok {
                     Ok(PassiveHost::Dns(h.to_owned()))
                 } else {
-                    Err(invalid("ftps.public_host", format!("{h:?} is neither an IPv4 address nor a DNS name")))
+                    Err(invalid(
+                        "ftps.public_host",
+                        format!("{h:?} is neither an IPv4 address nor a DNS name"),
+                    ))
                 }
             }
         }
@@ -275,7 +304,10 @@ mod tests {
         c.ftps.public_host = "::1".into();
         assert!(c.validate().unwrap_err().to_string().contains("public_host"));
         c.ftps.public_host = "fw.example.com".into();
-        assert_eq!(c.ftps.passive_host().unwrap(), PassiveHost::Dns("fw.example.com".into()));
+        assert_eq!(
+            c.ftps.passive_host().unwrap(),
+            PassiveHost::Dns("fw.example.com".into())
+        );
     }
 
     #[test]
@@ -284,6 +316,9 @@ mod tests {
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[ftps]\nlisten_typo = \"x\"\n").unwrap();
         assert!(Config::load(Some(&p)).is_err());
-        assert!(matches!(Config::load(Some(&dir.path().join("nope.toml"))), Err(ConfigError::Missing(_))));
+        assert!(matches!(
+            Config::load(Some(&dir.path().join("nope.toml"))),
+            Err(ConfigError::Missing(_))
+        ));
     }
 }

@@ -27,7 +27,11 @@ impl DeviceId {
     /// # Errors
     /// Anything else, with a message naming the accepted forms.
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
-        let err = || invalid(format!("invalid device id {s:?}: expected a MAC address like aa:bb:cc:dd:ee:ff"));
+        let err = || {
+            invalid(format!(
+                "invalid device id {s:?}: expected a MAC address like aa:bb:cc:dd:ee:ff"
+            ))
+        };
         let hex: String = match s.len() {
             12 => s.to_owned(),
             17 => {
@@ -59,7 +63,11 @@ impl DeviceId {
 impl fmt::Display for DeviceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
     }
 }
 
@@ -89,11 +97,14 @@ impl Model {
         let ok = !b.is_empty()
             && b.len() <= 32
             && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
         if ok {
             Ok(Model(s.to_owned()))
         } else {
-            Err(invalid(format!("invalid model {s:?}: expected [a-z0-9][a-z0-9-]{{0,31}}")))
+            Err(invalid(format!(
+                "invalid model {s:?}: expected [a-z0-9][a-z0-9-]{{0,31}}"
+            )))
         }
     }
 
@@ -127,7 +138,9 @@ impl Version {
     /// longer than 64 bytes.
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
         if s.len() > 64 || semver::Version::parse(s).is_err() {
-            return Err(invalid(format!("invalid version {s:?}: expected a semantic version like 2.4.1")));
+            return Err(invalid(format!(
+                "invalid version {s:?}: expected a semantic version like 2.4.1"
+            )));
         }
         Ok(Version(s.to_owned()))
     }
@@ -218,7 +231,9 @@ impl Role {
             "viewer" => Ok(Role::Viewer),
             "publisher" => Ok(Role::Publisher),
             "admin" => Ok(Role::Admin),
-            _ => Err(invalid(format!("invalid role {s:?}: expected viewer, publisher or admin"))),
+            _ => Err(invalid(format!(
+                "invalid role {s:?}: expected viewer, publisher or admin"
+            ))),
         }
     }
 }
@@ -247,8 +262,17 @@ mod tests {
 
     #[test]
     fn mac_forms_canonicalise() {
-        for s in ["AA:BB:CC:DD:EE:0F", "aa-bb-cc-dd-ee-0f", "aabbccddee0f", "AaBbCcDdEe0F"] {
-            assert_eq!(DeviceId::parse(s).map(|d| d.to_string()), Ok("aa:bb:cc:dd:ee:0f".to_owned()), "{s}");
+        for s in [
+            "AA:BB:CC:DD:EE:0F",
+            "aa-bb-cc-dd-ee-0f",
+            "aabbccddee0f",
+            "AaBbCcDdEe0F",
+        ] {
+            assert_eq!(
+                DeviceId::parse(s).map(|d| d.to_string()),
+                Ok("aa:bb:cc:dd:ee:0f".to_owned()),
+                "{s}"
+            );
         }
     }
 

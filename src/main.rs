@@ -21,7 +21,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keygen { out } => release::keygen(&out),
         Command::Sign(args) => release::sign(&args),
         Command::Verify { public, dir } => release::verify(&public, &dir),
-        Command::Token { command: TokenCommand::Create { name, role, config } } => {
+        Command::Token {
+            command: TokenCommand::Create { name, role, config },
+        } => {
             let cfg = Config::load(config.as_deref())?;
             runtime()?.block_on(token::create(&cfg, &name, role))
         }

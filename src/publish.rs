@@ -48,7 +48,13 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(db: Db, store: FsStore, trusted_keys: PathBuf, max_image_bytes: u64) -> Self {
-        Publisher { db, store, trusted_keys, max_image_bytes, commit_lock: tokio::sync::Mutex::new(()) }
+        Publisher {
+            db,
+            store,
+            trusted_keys,
+            max_image_bytes,
+            commit_lock: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Starts receiving an image.
@@ -132,16 +138,28 @@ impl Publisher {
         }
     }
 
-    fn check(&self, manifest: &[u8], signature: &[u8], image: &StagedImage) -> Result<Manifest, PublishError> {
+    fn check(
+        &self,
+        manifest: &[u8],
+        signature: &[u8],
+        image: &StagedImage,
+    ) -> Result<Manifest, PublishError> {
         let reject = |s: String| PublishError::Rejected(s);
         let m = Manifest::parse(manifest).map_err(|e| reject(e.to_string()))?;
         let keys = TrustedKeys::load_dir(&self.trusted_keys).map_err(|e| reject(e.to_string()))?;
-        keys.verify(signature, manifest).map_err(|e| reject(e.to_string()))?;
+        keys.verify(signature, manifest)
+            .map_err(|e| reject(e.to_string()))?;
         if image.size != m.size {
-            return Err(reject(format!("image is {} bytes, manifest says {}", image.size, m.size)));
+            return Err(reject(format!(
+                "image is {} bytes, manifest says {}",
+                image.size, m.size
+            )));
         }
         if image.sha256 != m.sha256 {
-            return Err(reject(format!("image sha256 is {}, manifest says {}", image.sha256, m.sha256)));
+            return Err(reject(format!(
+                "image sha256 is {}, manifest says {}",
+                image.sha256, m.sha256
+            )));
         }
         if m.sequence > i64::MAX as u64 {
             return Err(reject("sequence is too large".into()));

@@ -2,6 +2,8 @@
 //! (default `info,libunftp=warn`). libunftp's own slog records arrive through
 //! [`crate::ftps::log`] under the `libunftp` target.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 pub const DEFAULT_FILTER: &str = "info,libunftp=warn";
@@ -9,5 +11,10 @@ pub const DEFAULT_FILTER: &str = "info,libunftp=warn";
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(true)
+        .try_init();
 }

@@ -40,17 +40,27 @@ impl<R: RoleNeeded + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts.headers.get(axum::http::header::AUTHORIZATION).ok_or(ApiError::Unauthorized)?;
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized)?;
         let value = header.to_str().map_err(|_| ApiError::Unauthorized)?;
         let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::Unauthorized)?;
         if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
             return Err(ApiError::Unauthorized);
         }
         let hash = Secret::from_client(token.trim()).hash();
-        let row = state.db.token_by_hash(&hash).await?.ok_or(ApiError::Unauthorized)?;
+        let row = state
+            .db
+            .token_by_hash(&hash)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
         if row.role < R::ROLE {
             return Err(ApiError::Forbidden(R::ROLE));
         }
-        Ok(Authorized { token: row, _role: PhantomData })
+        Ok(Authorized {
+            token: row,
+            _role: PhantomData,
+        })
     }
 }

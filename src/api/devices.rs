@@ -92,19 +92,35 @@ async fn create(
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let id = DeviceId::parse(&body.id)?;
     let model = Model::parse(&body.model)?;
-    if body.labels.len() > MAX_LABELS || body.labels.iter().any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN) {
+    if body.labels.len() > MAX_LABELS
+        || body
+            .labels
+            .iter()
+            .any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN)
+    {
         return Err(ApiError::Unprocessable(format!(
             "labels: at most {MAX_LABELS}, each 1-{MAX_LABEL_LEN} characters"
         )));
     }
     let secret = Secret::generate("").map_err(|e| ApiError::Internal(e.to_string().into()))?;
-    let row = match st.db.insert_device(&id, &model, &body.labels, &secret.hash()).await {
+    let row = match st
+        .db
+        .insert_device(&id, &model, &body.labels, &secret.hash())
+        .await
+    {
         Ok(r) => r,
-        Err(e) if e.is_unique_violation() => return Err(ApiError::Conflict(format!("device {id} already exists"))),
+        Err(e) if e.is_unique_violation() => {
+            return Err(ApiError::Conflict(format!("device {id} already exists")));
+        }
         Err(e) => return Err(e.into()),
     };
     tracing::info!(device = %id, model = %model, "device registered");
-    let created = Created { id: row.id, model: row.model.to_string(), labels: row.labels, secret: secret.expose().to_owned() };
+    let created = Created {
+        id: row.id,
+        model: row.model.to_string(),
+        labels: row.labels,
+        secret: secret.expose().to_owned(),
+    };
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -124,7 +140,10 @@ async fn list(
     let page = q.page.page()?;
     let rows = st.db.list_devices(model.as_ref(), page).await?;
     let (rows, next) = page.finish(rows, |d| d.seq);
-    Ok(Json(Listing { items: rows.iter().map(DeviceView::new).collect(), next }))
+    Ok(Json(Listing {
+        items: rows.iter().map(DeviceView::new).collect(),
+        next,
+    }))
 }
 
 async fn show(
@@ -133,13 +152,38 @@ async fn show(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let id = parse_path_id(&id)?;
-    let d = st.db.device(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no such device: {id}")))?;
+    let d = st
+        .db
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no such device: {id}")))?;
     let target = catalog::target_of(&st.db, &d.id, &d.model).await?;
-    let filter = DownloadFilter { device: Some(d.id), ..Default::default() };
-    let recent = st.db.list_downloads(&filter, Page { limit: RECENT_DOWNLOADS, after: None }).await?;
+    let filter = DownloadFilter {
+        device: Some(d.id),
+        ..Default::default()
+    };
+    let recent = st
+        .db
+        .list_downloads(
+            &filter,
+            Page {
+                limit: RECENT_DOWNLOADS,
+                after: None,
+            },
+        )
+        .await?;
     let mut view = DeviceView::new(&d);
-    view.target = Some(target.map(|t| TargetView { rollout: t.rollout, version: t.version.to_string() }));
-    view.downloads = Some(recent.iter().take(RECENT_DOWNLOADS as usize).map(DownloadView::new).collect());
+    view.target = Some(target.map(|t| TargetView {
+        rollout: t.rollout,
+        version: t.version.to_string(),
+    }));
+    view.downloads = Some(
+        recent
+            .iter()
+            .take(RECENT_DOWNLOADS as usize)
+            .map(DownloadView::new)
+            .collect(),
+    );
     Ok(Json(view))
 }
 
@@ -152,7 +196,11 @@ async fn disable(
     if !st.db.disable_device(&id).await? {
         return Err(ApiError::NotFound(format!("no such device: {id}")));
     }
-    let d = st.db.device(&id).await?.ok_or_else(|| ApiError::NotFound(format!("no such device: {id}")))?;
+    let d = st
+        .db
+        .device(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no such device: {id}")))?;
     tracing::info!(device = %id, "device disabled");
     Ok(Json(DeviceView::new(&d)))
 }

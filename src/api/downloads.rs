@@ -70,12 +70,30 @@ async fn list(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Listing<DownloadView>>, ApiError> {
     let filter = DownloadFilter {
-        device: q.device.as_deref().filter(|s| !s.is_empty()).map(DeviceId::parse).transpose()?,
-        model: q.model.as_deref().filter(|s| !s.is_empty()).map(Model::parse).transpose()?,
-        version: q.version.as_deref().filter(|s| !s.is_empty()).map(Version::parse).transpose()?,
+        device: q
+            .device
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(DeviceId::parse)
+            .transpose()?,
+        model: q
+            .model
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(Model::parse)
+            .transpose()?,
+        version: q
+            .version
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(Version::parse)
+            .transpose()?,
     };
     let page = q.page.page()?;
     let rows = st.db.list_downloads(&filter, page).await?;
     let (rows, next) = page.finish(rows, |r| r.0);
-    Ok(Json(Listing { items: rows.iter().map(DownloadView::new).collect(), next }))
+    Ok(Json(Listing {
+        items: rows.iter().map(DownloadView::new).collect(),
+        next,
+    }))
 }

@@ -58,7 +58,8 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+            resp.headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
         }
         resp
     }

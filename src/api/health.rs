@@ -14,12 +14,19 @@ use super::AppState;
 use super::error::ApiError;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/healthz", get(healthz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
 }
 
 async fn healthz(State(st): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    st.db.ping().await.map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
-    ftp_probe(st.ftp_addr).await.map_err(|e| ApiError::Unavailable(format!("ftps: {e}")))?;
+    st.db
+        .ping()
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
+    ftp_probe(st.ftp_addr)
+        .await
+        .map_err(|e| ApiError::Unavailable(format!("ftps: {e}")))?;
     Ok(axum::Json(serde_json::json!({ "status": "ok" })))
 }
 
@@ -29,7 +36,9 @@ async fn ftp_probe(mut addr: std::net::SocketAddr) -> Result<(), String> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let probe = async {
-        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         reader.read_line(&mut line).await.map_err(|e| e.to_string())?;
@@ -39,7 +48,9 @@ async fn ftp_probe(mut addr: std::net::SocketAddr) -> Result<(), String> {
         let _ = reader.get_mut().write_all(b"QUIT\r\n").await;
         Ok(())
     };
-    tokio::time::timeout(Duration::from_secs(3), probe).await.map_err(|_| "no greeting within 3 s".to_owned())?
+    tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .map_err(|_| "no greeting within 3 s".to_owned())?
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -16,9 +16,14 @@ use crate::store::manifest::MAX_MANIFEST_BYTES;
 use crate::store::{Staged, StagedImage};
 
 pub fn router(max_image_bytes: u64) -> Router<AppState> {
-    let upload_limit = usize::try_from(max_image_bytes).unwrap_or(usize::MAX).saturating_add(1 << 20);
+    let upload_limit = usize::try_from(max_image_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
     Router::new()
-        .route("/releases", post(upload).layer(DefaultBodyLimit::max(upload_limit)).get(list))
+        .route(
+            "/releases",
+            post(upload).layer(DefaultBodyLimit::max(upload_limit)).get(list),
+        )
         .route("/releases/{model}/{version}", get(show))
         .route("/releases/{model}/{version}/yank", post(yank))
 }
@@ -53,8 +58,12 @@ impl ReleaseView {
             created_at: format_ms(r.created_at),
             yanked: r.yanked_at.is_some(),
             yanked_at: r.yanked_at.map(format_ms),
-            manifest: with_manifest.then(|| serde_json::from_slice(&r.manifest).ok()).flatten(),
-            signature: with_manifest.then(|| serde_json::from_slice(&r.signature).ok()).flatten(),
+            manifest: with_manifest
+                .then(|| serde_json::from_slice(&r.manifest).ok())
+                .flatten(),
+            signature: with_manifest
+                .then(|| serde_json::from_slice(&r.signature).ok())
+                .flatten(),
         }
     }
 }
@@ -84,7 +93,13 @@ async fn upload(
     let (manifest, signature, image) = match (parts.manifest, parts.signature, parts.image) {
         (Some(m), Some(s), Some(i)) => (m, s, i),
         (m, s, i) => {
-            let name = if m.is_none() { "manifest" } else if s.is_none() { "signature" } else { "image" };
+            let name = if m.is_none() {
+                "manifest"
+            } else if s.is_none() {
+                "signature"
+            } else {
+                "image"
+            };
             if let Some(i) = i {
                 i.abandon().await;
             }
@@ -105,7 +120,9 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, parts: &mut Parts) -> Res
             "signature" => &mut parts.signature,
             "image" => {
                 if parts.image.is_some() {
-                    return Err(ApiError::BadRequest("multipart part \"image\" given twice".into()));
+                    return Err(ApiError::BadRequest(
+                        "multipart part \"image\" given twice".into(),
+                    ));
                 }
                 let mut staged = st.publisher.stage().await?;
                 match stream_into(&mut field, &mut staged).await {
@@ -124,12 +141,16 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, parts: &mut Parts) -> Res
             }
         };
         if slot.is_some() {
-            return Err(ApiError::BadRequest(format!("multipart part {name:?} given twice")));
+            return Err(ApiError::BadRequest(format!(
+                "multipart part {name:?} given twice"
+            )));
         }
         let mut buf = Vec::new();
         while let Some(chunk) = field.chunk().await? {
             if buf.len() + chunk.len() > MAX_MANIFEST_BYTES {
-                return Err(ApiError::PayloadTooLarge(format!("{name} is larger than {MAX_MANIFEST_BYTES} bytes")));
+                return Err(ApiError::PayloadTooLarge(format!(
+                    "{name} is larger than {MAX_MANIFEST_BYTES} bytes"
+                )));
             }
             buf.extend_from_slice(&chunk);
         }
@@ -138,7 +159,10 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, parts: &mut Parts) -> Res
     Ok(())
 }
 
-async fn stream_into(field: &mut axum::extract::multipart::Field<'_>, staged: &mut Staged) -> Result<(), ApiError> {
+async fn stream_into(
+    field: &mut axum::extract::multipart::Field<'_>,
+    staged: &mut Staged,
+) -> Result<(), ApiError> {
     while let Some(chunk) = field.chunk().await? {
         staged.write(&chunk).await?;
     }
@@ -161,12 +185,18 @@ async fn list(
     let page = q.page.page()?;
     let rows = st.db.list_releases(model.as_ref(), page).await?;
     let (rows, next) = page.finish(rows, |r| r.id);
-    Ok(Json(Listing { items: rows.iter().map(|r| ReleaseView::new(r, false)).collect(), next }))
+    Ok(Json(Listing {
+        items: rows.iter().map(|r| ReleaseView::new(r, false)).collect(),
+        next,
+    }))
 }
 
 fn parse_key(model: &str, version: &str) -> Result<(Model, Version), ApiError> {
     let not_found = || ApiError::NotFound(format!("no release {model} {version}"));
-    Ok((Model::parse(model).map_err(|_| not_found())?, Version::parse(version).map_err(|_| not_found())?))
+    Ok((
+        Model::parse(model).map_err(|_| not_found())?,
+        Version::parse(version).map_err(|_| not_found())?,
+    ))
 }
 
 async fn show(
@@ -175,7 +205,11 @@ async fn show(
     ApiPath((model, version)): ApiPath<(String, String)>,
 ) -> Result<Json<ReleaseView>, ApiError> {
     let (m, v) = parse_key(&model, &version)?;
-    let r = st.db.release(&m, &v).await?.ok_or_else(|| ApiError::NotFound(format!("no release {m} {v}")))?;
+    let r = st
+        .db
+        .release(&m, &v)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no release {m} {v}")))?;
     Ok(Json(ReleaseView::new(&r, true)))
 }
 
@@ -188,7 +222,11 @@ async fn yank(
     if !st.db.yank_release(&m, &v).await? {
         return Err(ApiError::NotFound(format!("no release {m} {v}")));
     }
-    let r = st.db.release(&m, &v).await?.ok_or_else(|| ApiError::NotFound(format!("no release {m} {v}")))?;
+    let r = st
+        .db
+        .release(&m, &v)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no release {m} {v}")))?;
     tracing::info!(model = %m, version = %v, "release yanked");
     Ok(Json(ReleaseView::new(&r, true)))
 }

@@ -17,7 +17,9 @@ use crate::domain::{DeviceId, Model, Version, format_ms};
 use crate::rollout::{self, RolloutState, Rule};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/rollouts", post(create).get(list)).route("/rollouts/{id}", get(show).patch(update))
+    Router::new()
+        .route("/rollouts", post(create).get(list))
+        .route("/rollouts/{id}", get(show).patch(update))
 }
 
 const MAX_LISTED: usize = 100_000;
@@ -71,7 +73,11 @@ async fn view(st: &AppState, r: RolloutRow) -> Result<RolloutView, ApiError> {
         None => Default::default(),
     };
     for d in st.db.device_ids_of_model(&r.model).await? {
-        let rule = Rule { id: r.id, percent_bp: r.percent_bp, listed: listed.contains(&d) };
+        let rule = Rule {
+            id: r.id,
+            percent_bp: r.percent_bp,
+            listed: listed.contains(&d),
+        };
         if !rollout::selects(&rule, &d) {
             continue;
         }
@@ -111,14 +117,21 @@ async fn create(
     let percent_bp = body.percent.map(rollout::percent_to_bp).transpose()?.unwrap_or(0);
     let raw = body.devices.unwrap_or_default();
     if raw.len() > MAX_LISTED {
-        return Err(ApiError::Unprocessable(format!("at most {MAX_LISTED} devices per rollout")));
+        return Err(ApiError::Unprocessable(format!(
+            "at most {MAX_LISTED} devices per rollout"
+        )));
     }
-    let devices = raw.iter().map(|s| DeviceId::parse(s)).collect::<Result<Vec<_>, _>>()?;
+    let devices = raw
+        .iter()
+        .map(|s| DeviceId::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
     let release = st.db.release(&model, &version).await?;
     match release {
         None => return Err(ApiError::Unprocessable(format!("no release {model} {version}"))),
         Some(r) if r.yanked_at.is_some() => {
-            return Err(ApiError::Unprocessable(format!("release {model} {version} is yanked")));
+            return Err(ApiError::Unprocessable(format!(
+                "release {model} {version} is yanked"
+            )));
         }
         Some(_) => {}
     }
@@ -126,12 +139,18 @@ async fn create(
         match st.db.device(d).await? {
             None => return Err(ApiError::Unprocessable(format!("no such device: {d}"))),
             Some(row) if row.model != model => {
-                return Err(ApiError::Unprocessable(format!("device {d} is a {}, not a {model}", row.model)));
+                return Err(ApiError::Unprocessable(format!(
+                    "device {d} is a {}, not a {model}",
+                    row.model
+                )));
             }
             Some(_) => {}
         }
     }
-    let row = st.db.insert_rollout(&model, &version, percent_bp, &devices).await?;
+    let row = st
+        .db
+        .insert_rollout(&model, &version, percent_bp, &devices)
+        .await?;
     tracing::info!(rollout = row.id, model = %model, version = %version, percent_bp, listed = devices.len(), "rollout created");
     Ok((StatusCode::CREATED, Json(view(&st, row).await?)))
 }
@@ -152,7 +171,10 @@ async fn list(
 }
 
 fn parse_id(s: &str) -> Result<i64, ApiError> {
-    s.parse::<i64>().ok().filter(|i| *i > 0).ok_or_else(|| ApiError::NotFound(format!("no rollout {s}")))
+    s.parse::<i64>()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| ApiError::NotFound(format!("no rollout {s}")))
 }
 
 async fn show(
@@ -161,7 +183,11 @@ async fn show(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RolloutView>, ApiError> {
     let id = parse_id(&id)?;
-    let r = st.db.rollout(id).await?.ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
+    let r = st
+        .db
+        .rollout(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
     Ok(Json(view(&st, r).await?))
 }
 
@@ -177,12 +203,27 @@ async fn update(
     }
     let percent = change.percent.map(rollout::percent_to_bp).transpose()?;
     let state = change.state.as_deref().map(RolloutState::parse).transpose()?;
-    let current = st.db.rollout(id).await?.ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
+    let current = st
+        .db
+        .rollout(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
     if current.state == RolloutState::Aborted && state != Some(RolloutState::Aborted) {
-        return Err(ApiError::Conflict(format!("rollout {id} is aborted; create a new rollout instead")));
+        return Err(ApiError::Conflict(format!(
+            "rollout {id} is aborted; create a new rollout instead"
+        )));
     }
     st.db.update_rollout(id, percent, state).await?;
-    let r = st.db.rollout(id).await?.ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
-    tracing::info!(rollout = id, percent_bp = r.percent_bp, state = r.state.as_str(), "rollout changed");
+    let r = st
+        .db
+        .rollout(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no rollout {id}")))?;
+    tracing::info!(
+        rollout = id,
+        percent_bp = r.percent_bp,
+        state = r.state.as_str(),
+        "rollout changed"
+    );
     Ok(Json(view(&st, r).await?))
 }

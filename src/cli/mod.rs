@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::domain::Role;
 
 #[derive(Debug, Parser)]
-#[command(name = "fwdist", version, about = "Firmware update distribution server for Salto KS IQs")]
+#[command(
+    name = "fwdist",
+    version,
+    about = "Firmware update distribution server for Salto KS IQs"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -50,7 +50,12 @@ pub fn keygen(prefix: &Path) -> anyhow::Result<()> {
     }
     write_new(&key_path, private.as_bytes(), 0o600)?;
     write_new(&pub_path, public.as_bytes(), 0o644)?;
-    println!("wrote {} and {} (keyid {})", key_path.display(), pub_path.display(), signing::key_id(&key.verifying_key()));
+    println!(
+        "wrote {} and {} (keyid {})",
+        key_path.display(),
+        pub_path.display(),
+        signing::key_id(&key.verifying_key())
+    );
     Ok(())
 }
 
@@ -65,16 +70,25 @@ pub fn sign(a: &SignArgs) -> anyhow::Result<()> {
     let expires_at = a
         .expires
         .as_deref()
-        .map(|s| OffsetDateTime::parse(s, &Rfc3339).with_context(|| format!("--expires {s:?} is not RFC 3339")))
+        .map(|s| {
+            OffsetDateTime::parse(s, &Rfc3339).with_context(|| format!("--expires {s:?} is not RFC 3339"))
+        })
         .transpose()?;
     let pem = std::fs::read_to_string(&a.key).with_context(|| format!("reading {}", a.key.display()))?;
     let key = signing::decode_private_key(&pem).with_context(|| format!("{}", a.key.display()))?;
-    let file = a.image.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    let file = a
+        .image
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_owned();
     if !is_valid_file_name(&file) {
         bail!("image file name {file:?} is not allowed: use 1-64 of [A-Za-z0-9._-], not starting with '.'");
     }
     let (size, sha256) = hash_file(&a.image)?;
-    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let now = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let manifest = Manifest {
         schema: 1,
         model,
@@ -94,7 +108,11 @@ pub fn sign(a: &SignArgs) -> anyhow::Result<()> {
         Some(d) => d.clone(),
         None => a.image.parent().map(Path::to_owned).unwrap_or_default(),
     };
-    let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+    let dir = if dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        dir
+    };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     replace_file(&dir.join(MANIFEST_NAME), &bytes)?;
     replace_file(&dir.join(SIGNATURE_NAME), &sig)?;
@@ -116,7 +134,8 @@ pub fn verify(public: &Path, dir: &Path) -> anyhow::Result<()> {
     let pem = std::fs::read_to_string(public).with_context(|| format!("reading {}", public.display()))?;
     let key = signing::decode_public_key(&pem).with_context(|| format!("{}", public.display()))?;
     let manifest_path = dir.join(MANIFEST_NAME);
-    let bytes = std::fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
+    let bytes =
+        std::fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
     let sig_path = dir.join(SIGNATURE_NAME);
     let sig = std::fs::read(&sig_path).with_context(|| format!("reading {}", sig_path.display()))?;
     let keyid = TrustedKeys::from_keys([key]).verify(&sig, &bytes)?;
@@ -131,7 +150,10 @@ pub fn verify(public: &Path, dir: &Path) -> anyhow::Result<()> {
     if m.expires_at.is_some_and(|e| e <= OffsetDateTime::now_utc()) {
         eprintln!("warning: the manifest has expired; IQs will refuse it");
     }
-    println!("OK: {} {} sequence {} ({} bytes) signed by keyid {keyid}", m.model, m.version, m.sequence, m.size);
+    println!(
+        "OK: {} {} sequence {} ({} bytes) signed by keyid {keyid}",
+        m.model, m.version, m.sequence, m.size
+    );
     Ok(())
 }
 
@@ -148,7 +170,9 @@ fn hash_file(path: &Path) -> anyhow::Result<(u64, Sha256Digest)> {
     let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -165,7 +189,8 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
         .mode(mode)
         .open(path)
         .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes).with_context(|| format!("writing {}", path.display()))
+    f.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Writes beside, then renames: a reader never sees half a manifest.

@@ -21,6 +21,10 @@ pub async fn create(cfg: &Config, name: &str, role: Role) -> anyhow::Result<()> 
     let token = Secret::generate("fwd_").context("no randomness")?;
     let id = db.insert_token(name, role, &token.hash()).await?;
     db.close().await;
-    println!("created {} token {name:?} (id {id}); it is shown only once: {}", role.as_str(), token.expose());
+    println!(
+        "created {} token {name:?} (id {id}); it is shown only once: {}",
+        role.as_str(),
+        token.expose()
+    );
     Ok(())
 }

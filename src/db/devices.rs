@@ -131,7 +131,9 @@ impl Db {
             .bind(model.as_str())
             .fetch_all(self.pool())
             .await?;
-        ids.into_iter().map(|(s,)| DeviceId::parse(&s).map_err(|e| DbError::Corrupt(e.0))).collect()
+        ids.into_iter()
+            .map(|(s,)| DeviceId::parse(&s).map_err(|e| DbError::Corrupt(e.0)))
+            .collect()
     }
 
     /// Returns false when there is no such device.

@@ -116,7 +116,11 @@ impl Db {
     ///
     /// # Errors
     /// Database failure.
-    pub async fn list_downloads(&self, f: &DownloadFilter, page: Page) -> DbResult<Vec<(i64, DownloadRecord)>> {
+    pub async fn list_downloads(
+        &self,
+        f: &DownloadFilter,
+        page: Page,
+    ) -> DbResult<Vec<(i64, DownloadRecord)>> {
         let raws: Vec<Raw> = sqlx::query_as(
             "SELECT id, device, model, version, file, start_offset, bytes, size, outcome, started_at,
                     finished_at, client_ip, data_port, node

@@ -17,8 +17,8 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -55,7 +55,9 @@ impl Db {
     /// # Errors
     /// Unsupported URL, unreadable file, or a failed migration.
     pub async fn connect(url: &str) -> DbResult<Self> {
-        let path = url.strip_prefix("sqlite://").ok_or_else(|| DbError::UnsupportedUrl(url.to_owned()))?;
+        let path = url
+            .strip_prefix("sqlite://")
+            .ok_or_else(|| DbError::UnsupportedUrl(url.to_owned()))?;
         let path = path.split('?').next().unwrap_or(path);
         if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DbError::Dir(dir.display().to_string(), e))?;
@@ -66,7 +68,10 @@ impl Db {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(Db { pool })
     }

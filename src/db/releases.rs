@@ -68,7 +68,8 @@ impl TryFrom<Raw> for ReleaseRow {
     }
 }
 
-const COLUMNS: &str = "id, model, version, sequence, file, size, sha256, manifest, signature, created_at, yanked_at";
+const COLUMNS: &str =
+    "id, model, version, sequence, file, size, sha256, manifest, signature, created_at, yanked_at";
 
 impl Db {
     /// # Errors
@@ -95,12 +96,13 @@ impl Db {
     /// # Errors
     /// Database failure.
     pub async fn release(&self, model: &Model, version: &Version) -> DbResult<Option<ReleaseRow>> {
-        let raw: Option<Raw> =
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM releases WHERE model = $1 AND version = $2"))
-                .bind(model.as_str())
-                .bind(version.as_str())
-                .fetch_optional(self.pool())
-                .await?;
+        let raw: Option<Raw> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM releases WHERE model = $1 AND version = $2"
+        ))
+        .bind(model.as_str())
+        .bind(version.as_str())
+        .fetch_optional(self.pool())
+        .await?;
         raw.map(TryInto::try_into).transpose()
     }
 

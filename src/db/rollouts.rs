@@ -97,7 +97,9 @@ impl Db {
                 .bind(id)
                 .fetch_all(self.pool())
                 .await?;
-        rows.into_iter().map(|(s,)| DeviceId::parse(&s).map_err(|e| DbError::Corrupt(e.0))).collect()
+        rows.into_iter()
+            .map(|(s,)| DeviceId::parse(&s).map_err(|e| DbError::Corrupt(e.0)))
+            .collect()
     }
 
     /// # Errors
@@ -179,7 +181,14 @@ impl Db {
             .map(|(id, version, bp, listed)| {
                 let version = Version::parse(&version).map_err(|e| DbError::Corrupt(e.0))?;
                 let percent_bp = u16::try_from(bp).map_err(|_| DbError::Corrupt("percent".into()))?;
-                Ok((Rule { id, percent_bp, listed }, version))
+                Ok((
+                    Rule {
+                        id,
+                        percent_bp,
+                        listed,
+                    },
+                    version,
+                ))
             })
             .collect()
     }

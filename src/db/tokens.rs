@@ -15,14 +15,15 @@ impl Db {
     /// # Errors
     /// Database failure.
     pub async fn insert_token(&self, name: &str, role: Role, hash: &SecretHash) -> DbResult<i64> {
-        let row: (i64,) =
-            sqlx::query_as("INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
-                .bind(name)
-                .bind(role.as_str())
-                .bind(&hash.0[..])
-                .bind(now_ms())
-                .fetch_one(self.pool())
-                .await?;
+        let row: (i64,) = sqlx::query_as(
+            "INSERT INTO tokens (name, role, hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(name)
+        .bind(role.as_str())
+        .bind(&hash.0[..])
+        .bind(now_ms())
+        .fetch_one(self.pool())
+        .await?;
         Ok(row.0)
     }
 

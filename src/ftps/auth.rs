@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use unftp_core::auth::{
-    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError, UserDetailProvider,
+    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
+    UserDetailProvider,
 };
 
 use super::sessions::Sessions;
@@ -41,7 +42,9 @@ impl UserDetail for Device {}
 
 impl Device {
     fn to_principal(&self) -> Principal {
-        Principal { username: format!("{}|{}|{}|{}", self.id, self.model, self.ip, self.serial) }
+        Principal {
+            username: format!("{}|{}|{}|{}", self.id, self.model, self.ip, self.serial),
+        }
     }
 
     fn from_principal(p: &Principal) -> Option<Device> {
@@ -50,7 +53,12 @@ impl Device {
         let model = Model::parse(it.next()?).ok()?;
         let ip = it.next()?.parse().ok()?;
         let serial = it.next()?.parse().ok()?;
-        Some(Device { id, model, ip, serial })
+        Some(Device {
+            id,
+            model,
+            ip,
+            serial,
+        })
     }
 }
 
@@ -71,7 +79,11 @@ const NO_DEVICE: SecretHash = SecretHash([0u8; 32]);
 
 #[async_trait]
 impl Authenticator for DeviceAuthenticator {
-    async fn authenticate(&self, username: &str, creds: &Credentials) -> Result<Principal, AuthenticationError> {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
         let password = Secret::from_client(creds.password.clone().unwrap_or_default());
         let Ok(id) = DeviceId::parse(username.trim()) else {
             let _ = NO_DEVICE.matches(&password);
@@ -88,7 +100,12 @@ impl Authenticator for DeviceAuthenticator {
         let secret_ok = hash.matches(&password);
         match found {
             Some(c) if usable && secret_ok => {
-                let device = Device { id, model: c.model, ip: creds.source_ip, serial: self.sessions.allocate() };
+                let device = Device {
+                    id,
+                    model: c.model,
+                    ip: creds.source_ip,
+                    serial: self.sessions.allocate(),
+                };
                 tracing::info!(device = %id, ip = %creds.source_ip, "device logged in");
                 Ok(device.to_principal())
             }
@@ -134,7 +151,10 @@ mod tests {
         };
         assert_eq!(Device::from_principal(&d.to_principal()), Some(d.clone()));
         assert_eq!(d.to_string(), "aa:bb:cc:dd:ee:ff#42");
-        let v6 = Device { ip: "2001:db8::1".parse().unwrap(), ..d };
+        let v6 = Device {
+            ip: "2001:db8::1".parse().unwrap(),
+            ..d
+        };
         assert_eq!(Device::from_principal(&v6.to_principal()), Some(v6));
     }
 }

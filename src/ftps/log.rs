@@ -53,10 +53,12 @@ impl Drain for SlogBridge {
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
         let module = record.module();
-        let tapped = record.level() == slog::Level::Info
-            && (module.ends_with("::pasv") || module.ends_with("::pass"));
+        let tapped =
+            record.level() == slog::Level::Info && (module.ends_with("::pasv") || module.ends_with("::pass"));
         let shown = match record.level() {
-            slog::Level::Critical | slog::Level::Error => tracing::enabled!(target: "libunftp", tracing::Level::ERROR),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::enabled!(target: "libunftp", tracing::Level::ERROR)
+            }
             slog::Level::Warning => tracing::enabled!(target: "libunftp", tracing::Level::WARN),
             slog::Level::Info => tracing::enabled!(target: "libunftp", tracing::Level::INFO),
             slog::Level::Debug => tracing::enabled!(target: "libunftp", tracing::Level::DEBUG),

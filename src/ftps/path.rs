@@ -111,13 +111,22 @@ mod tests {
         assert_eq!(r("/"), Some(Node::Root));
         assert_eq!(r(""), Some(Node::Root));
         assert_eq!(r("/target"), Some(Node::TargetDir));
-        assert_eq!(r("/target/manifest.json"), Some(Node::TargetFile(MetaFile::Manifest)));
-        assert_eq!(r("target/manifest.json.sig"), Some(Node::TargetFile(MetaFile::Signature)));
+        assert_eq!(
+            r("/target/manifest.json"),
+            Some(Node::TargetFile(MetaFile::Manifest))
+        );
+        assert_eq!(
+            r("target/manifest.json.sig"),
+            Some(Node::TargetFile(MetaFile::Signature))
+        );
         assert_eq!(r("/target/firmware.bin"), None);
         assert_eq!(r("/releases/1.0.0"), Some(Node::VersionDir("1.0.0".into())));
         assert_eq!(
             r("/releases/1.0.0/firmware.bin"),
-            Some(Node::ReleaseFile("1.0.0".into(), ReleaseFile::Image("firmware.bin".into())))
+            Some(Node::ReleaseFile(
+                "1.0.0".into(),
+                ReleaseFile::Image("firmware.bin".into())
+            ))
         );
         assert_eq!(r("/releases/1.0.0/x/y"), None);
         assert_eq!(r("/etc/passwd"), None);
@@ -128,7 +137,10 @@ mod tests {
         assert_eq!(r("/../../../etc/passwd"), None);
         assert_eq!(r("/releases/../../target"), Some(Node::TargetDir));
         assert_eq!(r("/releases/1.0.0/../../../../fwdist.sqlite"), None);
-        assert_eq!(r("/target/./../releases/./1.0.0"), Some(Node::VersionDir("1.0.0".into())));
+        assert_eq!(
+            r("/target/./../releases/./1.0.0"),
+            Some(Node::VersionDir("1.0.0".into()))
+        );
         // Odd encodings are just names that match nothing.
         assert_eq!(r("/%2e%2e/%2e%2e/etc/passwd"), None);
         assert_eq!(r("/..\\..\\etc\\passwd"), None);

@@ -43,7 +43,13 @@ impl Sessions {
     pub fn logged_in(&self, trace_id: &str, serial: u64) {
         let mut g = self.lock();
         g.by_trace.insert(trace_id.to_owned(), serial);
-        g.by_serial.insert(serial, Entry { trace_id: trace_id.to_owned(), passive_port: None });
+        g.by_serial.insert(
+            serial,
+            Entry {
+                trace_id: trace_id.to_owned(),
+                passive_port: None,
+            },
+        );
     }
 
     /// From the log record "Listening on passive port IP:PORT".
@@ -79,7 +85,9 @@ impl Sessions {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps inconsistent in a way that
         // matters (each operation is a single insert/remove), so recover from poisoning.
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -91,7 +99,11 @@ pub fn serial_from_login_message(msg: &str) -> Option<u64> {
 
 /// Parses "Listening on passive port 127.0.0.1:50012" → 50012.
 pub fn port_from_passive_message(msg: &str) -> Option<u16> {
-    msg.strip_prefix("Listening on passive port ")?.rsplit_once(':')?.1.parse().ok()
+    msg.strip_prefix("Listening on passive port ")?
+        .rsplit_once(':')?
+        .1
+        .parse()
+        .ok()
 }
 
 #[cfg(test)]
@@ -100,9 +112,15 @@ mod tests {
 
     #[test]
     fn parses_the_two_log_lines() {
-        assert_eq!(serial_from_login_message("PASS: User aa:bb:cc:dd:ee:ff#17 logged in"), Some(17));
+        assert_eq!(
+            serial_from_login_message("PASS: User aa:bb:cc:dd:ee:ff#17 logged in"),
+            Some(17)
+        );
         assert_eq!(serial_from_login_message("PASS: User x logged in"), None);
-        assert_eq!(port_from_passive_message("Listening on passive port 127.0.0.1:50012"), Some(50012));
+        assert_eq!(
+            port_from_passive_message("Listening on passive port 127.0.0.1:50012"),
+            Some(50012)
+        );
         assert_eq!(port_from_passive_message("Listening on passive port nope"), None);
     }
 

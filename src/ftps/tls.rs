@@ -9,7 +9,9 @@ use crate::config::{FtpsConfig, PassiveHost};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("TLS certificate {0} not found (set ftps.cert/ftps.key, or ftps.self_signed = true for a dev certificate)")]
+    #[error(
+        "TLS certificate {0} not found (set ftps.cert/ftps.key, or ftps.self_signed = true for a dev certificate)"
+    )]
     Missing(String),
     #[error("cannot create the self-signed certificate: {0}")]
     Generate(String),
@@ -49,7 +51,12 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(path).map_err(err)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
     f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)
 }

@@ -25,9 +25,9 @@ use super::auth::Device;
 use super::path::{MetaFile, Node, ReleaseFile, resolve};
 use super::records::Recorder;
 use super::sessions::Sessions;
+use crate::catalog;
 use crate::db::downloads::DownloadRecord;
 use crate::db::releases::ReleaseRow;
-use crate::catalog;
 use crate::db::{Db, DbError};
 use crate::domain::{Outcome, Version, now_ms};
 use crate::store::{FsStore, READ_BUFFER};
@@ -101,7 +101,11 @@ fn time_of(ms: i64) -> SystemTime {
 }
 
 fn dir_meta(modified: SystemTime) -> Meta {
-    Meta { len: 0, dir: true, modified }
+    Meta {
+        len: 0,
+        dir: true,
+        modified,
+    }
 }
 
 /// Which bytes of a release a path names.
@@ -132,15 +136,23 @@ impl View {
     }
 
     fn newest(&self) -> SystemTime {
-        self.releases.iter().map(|r| time_of(r.created_at)).max().unwrap_or(UNIX_EPOCH)
+        self.releases
+            .iter()
+            .map(|r| time_of(r.created_at))
+            .max()
+            .unwrap_or(UNIX_EPOCH)
     }
 
     fn lookup(&self, node: &Node) -> Option<Found<'_>> {
         let files = |r: &ReleaseRow| -> Vec<(String, Meta)> {
-            [Part::Meta(MetaFile::Manifest), Part::Meta(MetaFile::Signature), Part::Image]
-                .into_iter()
-                .map(|p| (part_name(r, p).to_owned(), file_meta(r, p)))
-                .collect()
+            [
+                Part::Meta(MetaFile::Manifest),
+                Part::Meta(MetaFile::Signature),
+                Part::Image,
+            ]
+            .into_iter()
+            .map(|p| (part_name(r, p).to_owned(), file_meta(r, p)))
+            .collect()
         };
         match node {
             Node::Root => Some(Found::Dir(vec![
@@ -153,7 +165,10 @@ impl View {
             })),
             Node::TargetFile(m) => self.target().map(|r| Found::File(r, Part::Meta(*m))),
             Node::ReleasesDir => Some(Found::Dir(
-                self.releases.iter().map(|r| (r.version.to_string(), dir_meta(time_of(r.created_at)))).collect(),
+                self.releases
+                    .iter()
+                    .map(|r| (r.version.to_string(), dir_meta(time_of(r.created_at))))
+                    .collect(),
             )),
             Node::VersionDir(v) => self.release(v).map(|r| Found::Dir(files(r))),
             Node::ReleaseFile(v, f) => {
@@ -187,7 +202,11 @@ fn file_meta(r: &ReleaseRow, p: Part) -> Meta {
         Part::Meta(m) => part_bytes(r, m).len() as u64,
         Part::Image => r.size,
     };
-    Meta { len, dir: false, modified: time_of(r.created_at) }
+    Meta {
+        len,
+        dir: false,
+        modified: time_of(r.created_at),
+    }
 }
 
 fn not_found() -> storage::Error {
@@ -206,7 +225,9 @@ impl DeviceVfs {
     async fn view(&self, user: &Device) -> Result<View, DbError> {
         let db = &self.shared.db;
         let releases = db.servable_releases(&user.model).await?;
-        let target = catalog::target_of(db, &user.id, &user.model).await?.map(|t| t.version);
+        let target = catalog::target_of(db, &user.id, &user.model)
+            .await?
+            .map(|t| t.version);
         Ok(View { releases, target })
     }
 
@@ -223,7 +244,12 @@ impl DeviceVfs {
     }
 
     /// Opens a release part from `offset`; returns the reader and the part's size.
-    async fn open(&self, r: &ReleaseRow, part: Part, offset: u64) -> storage::Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+    async fn open(
+        &self,
+        r: &ReleaseRow,
+        part: Part,
+        offset: u64,
+    ) -> storage::Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
         match part {
             Part::Meta(m) => {
                 let bytes = part_bytes(r, m);
@@ -232,7 +258,12 @@ impl DeviceVfs {
             }
             Part::Image => {
                 let offset = offset.min(r.size);
-                let f = self.shared.store.open_file(&r.model, &r.version, &r.file, offset).await.map_err(local)?;
+                let f = self
+                    .shared
+                    .store
+                    .open_file(&r.model, &r.version, &r.file, offset)
+                    .await
+                    .map_err(local)?;
                 Ok(Box::new(BufReader::with_capacity(READ_BUFFER, f)))
             }
         }
@@ -302,12 +333,17 @@ impl StorageBackend<Device> for DeviceVfs {
         path: P,
     ) -> storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
         self.found(user, path.as_ref(), |f| match f {
-            Found::Dir(entries) => {
-                Ok(entries.into_iter().map(|(n, metadata)| Fileinfo { path: PathBuf::from(n), metadata }).collect())
-            }
-            Found::File(r, p) => {
-                Ok(vec![Fileinfo { path: PathBuf::from(part_name(r, p)), metadata: file_meta(r, p) }])
-            }
+            Found::Dir(entries) => Ok(entries
+                .into_iter()
+                .map(|(n, metadata)| Fileinfo {
+                    path: PathBuf::from(n),
+                    metadata,
+                })
+                .collect()),
+            Found::File(r, p) => Ok(vec![Fileinfo {
+                path: PathBuf::from(part_name(r, p)),
+                metadata: file_meta(r, p),
+            }]),
         })
         .await
     }
@@ -362,7 +398,12 @@ impl StorageBackend<Device> for DeviceVfs {
                 node: self.shared.node.clone(),
             }),
         };
-        let mut buf = vec![0u8; READ_BUFFER.min(usize::try_from(size).unwrap_or(READ_BUFFER)).max(1)];
+        let mut buf = vec![
+            0u8;
+            READ_BUFFER
+                .min(usize::try_from(size).unwrap_or(READ_BUFFER))
+                .max(1)
+        ];
         let mut total = 0u64;
         let result: storage::Result<()> = async {
             loop {
@@ -370,11 +411,17 @@ impl StorageBackend<Device> for DeviceVfs {
                 if n == 0 {
                     break;
                 }
-                output.write_all(&buf[..n]).await.map_err(|e| storage::Error::new(ErrorKind::ConnectionClosed, e))?;
+                output
+                    .write_all(&buf[..n])
+                    .await
+                    .map_err(|e| storage::Error::new(ErrorKind::ConnectionClosed, e))?;
                 total += n as u64;
                 t.add(n as u64);
             }
-            output.flush().await.map_err(|e| storage::Error::new(ErrorKind::ConnectionClosed, e))
+            output
+                .flush()
+                .await
+                .map_err(|e| storage::Error::new(ErrorKind::ConnectionClosed, e))
         }
         .await;
         match result {
@@ -409,7 +456,12 @@ impl StorageBackend<Device> for DeviceVfs {
         Err(read_only())
     }
 
-    async fn rename<P: AsRef<Path> + Send + Debug>(&self, _user: &Device, _from: P, _to: P) -> storage::Result<()> {
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        _user: &Device,
+        _from: P,
+        _to: P,
+    ) -> storage::Result<()> {
         Err(read_only())
     }
 

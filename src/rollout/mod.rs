@@ -4,8 +4,8 @@
 //! model that selects it — by the explicit device list, or by `percent` through a stable hash
 //! of (rollout, device), so that raising the percent only ever adds devices.
 
-use sha2::{Digest, Sha256};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::domain::{DeviceId, InvalidInput};
 
@@ -36,7 +36,9 @@ impl RolloutState {
             "active" => Ok(Self::Active),
             "paused" => Ok(Self::Paused),
             "aborted" => Ok(Self::Aborted),
-            _ => Err(InvalidInput(format!("invalid state {s:?}: expected active, paused or aborted"))),
+            _ => Err(InvalidInput(format!(
+                "invalid state {s:?}: expected active, paused or aborted"
+            ))),
         }
     }
 }
@@ -47,7 +49,9 @@ impl RolloutState {
 /// Outside 0–100 or not a finite number.
 pub fn percent_to_bp(p: f64) -> Result<u16, InvalidInput> {
     if !p.is_finite() || !(0.0..=100.0).contains(&p) {
-        return Err(InvalidInput(format!("percent must be between 0 and 100, got {p}")));
+        return Err(InvalidInput(format!(
+            "percent must be between 0 and 100, got {p}"
+        )));
     }
     // In range by the check above, so the cast cannot truncate.
     Ok((p * 100.0).round() as u16)
@@ -112,14 +116,37 @@ mod tests {
     #[test]
     fn zero_selects_nobody_and_full_selects_everybody() {
         for n in 0..500 {
-            assert!(!selects(&Rule { id: 7, percent_bp: 0, listed: false }, &dev(n)));
-            assert!(selects(&Rule { id: 7, percent_bp: FULL, listed: false }, &dev(n)));
+            assert!(!selects(
+                &Rule {
+                    id: 7,
+                    percent_bp: 0,
+                    listed: false
+                },
+                &dev(n)
+            ));
+            assert!(selects(
+                &Rule {
+                    id: 7,
+                    percent_bp: FULL,
+                    listed: false
+                },
+                &dev(n)
+            ));
         }
     }
 
     #[test]
     fn percent_is_roughly_honoured() {
-        let picked = (0..10_000).filter(|n| selects(&Rule { id: 3, percent_bp: 1000, listed: false }, &dev(*n)));
+        let picked = (0..10_000).filter(|n| {
+            selects(
+                &Rule {
+                    id: 3,
+                    percent_bp: 1000,
+                    listed: false,
+                },
+                &dev(*n),
+            )
+        });
         let c = picked.count();
         assert!((800..1200).contains(&c), "10% picked {c} of 10000");
     }
@@ -128,9 +155,21 @@ mod tests {
     fn newest_selecting_rollout_wins() {
         let d = dev(1);
         let rules = [
-            Rule { id: 9, percent_bp: 0, listed: false },
-            Rule { id: 8, percent_bp: 0, listed: true },
-            Rule { id: 2, percent_bp: FULL, listed: false },
+            Rule {
+                id: 9,
+                percent_bp: 0,
+                listed: false,
+            },
+            Rule {
+                id: 8,
+                percent_bp: 0,
+                listed: true,
+            },
+            Rule {
+                id: 2,
+                percent_bp: FULL,
+                listed: false,
+            },
         ];
         assert_eq!(choose_target(&d, &rules), Some(1));
         assert_eq!(choose_target(&d, &rules[..1]), None);

@@ -25,7 +25,11 @@ pub struct Manifest {
     pub sha256: Sha256Digest,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time::serde::rfc3339::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires_at: Option<OffsetDateTime>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
@@ -39,7 +43,9 @@ pub enum ManifestError {
     Json(#[from] serde_json::Error),
     #[error("manifest schema {0} is not supported (expected 1)")]
     Schema(u32),
-    #[error("manifest file name {0:?} is not allowed: use 1-64 of [A-Za-z0-9._-], not starting with '.', not a manifest name")]
+    #[error(
+        "manifest file name {0:?} is not allowed: use 1-64 of [A-Za-z0-9._-], not starting with '.', not a manifest name"
+    )]
     FileName(String),
     #[error("manifest expires_at is not after created_at")]
     Expiry,
@@ -86,7 +92,9 @@ pub fn is_valid_file_name(name: &str) -> bool {
         && !name.starts_with('.')
         && name != MANIFEST_NAME
         && name != SIGNATURE_NAME
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 #[cfg(test)]

@@ -39,7 +39,10 @@ pub enum StoreError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io { path: path.to_owned(), source }
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// The local-filesystem store (the embedded default).
@@ -57,8 +60,13 @@ impl FsStore {
         let root = root.into();
         let store = FsStore { root };
         let incoming = store.incoming_dir();
-        if tokio::fs::try_exists(&incoming).await.map_err(io_err(&incoming))? {
-            tokio::fs::remove_dir_all(&incoming).await.map_err(io_err(&incoming))?;
+        if tokio::fs::try_exists(&incoming)
+            .await
+            .map_err(io_err(&incoming))?
+        {
+            tokio::fs::remove_dir_all(&incoming)
+                .await
+                .map_err(io_err(&incoming))?;
         }
         for dir in [store.root.join("releases"), incoming] {
             tokio::fs::create_dir_all(&dir).await.map_err(io_err(&dir))?;
@@ -75,7 +83,10 @@ impl FsStore {
     }
 
     fn release_dir(&self, model: &Model, version: &Version) -> PathBuf {
-        self.root.join("releases").join(model.as_str()).join(version.as_str())
+        self.root
+            .join("releases")
+            .join(model.as_str())
+            .join(version.as_str())
     }
 
     /// Starts receiving an upload into a private staging directory.
@@ -120,18 +131,27 @@ impl FsStore {
         write_synced(&dir.join(MANIFEST_NAME), r.manifest).await?;
         write_synced(&dir.join(SIGNATURE_NAME), r.signature).await?;
         let image = dir.join(r.file);
-        tokio::fs::rename(dir.join("image"), &image).await.map_err(io_err(&image))?;
+        tokio::fs::rename(dir.join("image"), &image)
+            .await
+            .map_err(io_err(&image))?;
         for name in [MANIFEST_NAME, SIGNATURE_NAME, r.file] {
             set_read_only(&dir.join(name)).await?;
         }
         sync_dir(dir).await?;
         let target = self.release_dir(r.model, r.version);
-        let parent = target.parent().map(Path::to_owned).unwrap_or_else(|| self.root.clone());
-        tokio::fs::create_dir_all(&parent).await.map_err(io_err(&parent))?;
+        let parent = target
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| self.root.clone());
+        tokio::fs::create_dir_all(&parent)
+            .await
+            .map_err(io_err(&parent))?;
         if tokio::fs::try_exists(&target).await.map_err(io_err(&target))? {
             // Only reachable for a directory without a database row: an earlier crash.
             tracing::warn!(path = %target.display(), "replacing orphaned release directory");
-            tokio::fs::remove_dir_all(&target).await.map_err(io_err(&target))?;
+            tokio::fs::remove_dir_all(&target)
+                .await
+                .map_err(io_err(&target))?;
         }
         tokio::fs::rename(dir, &target).await.map_err(io_err(&target))?;
         sync_dir(&parent).await
@@ -156,7 +176,9 @@ impl FsStore {
         let path = self.release_dir(model, version).join(file);
         let mut f = tokio::fs::File::open(&path).await.map_err(io_err(&path))?;
         if offset > 0 {
-            f.seek(std::io::SeekFrom::Start(offset)).await.map_err(io_err(&path))?;
+            f.seek(std::io::SeekFrom::Start(offset))
+                .await
+                .map_err(io_err(&path))?;
         }
         Ok(f)
     }
@@ -208,8 +230,16 @@ impl Staged {
     /// Flush or sync failure.
     pub async fn finish(mut self) -> Result<StagedImage, StoreError> {
         self.writer.flush().await.map_err(io_err(&self.dir))?;
-        self.writer.get_mut().sync_all().await.map_err(io_err(&self.dir))?;
-        Ok(StagedImage { dir: self.dir, size: self.len, sha256: Sha256Digest(self.hasher.finalize().into()) })
+        self.writer
+            .get_mut()
+            .sync_all()
+            .await
+            .map_err(io_err(&self.dir))?;
+        Ok(StagedImage {
+            dir: self.dir,
+            size: self.len,
+            sha256: Sha256Digest(self.hasher.finalize().into()),
+        })
     }
 
     pub async fn abandon(self) {
@@ -238,9 +268,14 @@ async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 async fn set_read_only(path: &Path) -> Result<(), StoreError> {
-    let mut perms = tokio::fs::metadata(path).await.map_err(io_err(path))?.permissions();
+    let mut perms = tokio::fs::metadata(path)
+        .await
+        .map_err(io_err(path))?
+        .permissions();
     perms.set_readonly(true);
-    tokio::fs::set_permissions(path, perms).await.map_err(io_err(path))
+    tokio::fs::set_permissions(path, perms)
+        .await
+        .map_err(io_err(path))
 }
 
 async fn sync_dir(path: &Path) -> Result<(), StoreError> {
@@ -266,8 +301,13 @@ mod tests {
         assert_eq!(image.size, 11);
         assert_eq!(image.sha256.0, <[u8; 32]>::from(Sha256::digest(b"hello world")));
         assert!(store.open_file(&model, &version, "fw.bin", 0).await.is_err());
-        let files =
-            ReleaseFiles { model: &model, version: &version, file: "fw.bin", manifest: b"m", signature: b"s" };
+        let files = ReleaseFiles {
+            model: &model,
+            version: &version,
+            file: "fw.bin",
+            manifest: b"m",
+            signature: b"s",
+        };
         store.commit(image, &files).await?;
         let mut f = store.open_file(&model, &version, "fw.bin", 6).await?;
         let mut s = String::new();
@@ -283,7 +323,10 @@ mod tests {
         let tmp = tempfile::tempdir()?;
         let store = FsStore::open(tmp.path()).await?;
         let mut staged = store.stage(4).await?;
-        assert!(matches!(staged.write(b"12345").await, Err(StoreError::TooLarge(4))));
+        assert!(matches!(
+            staged.write(b"12345").await,
+            Err(StoreError::TooLarge(4))
+        ));
         drop(staged);
         FsStore::open(tmp.path()).await?;
         let mut left = tokio::fs::read_dir(tmp.path().join(".incoming")).await?;

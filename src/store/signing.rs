@@ -60,9 +60,13 @@ pub fn generate_key() -> Result<SigningKey, getrandom::Error> {
 /// # Errors
 /// Only if encoding fails, which it does not for a valid key.
 pub fn encode_key_pair(key: &SigningKey) -> Result<(String, String), SigningError> {
-    let private = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| SigningError::Key(e.to_string()))?;
-    let public =
-        key.verifying_key().to_public_key_pem(LineEnding::LF).map_err(|e| SigningError::Key(e.to_string()))?;
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| SigningError::Key(e.to_string()))?;
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| SigningError::Key(e.to_string()))?;
     Ok((private.to_string(), public))
 }
 
@@ -81,7 +85,10 @@ pub fn decode_public_key(pem: &str) -> Result<VerifyingKey, SigningError> {
 /// Hex SHA-256 of the key's SPKI DER encoding.
 pub fn key_id(key: &VerifyingKey) -> String {
     // Encoding a valid ed25519 key into SPKI DER cannot fail; the fallback keeps this total.
-    let der = key.to_public_key_der().map(|d| d.as_bytes().to_vec()).unwrap_or_default();
+    let der = key
+        .to_public_key_der()
+        .map(|d| d.as_bytes().to_vec())
+        .unwrap_or_default();
     hex::encode(Sha256::digest(der))
 }
 
@@ -110,7 +117,9 @@ pub struct TrustedKeys {
 
 impl TrustedKeys {
     pub fn from_keys(keys: impl IntoIterator<Item = VerifyingKey>) -> Self {
-        TrustedKeys { keys: keys.into_iter().map(|k| (key_id(&k), k)).collect() }
+        TrustedKeys {
+            keys: keys.into_iter().map(|k| (key_id(&k), k)).collect(),
+        }
     }
 
     /// Loads every `*.pub` in `dir`; a missing directory is an empty set.
@@ -157,13 +166,16 @@ impl TrustedKeys {
             serde_json::from_slice(envelope).map_err(|e| SigningError::Envelope(e.to_string()))?;
         let mut verified = None;
         for entry in &env.signatures {
-            let Some(key) = self.keys.get(&entry.keyid) else { continue };
+            let Some(key) = self.keys.get(&entry.keyid) else {
+                continue;
+            };
             let raw = base64::engine::general_purpose::STANDARD
                 .decode(&entry.sig)
                 .map_err(|e| SigningError::Envelope(format!("sig is not base64: {e}")))?;
             let sig = Signature::from_slice(&raw)
                 .map_err(|_| SigningError::Envelope("sig is not 64 bytes".into()))?;
-            key.verify_strict(manifest, &sig).map_err(|_| SigningError::BadSignature(entry.keyid.clone()))?;
+            key.verify_strict(manifest, &sig)
+                .map_err(|_| SigningError::BadSignature(entry.keyid.clone()))?;
             verified = Some(entry.keyid.clone());
         }
         verified.ok_or_else(|| {
@@ -203,11 +215,23 @@ mod tests {
         let sig = sign_manifest(&k, manifest)?;
         let trusted = TrustedKeys::from_keys([k.verifying_key()]);
         assert_eq!(trusted.verify(&sig, manifest)?, key_id(&k.verifying_key()));
-        assert!(matches!(trusted.verify(&sig, b"{\"x\":2}\n"), Err(SigningError::BadSignature(_))));
+        assert!(matches!(
+            trusted.verify(&sig, b"{\"x\":2}\n"),
+            Err(SigningError::BadSignature(_))
+        ));
         let foreign = TrustedKeys::from_keys([other.verifying_key()]);
-        assert!(matches!(foreign.verify(&sig, manifest), Err(SigningError::Untrusted(_))));
-        assert!(matches!(TrustedKeys::default().verify(&sig, manifest), Err(SigningError::NoTrustedKeys)));
-        assert!(matches!(trusted.verify(b"{}", manifest), Err(SigningError::Envelope(_))));
+        assert!(matches!(
+            foreign.verify(&sig, manifest),
+            Err(SigningError::Untrusted(_))
+        ));
+        assert!(matches!(
+            TrustedKeys::default().verify(&sig, manifest),
+            Err(SigningError::NoTrustedKeys)
+        ));
+        assert!(matches!(
+            trusted.verify(b"{}", manifest),
+            Err(SigningError::Envelope(_))
+        ));
         Ok(())
     }
 
@@ -220,7 +244,11 @@ mod tests {
         let old_env: SignatureEnvelope = serde_json::from_slice(&sign_manifest(&old, manifest)?)?;
         env.signatures.extend(old_env.signatures);
         let bytes = serde_json::to_vec(&env)?;
-        assert!(TrustedKeys::from_keys([old.verifying_key()]).verify(&bytes, manifest).is_ok());
+        assert!(
+            TrustedKeys::from_keys([old.verifying_key()])
+                .verify(&bytes, manifest)
+                .is_ok()
+        );
         Ok(())
     }
 }
