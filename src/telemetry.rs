@@ -1,16 +1,22 @@
 //! Logging setup: `tracing` to standard error, filtered by `RUST_LOG`
-//! (default `info,libunftp=warn`). libunftp's own slog records arrive through
-//! [`crate::ftps::log`] under the `libunftp` target.
+//! (default `info,unftp=warn`). libunftp's own slog records arrive through
+//! [`crate::ftps::log`] under the `unftp` target. libunftp also instruments its functions
+//! with `tracing` spans that carry `Debug` dumps of whole sessions; those are always dropped.
 
 use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
-pub const DEFAULT_FILTER: &str = "info,libunftp=warn";
+pub const DEFAULT_FILTER: &str = "info,unftp=warn";
 
 /// Installs the global subscriber; a second call is a no-op.
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // A target directive is more specific than a bare level, so this holds whatever RUST_LOG says.
+    let filter = match "libunftp=off".parse() {
+        Ok(d) => filter.add_directive(d),
+        Err(_) => filter,
+    };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

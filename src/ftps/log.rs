@@ -57,12 +57,12 @@ impl Drain for SlogBridge {
             record.level() == slog::Level::Info && (module.ends_with("::pasv") || module.ends_with("::pass"));
         let shown = match record.level() {
             slog::Level::Critical | slog::Level::Error => {
-                tracing::enabled!(target: "libunftp", tracing::Level::ERROR)
+                tracing::enabled!(target: "unftp", tracing::Level::ERROR)
             }
-            slog::Level::Warning => tracing::enabled!(target: "libunftp", tracing::Level::WARN),
-            slog::Level::Info => tracing::enabled!(target: "libunftp", tracing::Level::INFO),
-            slog::Level::Debug => tracing::enabled!(target: "libunftp", tracing::Level::DEBUG),
-            slog::Level::Trace => tracing::enabled!(target: "libunftp", tracing::Level::TRACE),
+            slog::Level::Warning => tracing::enabled!(target: "unftp", tracing::Level::WARN),
+            slog::Level::Info => tracing::enabled!(target: "unftp", tracing::Level::INFO),
+            slog::Level::Debug => tracing::enabled!(target: "unftp", tracing::Level::DEBUG),
+            slog::Level::Trace => tracing::enabled!(target: "unftp", tracing::Level::TRACE),
         };
         if !tapped && !shown {
             return Ok(());
@@ -81,12 +81,12 @@ impl Drain for SlogBridge {
             let kv = f.text.as_str();
             match record.level() {
                 slog::Level::Critical | slog::Level::Error => {
-                    tracing::error!(target: "libunftp", trace_id = trace, "{msg}{kv}")
+                    tracing::error!(target: "unftp", trace_id = trace, "{msg}{kv}")
                 }
-                slog::Level::Warning => tracing::warn!(target: "libunftp", trace_id = trace, "{msg}{kv}"),
-                slog::Level::Info => tracing::info!(target: "libunftp", trace_id = trace, "{msg}{kv}"),
-                slog::Level::Debug => tracing::debug!(target: "libunftp", trace_id = trace, "{msg}{kv}"),
-                slog::Level::Trace => tracing::trace!(target: "libunftp", trace_id = trace, "{msg}{kv}"),
+                slog::Level::Warning => tracing::warn!(target: "unftp", trace_id = trace, "{msg}{kv}"),
+                slog::Level::Info => tracing::info!(target: "unftp", trace_id = trace, "{msg}{kv}"),
+                slog::Level::Debug => tracing::debug!(target: "unftp", trace_id = trace, "{msg}{kv}"),
+                slog::Level::Trace => tracing::trace!(target: "unftp", trace_id = trace, "{msg}{kv}"),
             }
         }
         Ok(())
