@@ -49,6 +49,12 @@ impl App {
             sessions: Arc::new(Sessions::default()),
             node: cfg.node.clone(),
         });
+        // libunftp binds the control port only when it starts serving; check it now so a busy
+        // port is one clear error before anything else happens.
+        drop(
+            std::net::TcpListener::bind(cfg.ftps.listen)
+                .with_context(|| format!("binding the FTPS control port {}", cfg.ftps.listen))?,
+        );
         let (stop, stopped) = watch::channel(false);
         let mut rx = stopped.clone();
         let ftps = ftps::build(
@@ -115,20 +121,27 @@ impl App {
         let mut api = Box::pin(api.into_future());
         let mut ftp = Box::pin(ftps.listen(ftp_addr.to_string()));
         tokio::pin!(shutdown);
-        let mut result = Ok(());
+        let (mut ftp_out, mut api_out) = (None, None);
         tokio::select! {
             () = &mut shutdown => tracing::info!("shutting down"),
-            r = &mut ftp => result = r.with_context(|| format!("FTPS server on {ftp_addr}")),
-            r = &mut api => result = r.with_context(|| format!("admin API on {api_addr}")),
+            r = &mut ftp => ftp_out = Some(r),
+            r = &mut api => api_out = Some(r),
         }
         let _ = stop.send(true);
-        let (ftp_done, api_done) = tokio::join!(
-            tokio::time::timeout(GRACE + Duration::from_secs(2), &mut ftp),
-            tokio::time::timeout(GRACE, &mut api)
+        let (ftp_late, api_late) = tokio::join!(
+            finish(&mut ftp, ftp_out.is_some(), GRACE + Duration::from_secs(2)),
+            finish(&mut api, api_out.is_some(), GRACE)
         );
-        if ftp_done.is_err() || api_done.is_err() {
+        let ftp_out = ftp_out.or(ftp_late);
+        let api_out = api_out.or(api_late);
+        if ftp_out.is_none() || api_out.is_none() {
             tracing::warn!("some sessions did not finish within the grace period");
         }
+        let result = match (ftp_out, api_out) {
+            (Some(Err(e)), _) => Err(anyhow::Error::new(e).context(format!("FTPS server on {ftp_addr}"))),
+            (_, Some(Err(e))) => Err(anyhow::Error::new(e).context(format!("admin API on {api_addr}"))),
+            _ => Ok(()),
+        };
         drop((ftp, api));
         // All recorder handles are gone once the server is dropped; let the writer drain.
         if tokio::time::timeout(Duration::from_secs(5), recorder_task)
@@ -140,4 +153,12 @@ impl App {
         db.close().await;
         result
     }
+}
+
+/// Awaits a future that has not completed yet, for at most `limit`.
+async fn finish<F: Future + Unpin>(f: &mut F, done: bool, limit: Duration) -> Option<F::Output> {
+    if done {
+        return None;
+    }
+    tokio::time::timeout(limit, f).await.ok()
 }

@@ -60,7 +60,13 @@ pub fn generate_key() -> Result<SigningKey, getrandom::Error> {
 /// # Errors
 /// Only if encoding fails, which it does not for a valid key.
 pub fn encode_key_pair(key: &SigningKey) -> Result<(String, String), SigningError> {
-    let private = key
+    // PKCS#8 v1 (RFC 8410, no embedded public key): the form OpenSSL writes and reads. The
+    // v2 form ed25519-dalek writes by default is refused by OpenSSL 3.0.
+    let v1 = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    };
+    let private = v1
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| SigningError::Key(e.to_string()))?;
     let public = key
@@ -196,6 +202,11 @@ mod tests {
         let k = generate_key()?;
         let (private, public) = encode_key_pair(&k)?;
         assert!(private.starts_with("-----BEGIN PRIVATE KEY-----"));
+        // RFC 8410 v1 DER: a fixed 16-byte prefix and the 32-byte seed, nothing else.
+        let body: String = private.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD.decode(body)?;
+        assert_eq!(hex::encode(&der[..16]), "302e020100300506032b657004220420");
+        assert_eq!(&der[16..], &k.to_bytes()[..]);
         assert!(public.starts_with("-----BEGIN PUBLIC KEY-----"));
         assert_eq!(decode_private_key(&private)?.to_bytes(), k.to_bytes());
         let vk = decode_public_key(&public)?;
