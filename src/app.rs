@@ -78,6 +78,7 @@ impl App {
             publisher: Arc::new(publisher),
             ftp_addr: cfg.ftps.listen,
             max_image_bytes: cfg.store.max_image_bytes,
+            network: Arc::new(crate::network::NetworkRequirements::from_config(&cfg.ftps)?),
         };
         Ok(App {
             ftp_addr: cfg.ftps.listen,

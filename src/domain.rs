@@ -255,6 +255,21 @@ impl Outcome {
     }
 }
 
+/// Now, as unix milliseconds (the database's time unit).
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    // i128 milliseconds since 1970 fit i64 for the next 292 million years.
+    (now.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// Unix milliseconds as RFC 3339 UTC (`2026-11-24T17:00:00.123Z`).
+pub fn format_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -329,19 +344,4 @@ mod tests {
             let _ = DeviceId::parse(&s);
         }
     }
-}
-
-/// Now, as unix milliseconds (the database's time unit).
-pub fn now_ms() -> i64 {
-    let now = time::OffsetDateTime::now_utc();
-    // i128 milliseconds since 1970 fit i64 for the next 292 million years.
-    (now.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// Unix milliseconds as RFC 3339 UTC (`2026-11-24T17:00:00.123Z`).
-pub fn format_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }

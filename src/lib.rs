@@ -14,6 +14,7 @@
 //! - [`db`] — the metadata database (SQLite; PostgreSQL-ready SQL).
 //! - [`publish`] — verify and publish a release atomically.
 //! - [`catalog`] — what a device should fetch now (db + rollout policy).
+//! - [`network`] — the firewall rules an IQ needs, from the FTPS config. Pure.
 //! - [`ftps`] — the libunftp FTPS front for IQs.
 //! - [`api`] — the axum admin API.
 //! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod ftps;
+pub mod network;
 pub mod publish;
 pub mod rollout;
 pub mod secret;

@@ -1,11 +1,18 @@
 //! Logging setup: `tracing` to standard error, filtered by `RUST_LOG`
 //! (default `info,unftp=warn`). libunftp's own slog records arrive through
 //! [`crate::ftps::log`] under the `unftp` target. libunftp also instruments its functions
-//! with `tracing` spans that carry `Debug` dumps of whole sessions; those are always dropped.
+//! with `tracing` spans that carry `Debug` dumps of whole sessions: the log output never shows
+//! them; only the data-channel guard ([`crate::ftps::datachan_guard`]) reads three of them.
+//!
+//! `fwdist serve` must install this: without the guard layer every transfer is refused.
 
 use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
+
+use crate::ftps::datachan_guard::{DataChannelTap, is_exec_span};
 
 pub const DEFAULT_FILTER: &str = "info,unftp=warn";
 
@@ -17,10 +24,11 @@ pub fn init() {
         Ok(d) => filter.add_directive(d),
         Err(_) => filter,
     };
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(true)
-        .try_init();
+        .with_filter(filter);
+    let guard = DataChannelTap.with_filter(filter_fn(is_exec_span));
+    let _ = tracing_subscriber::registry().with(fmt).with(guard).try_init();
 }

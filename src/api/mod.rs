@@ -8,6 +8,7 @@ pub mod devices;
 pub mod downloads;
 pub mod error;
 pub mod health;
+pub mod network;
 pub mod releases;
 pub mod rollouts;
 
@@ -33,6 +34,7 @@ pub struct AppState {
     /// Where `/healthz` checks that the FTPS server greets.
     pub ftp_addr: SocketAddr,
     pub max_image_bytes: u64,
+    pub network: Arc<crate::network::NetworkRequirements>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -41,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(devices::router())
         .merge(rollouts::router())
         .merge(downloads::router())
+        .merge(network::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) });
     Router::new()
         .nest("/api/v1", api)

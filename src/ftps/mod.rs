@@ -4,6 +4,7 @@
 //! Depends inward on `store`, `db`, `rollout` and `domain`; nothing depends on it but `app`.
 
 pub mod auth;
+pub mod datachan_guard;
 pub mod log;
 pub mod path;
 pub mod records;

@@ -42,10 +42,17 @@ pub struct FtpsShared {
     pub node: String,
 }
 
-#[derive(Debug)]
 pub struct DeviceVfs {
     shared: Arc<FtpsShared>,
     serial: Option<u64>,
+}
+
+/// Short on purpose: libunftp formats its data-channel executor (which holds this) with
+/// `Debug` for every transfer (see `datachan_guard`); the shared state would be large.
+impl std::fmt::Debug for DeviceVfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceVfs(session {:?})", self.serial)
+    }
 }
 
 impl DeviceVfs {
@@ -209,6 +216,20 @@ fn file_meta(r: &ReleaseRow, p: Part) -> Meta {
     }
 }
 
+/// Transfers and listings run inside libunftp's data-channel span; refuse them when that
+/// channel has no TLS (see [`super::datachan_guard`]). `list` is only ever called for a data
+/// transfer (LIST/NLST/MLSD), so the check holds there too.
+fn refuse_plaintext(user: &Device) -> storage::Result<()> {
+    if super::datachan_guard::data_channel_is_plain() {
+        tracing::warn!(device = %user.id, ip = %user.ip, "refused a transfer over a data channel without TLS (PROT C)");
+        return Err(storage::Error::new(
+            ErrorKind::PermissionDenied,
+            "TLS is required on the data channel",
+        ));
+    }
+    Ok(())
+}
+
 fn not_found() -> storage::Error {
     storage::Error::from(ErrorKind::PermanentFileNotAvailable)
 }
@@ -332,6 +353,7 @@ impl StorageBackend<Device> for DeviceVfs {
         user: &Device,
         path: P,
     ) -> storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        refuse_plaintext(user)?;
         self.found(user, path.as_ref(), |f| match f {
             Found::Dir(entries) => Ok(entries
                 .into_iter()
@@ -373,6 +395,7 @@ impl StorageBackend<Device> for DeviceVfs {
         W: AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
+        refuse_plaintext(user)?;
         let node = resolve(path.as_ref()).ok_or_else(not_found)?;
         let view = self.view(user).await.map_err(local)?;
         let Some(Found::File(r, part)) = view.lookup(&node) else {

@@ -1,0 +1,209 @@
+//! Stock clients a customer might point at the server: curl (OpenSSL) and python's ftplib.
+
+use std::fs;
+
+use serde_json::json;
+
+use crate::helpers::{CliOutput, MIB, TestApp, image, run_program, sha256_hex, spawn_app};
+
+/// A published, targeted release and a device: (image, manifest, device id, secret).
+async fn setup(app: &TestApp, mac: &str, size: usize) -> (Vec<u8>, Vec<u8>, String, String) {
+    let rel = app.publish("iq2", "1.0.0", 1, &image(size, 71)).await;
+    let dev = app.create_device(mac, "iq2").await;
+    app.rollout(json!({"model": "iq2", "version": "1.0.0", "devices": [dev.id]}))
+        .await;
+    (rel.image, rel.manifest, dev.id, dev.secret)
+}
+
+/// curl exit codes that mean "TLS/transport trouble" (worth one more try because of the
+/// libunftp AUTH TLS race), as opposed to an answer from the server.
+fn curl_transport_failure(out: &CliOutput) -> bool {
+    [
+        "curl: (35)",
+        "curl: (56)",
+        "curl: (7)",
+        "curl: (28)",
+        "curl: (55)",
+        "curl: (8)",
+    ]
+    .iter()
+    .any(|c| out.stderr.contains(c))
+}
+
+async fn curl(app: &TestApp, user: &str, pass: &str, path: &str, out: &str, tls: bool) -> CliOutput {
+    let url = format!("ftp://127.0.0.1:{}{path}", app.ftp_addr.port());
+    let creds = format!("{user}:{pass}");
+    let cert = app.cert_path().display().to_string();
+    let mut args = vec![
+        "-sS",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "60",
+        "--disable-epsv",
+        "-u",
+        &creds,
+        "-o",
+        out,
+    ];
+    if tls {
+        args.extend(["--ssl-reqd", "--cacert", &cert]);
+    }
+    args.push(&url);
+    let mut result = run_program(app.dir.path(), "curl", &args).await;
+    for _ in 0..3 {
+        if result.success || !curl_transport_failure(&result) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        result = run_program(app.dir.path(), "curl", &args).await;
+    }
+    result
+}
+
+#[tokio::test]
+async fn curl_downloads_over_explicit_ftps() {
+    let app = spawn_app().await;
+    let (img, manifest, id, secret) = setup(&app, "aa:bb:cc:07:00:01", 2 * MIB + 99).await;
+    let out = curl(
+        &app,
+        "aa-bb-cc-07-00-01",
+        &secret,
+        "/releases/1.0.0/firmware.bin",
+        "curl.bin",
+        true,
+    )
+    .await;
+    assert!(out.success, "curl download: {}", out.stderr);
+    assert_eq!(
+        sha256_hex(&fs::read(app.path("curl.bin")).unwrap()),
+        sha256_hex(&img),
+        "curl got the image"
+    );
+    // curl splits -u at the first colon, so the colon form of the MAC cannot be used here.
+    let user = id.replace(':', "");
+    let out = curl(
+        &app,
+        &user,
+        &secret,
+        "/target/manifest.json",
+        "curl-manifest.json",
+        true,
+    )
+    .await;
+    assert!(out.success, "curl target manifest: {}", out.stderr);
+    assert_eq!(fs::read(app.path("curl-manifest.json")).unwrap(), manifest);
+    app.wait_downloads(&format!("device={id}"), |i| {
+        i.iter().any(|r| {
+            r["file"] == "firmware.bin" && r["outcome"] == "complete" && r["bytes"] == img.len() as u64
+        })
+    })
+    .await;
+
+    let out = curl(
+        &app,
+        &user,
+        "wrong-secret",
+        "/releases/1.0.0/firmware.bin",
+        "bad.bin",
+        true,
+    )
+    .await;
+    assert!(
+        !out.success && out.stderr.contains("(67)"),
+        "wrong secret: login denied (67): {}",
+        out.stderr
+    );
+    let out = curl(
+        &app,
+        &user,
+        &secret,
+        "/releases/1.0.0/firmware.bin",
+        "plain.bin",
+        false,
+    )
+    .await;
+    assert!(!out.success, "plain FTP must be refused: {}", out.stderr);
+    assert!(
+        !app.path("plain.bin").exists() || fs::read(app.path("plain.bin")).unwrap().is_empty(),
+        "no bytes without TLS"
+    );
+}
+
+const FTPLIB_SCRIPT: &str = r#"
+import ftplib, ssl, sys, time
+host, port, user, pw, path, offset, out, cafile = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
+for attempt in range(3):
+    try:
+        ftp = ftplib.FTP_TLS(context=ctx, timeout=60)
+        ftp.connect(host, int(port))
+        if attempt == 0:
+            ftp.auth()
+        else:
+            # Same as FTP_TLS.auth(), with a pause after the 234 on retries: libunftp switches
+            # its reader to TLS from a spawned task (the AUTH TLS race in LIBUNFTP.md).
+            ftp.voidcmd("AUTH TLS")
+            time.sleep(0.05 if attempt == 1 else 0.25)
+            ftp.sock = ctx.wrap_socket(ftp.sock, server_hostname=host)
+            ftp.file = ftp.sock.makefile(mode="r", encoding=ftp.encoding)
+        break
+    except (ssl.SSLError, OSError, EOFError) as e:
+        print("retrying after TLS/connect failure:", e, file=sys.stderr)
+        time.sleep(0.2)
+else:
+    sys.exit("AUTH TLS failed 3 times")
+ftp.login(user, pw)
+ftp.prot_p()
+ftp.voidcmd("TYPE I")
+size = ftp.size(path)
+with open(out, "wb") as f:
+    ftp.retrbinary("RETR " + path, f.write, rest=int(offset) if int(offset) else None)
+ftp.quit()
+print(size)
+"#;
+
+#[tokio::test]
+async fn python_ftplib_resumes_with_rest() {
+    let app = spawn_app().await;
+    let (img, _, id, secret) = setup(&app, "aa:bb:cc:07:00:02", 3 * MIB).await;
+    fs::write(app.path("fetch.py"), FTPLIB_SCRIPT).unwrap();
+    let port = app.ftp_addr.port().to_string();
+    let cert = app.cert_path().display().to_string();
+    for (offset, out) in [(0usize, "py-full.bin"), (1_000_000, "py-tail.bin")] {
+        let off = offset.to_string();
+        let args = [
+            "fetch.py",
+            "127.0.0.1",
+            &port,
+            "AABBCC070002",
+            &secret,
+            "/releases/1.0.0/firmware.bin",
+            &off,
+            out,
+            &cert,
+        ];
+        let res = run_program(app.dir.path(), "python3", &args).await;
+        assert!(
+            res.success,
+            "ftplib (offset {offset}): {}\n{}",
+            res.stdout, res.stderr
+        );
+        assert_eq!(res.stdout.trim(), img.len().to_string(), "SIZE via ftplib");
+        let got = fs::read(app.path(out)).unwrap();
+        assert_eq!(got.len(), img.len() - offset, "bytes from offset {offset}");
+        assert!(
+            got == img[offset..],
+            "ftplib bytes from offset {offset} match the image"
+        );
+    }
+    let items = app
+        .wait_downloads(&format!("device={id}&limit=50"), |i| {
+            i.iter()
+                .any(|r| r["offset"] == 1_000_000 && r["outcome"] == "complete")
+        })
+        .await;
+    let r = items.iter().find(|r| r["offset"] == 1_000_000).unwrap();
+    assert_eq!(r["bytes"], (img.len() - 1_000_000) as u64, "{r}");
+    assert_eq!(r["client_ip"], "127.0.0.1", "{r}");
+}

@@ -1,0 +1,23 @@
+//! Black-box integration tests for `fwdist`: every test starts the real binary in a fresh
+//! temporary directory (see `helpers::spawn_app`) and talks to it the way its users do — the
+//! CLI, the admin HTTP API, FTPS (suppaftp over rustls), curl and python's ftplib.
+//!
+//! Set `TEST_LOG=1` to print each server's log after its test (it is always printed when the
+//! test fails), and `IT_SERVER_RUST_LOG` to change the servers' `RUST_LOG` (default `info`).
+
+// Test helpers outside `#[test]` fns panic on purpose: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api;
+mod cli;
+mod cli_usage;
+mod external_clients;
+mod flushing_tls;
+mod ftp_client;
+mod ftps;
+mod helpers;
+mod raw_ctl;
+mod releases;
+mod rollouts;
+mod story;
+mod tls;
