@@ -68,12 +68,28 @@ impl Db {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        // SQLite has no migration lock, and switching a new file to WAL needs it exclusively:
+        // when `fwdist token create` and a starting server open a new file at once, one of
+        // them gets "database is locked" or "table exists". A retry then finds the file ready.
+        let mut attempt = 0;
+        let pool = loop {
+            match Self::open_and_migrate(opts.clone()).await {
+                Ok(pool) => break pool,
+                Err(e) if attempt < 8 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, attempt, "opening the database raced another process; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Db { pool })
+    }
+
+    async fn open_and_migrate(opts: SqliteConnectOptions) -> DbResult<SqlitePool> {
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(pool)
     }
 
     /// A trivial query, for health checks.
