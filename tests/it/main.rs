@@ -18,6 +18,7 @@ mod ftps;
 mod helpers;
 mod raw_ctl;
 mod releases;
+mod robustness;
 mod rollouts;
 mod story;
 mod tls;

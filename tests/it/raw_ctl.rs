@@ -127,7 +127,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawCtl<S> {
         self.try_reply().await.unwrap()
     }
 
-    async fn try_cmd(&mut self, line: &str) -> Result<(u32, String), String> {
+    pub async fn try_cmd(&mut self, line: &str) -> Result<(u32, String), String> {
         self.io
             .write_all(format!("{line}\r\n").as_bytes())
             .await
@@ -141,7 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawCtl<S> {
     }
 }
 
-async fn tls_connect(app: &TestApp, tcp: TcpStream) -> Result<TlsStream, String> {
+pub async fn tls_connect(app: &TestApp, tcp: TcpStream) -> Result<TlsStream, String> {
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
     suppaftp::tokio_rustls::TlsConnector::from(client_config(app, None))
         .connect(name, tcp)

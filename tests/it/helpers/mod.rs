@@ -161,6 +161,11 @@ impl TestApp {
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn cert_path(&self) -> PathBuf {
         self.path("certs/server.crt")
     }
