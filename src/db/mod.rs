@@ -87,7 +87,10 @@ impl Db {
     }
 
     async fn open_and_migrate(opts: SqliteConnectOptions) -> DbResult<SqlitePool> {
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(opts).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(opts)
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         Ok(pool)
     }
