@@ -16,6 +16,7 @@
 //! - [`catalog`] — what a device should fetch now (db + rollout policy).
 //! - [`network`] — the firewall rules an IQ needs, from the FTPS config. Pure.
 //! - [`ftps`] — the libunftp FTPS front for IQs.
+//! - [`iq`] — the reference IQ client (`fwdist fetch`).
 //! - [`api`] — the axum admin API.
 //! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge.
 
@@ -27,6 +28,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod ftps;
+pub mod iq;
 pub mod network;
 pub mod publish;
 pub mod rollout;

@@ -2,13 +2,13 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use fwdist::app::App;
-use fwdist::cli::{Cli, Command, TokenCommand, release, token};
+use fwdist::cli::{Cli, Command, TokenCommand, fetch, release, token};
 use fwdist::config::Config;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("fwdist: error: {e:#}");
             ExitCode::FAILURE
@@ -16,26 +16,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Keygen { out } => release::keygen(&out),
-        Command::Sign(args) => release::sign(&args),
-        Command::Verify { public, dir } => release::verify(&public, &dir),
+        Command::Keygen { out } => release::keygen(&out)?,
+        Command::Sign(args) => release::sign(&args)?,
+        Command::Verify { public, dir } => release::verify(&public, &dir)?,
         Command::Token {
             command: TokenCommand::Create { name, role, config },
         } => {
             let cfg = Config::load(config.as_deref())?;
-            runtime()?.block_on(token::create(&cfg, &name, role))
+            runtime()?.block_on(token::create(&cfg, &name, role))?;
         }
+        Command::Fetch(args) => return runtime()?.block_on(fetch::run(&args)),
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
             fwdist::telemetry::init();
             runtime()?.block_on(async {
                 let app = App::build(cfg).await?;
                 app.run_until_stopped(shutdown_signal()).await
-            })
+            })?;
         }
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -1,6 +1,7 @@
 //! The `fwdist` command line (SPEC §2). Each subcommand prints one clear line on failure and
 //! exits non-zero; `main` does the printing.
 
+pub mod fetch;
 pub mod release;
 pub mod token;
 
@@ -44,6 +45,9 @@ pub enum Command {
         /// Directory holding manifest.json, manifest.json.sig and the image.
         dir: PathBuf,
     },
+    /// Run the reference IQ once: fetch, verify and install this device's target release.
+    /// Exit codes: 0 updated, 10 no update, 20 refused, 30 network failure, 31 login refused.
+    Fetch(fetch::FetchArgs),
     /// Admin API tokens.
     Token {
         #[command(subcommand)]

@@ -1,0 +1,127 @@
+//! `fwdist fetch`: run the reference IQ once. Exit codes: 0 updated, 10 no update,
+//! 20 refused (verification), 30 network failure, 31 login refused, 1 usage/local error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::domain::{DeviceId, Model};
+use crate::iq::client::ClientConfig;
+use crate::iq::fetch::{self, FetchOptions, Fetched, Outcome};
+use crate::store::signing::TrustedKeys;
+
+#[derive(Debug, clap::Args)]
+pub struct FetchArgs {
+    /// FTPS control address, HOST:PORT.
+    #[arg(long)]
+    pub server: String,
+    /// This IQ's MAC address (any of the three forms).
+    #[arg(long)]
+    pub device: String,
+    /// The device secret (better given through the environment than the command line).
+    #[arg(long, env = "FWDIST_DEVICE_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// This IQ's model: a manifest for another model is refused.
+    #[arg(long)]
+    pub model: String,
+    /// Directory of trusted release keys (*.pub).
+    #[arg(long)]
+    pub trust: PathBuf,
+    /// State directory: installed image, its sequence, partial downloads.
+    #[arg(long)]
+    pub state: PathBuf,
+    /// PEM certificate(s) the server's TLS certificate must chain to.
+    #[arg(long, default_value = "certs/server.crt")]
+    pub ca: PathBuf,
+    /// Transfer attempts, each resuming where the last stopped.
+    #[arg(long, default_value_t = 5)]
+    pub attempts: u32,
+    /// Seconds any single network wait may take.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// # Errors
+/// Usage and local errors (exit 1); fetch failures are returned as exit codes.
+pub async fn run(a: &FetchArgs) -> anyhow::Result<ExitCode> {
+    let device = DeviceId::parse(&a.device)?;
+    let model = Model::parse(&a.model)?;
+    let trust = TrustedKeys::load_dir(&a.trust).with_context(|| format!("--trust {}", a.trust.display()))?;
+    if trust.is_empty() {
+        bail!("--trust {}: no *.pub keys there", a.trust.display());
+    }
+    let (host, port) = a.server.rsplit_once(':').context("--server must be HOST:PORT")?;
+    let port: u16 = port.parse().context("--server must be HOST:PORT")?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .with_context(|| format!("resolving {host}"))?
+        .next()
+        .with_context(|| format!("{host} has no address"))?;
+    let server_name = ServerName::try_from(host.to_owned())
+        .with_context(|| format!("{host} is not a valid server name"))?;
+    let client = ClientConfig {
+        addr,
+        server_name,
+        tls: Arc::new(tls_config(&a.ca)?),
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        pause_before_handshake: Duration::ZERO,
+    };
+    let opts = FetchOptions {
+        client,
+        device,
+        secret: a.secret.clone(),
+        model,
+        trust,
+        state_dir: a.state.clone(),
+        attempts: a.attempts,
+        backoff: Duration::from_millis(500),
+    };
+    match fetch::fetch(&opts).await {
+        Ok(Fetched::Updated {
+            version,
+            sequence,
+            resumed_from,
+        }) => {
+            let resumed = if resumed_from > 0 {
+                format!(", resumed from byte {resumed_from}")
+            } else {
+                String::new()
+            };
+            println!("updated to {version} (sequence {sequence}{resumed})");
+            Ok(ExitCode::from(Outcome::Updated as u8))
+        }
+        Ok(Fetched::NoUpdate(why)) => {
+            println!("no update: {why}");
+            Ok(ExitCode::from(Outcome::NoUpdate as u8))
+        }
+        Err(e) => {
+            eprintln!("fwdist: {e}");
+            Ok(ExitCode::from(e.outcome() as u8))
+        }
+    }
+}
+
+fn tls_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .with_context(|| format!("reading --ca {}", ca.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("--ca {} is not PEM", ca.display()))?;
+    for c in certs {
+        roots.add(c).with_context(|| format!("--ca {}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        bail!("--ca {}: no certificates in it", ca.display());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}

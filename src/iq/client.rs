@@ -1,0 +1,318 @@
+//! A small explicit-FTPS client: just what an IQ needs (RFC 959 + RFC 4217: `AUTH TLS`,
+//! `PBSZ 0`, `PROT P`, `USER`/`PASS`, `TYPE I`, `PASV`, `REST`, `RETR`, `QUIT`).
+//!
+//! Hand-written rather than suppaftp because an IQ's correctness hangs on details suppaftp
+//! gets wrong or hides: it never flushes a command written into TLS (measured: a `SIZE` after
+//! a large RETR sat unsent until the next write), it offers no greeting or reply timeouts, and
+//! its errors do not keep the reply code the simulator counts. Every wait here is bounded, and
+//! the data channel resumes the control channel's TLS session (same `ClientConfig`).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    #[error("server replied {code}: {text}")]
+    Reply { code: u16, text: String },
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("connection failed: {0}")]
+    Io(#[from] io::Error),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The server's reply code, when the failure is a reply.
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            ClientError::Reply { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
+    /// Worth another attempt: anything but a definite refusal by the server.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Reply { code, .. } => *code < 500,
+            ClientError::Protocol(_) => false,
+            _ => true,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// Where and how to connect.
+#[derive(Clone)]
+pub struct ClientConfig {
+    pub addr: SocketAddr,
+    /// Name the server certificate must carry (a DNS name or an IP literal).
+    pub server_name: ServerName<'static>,
+    pub tls: Arc<rustls::ClientConfig>,
+    /// Bound on every single wait (connect, reply, handshake, data read).
+    pub timeout: Duration,
+    /// Pause between `234` and the ClientHello. libunftp 0.24 reads a ClientHello that
+    /// arrives before it switched to TLS as a command and drops the session; retries pause.
+    pub pause_before_handshake: Duration,
+}
+
+pub struct FtpsClient {
+    ctl: BufReader<TlsStream<TcpStream>>,
+    cfg: ClientConfig,
+    peer: IpAddr,
+}
+
+/// One FTP reply: code and full text.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub text: String,
+}
+
+async fn bounded<T>(limit: Duration, what: &'static str, f: impl Future<Output = T>) -> Result<T> {
+    tokio::time::timeout(limit, f)
+        .await
+        .map_err(|_| ClientError::Timeout(what))
+}
+
+/// Reads one (possibly multi-line) reply.
+async fn read_reply<R: AsyncRead + Unpin>(r: &mut BufReader<R>, limit: Duration) -> Result<Reply> {
+    let mut text = String::new();
+    let mut first: Option<[u8; 3]> = None;
+    loop {
+        let mut line = String::new();
+        let n = bounded(limit, "a reply", r.read_line(&mut line)).await??;
+        if n == 0 {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            )));
+        }
+        if text.len() > 64 * 1024 {
+            return Err(ClientError::Protocol("reply too long".into()));
+        }
+        text.push_str(&line);
+        let b = line.as_bytes();
+        if b.len() < 4 || !b[..3].iter().all(u8::is_ascii_digit) {
+            if first.is_none() {
+                return Err(ClientError::Protocol(format!(
+                    "not an FTP reply: {:?}",
+                    line.trim_end()
+                )));
+            }
+            continue;
+        }
+        let code: [u8; 3] = [b[0], b[1], b[2]];
+        let start = *first.get_or_insert(code);
+        if code == start && b[3] == b' ' {
+            let code =
+                u16::from(code[0] - b'0') * 100 + u16::from(code[1] - b'0') * 10 + u16::from(code[2] - b'0');
+            return Ok(Reply {
+                code,
+                text: text.trim_end().to_owned(),
+            });
+        }
+    }
+}
+
+fn expect(reply: Reply, ok: &[u16]) -> Result<Reply> {
+    if ok.contains(&reply.code) {
+        Ok(reply)
+    } else {
+        Err(ClientError::Reply {
+            code: reply.code,
+            text: reply.text,
+        })
+    }
+}
+
+impl FtpsClient {
+    /// Connects, reads the greeting, upgrades with `AUTH TLS`, and sets `PBSZ 0`, `PROT P`.
+    ///
+    /// # Errors
+    /// Connection, greeting, handshake or reply failures; timeouts.
+    pub async fn connect(cfg: ClientConfig) -> Result<Self> {
+        let t = cfg.timeout;
+        let tcp = bounded(t, "the TCP connection", TcpStream::connect(cfg.addr))
+            .await?
+            .map_err(|source| ClientError::Connect {
+                addr: cfg.addr,
+                source,
+            })?;
+        let _ = tcp.set_nodelay(true);
+        let mut plain = BufReader::new(tcp);
+        expect(read_reply(&mut plain, t).await?, &[220])?;
+        plain.get_mut().write_all(b"AUTH TLS\r\n").await?;
+        expect(read_reply(&mut plain, t).await?, &[234])?;
+        if !plain.buffer().is_empty() {
+            return Err(ClientError::Protocol("server sent data after 234".into()));
+        }
+        if !cfg.pause_before_handshake.is_zero() {
+            tokio::time::sleep(cfg.pause_before_handshake).await;
+        }
+        let connector = TlsConnector::from(cfg.tls.clone());
+        let tls = bounded(
+            t,
+            "the TLS handshake",
+            connector.connect(cfg.server_name.clone(), plain.into_inner()),
+        )
+        .await?
+        .map_err(|e| ClientError::Handshake(e.to_string()))?;
+        let peer = tls.get_ref().0.peer_addr()?.ip();
+        let mut c = FtpsClient {
+            ctl: BufReader::new(tls),
+            cfg,
+            peer,
+        };
+        c.cmd("PBSZ 0", &[200]).await?;
+        c.cmd("PROT P", &[200]).await?;
+        Ok(c)
+    }
+
+    /// Sends a command (flushed through TLS) and checks the reply code.
+    ///
+    /// # Errors
+    /// I/O failure, timeout, or a reply code outside `ok`.
+    pub async fn cmd(&mut self, line: &str, ok: &[u16]) -> Result<Reply> {
+        self.send(line).await?;
+        expect(read_reply(&mut self.ctl, self.cfg.timeout).await?, ok)
+    }
+
+    async fn send(&mut self, line: &str) -> Result<()> {
+        let t = self.cfg.timeout;
+        let w = self.ctl.get_mut();
+        bounded(t, "sending a command", async {
+            w.write_all(line.as_bytes()).await?;
+            w.write_all(b"\r\n").await?;
+            w.flush().await
+        })
+        .await??;
+        Ok(())
+    }
+
+    /// # Errors
+    /// 530 and friends as [`ClientError::Reply`].
+    pub async fn login(&mut self, user: &str, pass: &str) -> Result<()> {
+        let r = self.cmd(&format!("USER {user}"), &[230, 331]).await?;
+        if r.code == 331 {
+            self.cmd(&format!("PASS {pass}"), &[230]).await?;
+        }
+        self.cmd("TYPE I", &[200]).await?;
+        Ok(())
+    }
+
+    /// `PASV`: returns the data address (the announced IP is ignored for the control peer's,
+    /// as curl and lftp do, so NAT-mangled replies still work) and port.
+    async fn pasv(&mut self) -> Result<SocketAddr> {
+        let r = self.cmd("PASV", &[227]).await?;
+        let inner = r
+            .text
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(inside, _)| inside)
+            .ok_or_else(|| ClientError::Protocol(format!("bad PASV reply: {}", r.text)))?;
+        let n: Vec<u16> = inner.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        if n.len() != 6 || n.iter().any(|x| *x > 255) {
+            return Err(ClientError::Protocol(format!("bad PASV reply: {}", r.text)));
+        }
+        Ok(SocketAddr::new(self.peer, n[4] * 256 + n[5]))
+    }
+
+    /// Downloads `path` from `offset` into `sink`, reading at most `limit` bytes (an IQ never
+    /// reads past the manifest's size). Returns the bytes written and the data port used.
+    ///
+    /// # Errors
+    /// Any refusal, transport failure, timeout, or more data than `limit`.
+    pub async fn retr<W: AsyncWrite + Unpin>(
+        &mut self,
+        path: &str,
+        offset: u64,
+        limit: u64,
+        sink: &mut W,
+    ) -> Result<(u64, u16)> {
+        let t = self.cfg.timeout;
+        let addr = self.pasv().await?;
+        let tcp = bounded(t, "the data connection", TcpStream::connect(addr))
+            .await?
+            .map_err(|source| ClientError::Connect { addr, source })?;
+        if offset > 0 {
+            self.cmd(&format!("REST {offset}"), &[350]).await?;
+        }
+        self.cmd(&format!("RETR {path}"), &[125, 150]).await?;
+        let connector = TlsConnector::from(self.cfg.tls.clone());
+        let mut data = bounded(
+            t,
+            "the data TLS handshake",
+            connector.connect(self.cfg.server_name.clone(), tcp),
+        )
+        .await?
+        .map_err(|e| ClientError::Handshake(format!("data channel: {e}")))?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        loop {
+            let n = bounded(t, "file data", data.read(&mut buf)).await??;
+            if n == 0 {
+                break;
+            }
+            if got + n as u64 > limit {
+                return Err(ClientError::Protocol(format!(
+                    "server sent more than the expected {limit} bytes"
+                )));
+            }
+            sink.write_all(&buf[..n]).await?;
+            got += n as u64;
+        }
+        sink.flush().await?;
+        expect(read_reply(&mut self.ctl, t).await?, &[226, 250])?;
+        Ok((got, addr.port()))
+    }
+
+    /// Fetches a small file whole (a manifest or signature).
+    ///
+    /// # Errors
+    /// As [`FtpsClient::retr`].
+    pub async fn retr_small(&mut self, path: &str, limit: u64) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.retr(path, 0, limit, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Says goodbye; errors are irrelevant by now.
+    pub async fn quit(mut self) {
+        let _ = self.cmd("QUIT", &[221]).await;
+        let _ = self.ctl.get_mut().shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn parse(s: &str) -> Result<Reply> {
+        read_reply(&mut BufReader::new(s.as_bytes()), Duration::from_secs(1)).await
+    }
+
+    #[tokio::test]
+    async fn replies_single_and_multi_line() {
+        let r = parse("220 hello\r\n").await.unwrap();
+        assert_eq!((r.code, r.text.as_str()), (220, "220 hello"));
+        let r = parse("211-Features:\r\n AUTH TLS\r\n211 End\r\n").await.unwrap();
+        assert_eq!(r.code, 211);
+        assert!(r.text.contains("AUTH TLS"));
+        assert!(parse("garbage\r\n").await.is_err());
+        assert!(parse("").await.is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The reference IQ (`fwdist fetch`): a minimal explicit-FTPS client and the update
+//! procedure every IQ must follow. Uses `store` (manifest, signatures) and `domain`; knows
+//! nothing of the server's internals — it talks to any FTPS server serving SPEC §4's tree.
+
+pub mod client;
+pub mod fetch;
+pub mod state;
