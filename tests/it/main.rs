@@ -12,6 +12,7 @@ mod api;
 mod cli;
 mod cli_usage;
 mod external_clients;
+mod fetch;
 mod flushing_tls;
 mod ftp_client;
 mod ftps;

@@ -9,6 +9,8 @@ use super::BIN;
 pub struct CliOutput {
     pub args: String,
     pub success: bool,
+    /// The exit code (None when killed by a signal or the harness).
+    pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
 }
@@ -96,6 +98,7 @@ pub async fn run_program(dir: &Path, program: &str, args: &[&str]) -> CliOutput 
         CliOutput {
             args: ctx,
             success: status.is_some_and(|s| s.success()),
+            code: status.and_then(|s| s.code()),
             stdout,
             stderr,
         }
