@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use fwdist::app::App;
-use fwdist::cli::{Cli, Command, TokenCommand, fetch, release, token};
+use fwdist::cli::{Cli, Command, DevicesCommand, TokenCommand, devices, fetch, release, simulate, token};
 use fwdist::config::Config;
 
 fn main() -> ExitCode {
@@ -27,6 +27,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(config.as_deref())?;
             runtime()?.block_on(token::create(&cfg, &name, role))?;
         }
+        Command::Devices {
+            command: DevicesCommand::Import { file, config },
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            runtime()?.block_on(devices::import(&cfg, &file))?;
+        }
+        Command::Simulate(args) => return runtime()?.block_on(simulate::run(&args)),
         Command::Fetch(args) => return runtime()?.block_on(fetch::run(&args)),
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;

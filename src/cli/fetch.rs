@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::domain::{DeviceId, Model};
 use crate::iq::client::ClientConfig;
@@ -55,22 +53,14 @@ pub async fn run(a: &FetchArgs) -> anyhow::Result<ExitCode> {
     if trust.is_empty() {
         bail!("--trust {}: no *.pub keys there", a.trust.display());
     }
-    let (host, port) = a.server.rsplit_once(':').context("--server must be HOST:PORT")?;
-    let port: u16 = port.parse().context("--server must be HOST:PORT")?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let addr = tokio::net::lookup_host((host, port))
-        .await
-        .with_context(|| format!("resolving {host}"))?
-        .next()
-        .with_context(|| format!("{host} has no address"))?;
-    let server_name = ServerName::try_from(host.to_owned())
-        .with_context(|| format!("{host} is not a valid server name"))?;
+    let (addr, server_name) = super::net::resolve_server(&a.server).await?;
     let client = ClientConfig {
         addr,
         server_name,
-        tls: Arc::new(tls_config(&a.ca)?),
+        tls: Arc::new(super::net::tls_config(&a.ca)?),
         timeout: Duration::from_secs(a.timeout.max(1)),
         pause_before_handshake: Duration::ZERO,
+        bind_ip: None,
     };
     let opts = FetchOptions {
         client,
@@ -105,23 +95,4 @@ pub async fn run(a: &FetchArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(e.outcome() as u8))
         }
     }
-}
-
-fn tls_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-        .with_context(|| format!("reading --ca {}", ca.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("--ca {} is not PEM", ca.display()))?;
-    for c in certs {
-        roots.add(c).with_context(|| format!("--ca {}", ca.display()))?;
-    }
-    if roots.is_empty() {
-        bail!("--ca {}: no certificates in it", ca.display());
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
 }

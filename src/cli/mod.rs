@@ -1,8 +1,11 @@
 //! The `fwdist` command line (SPEC §2). Each subcommand prints one clear line on failure and
 //! exits non-zero; `main` does the printing.
 
+pub mod devices;
 pub mod fetch;
+pub mod net;
 pub mod release;
+pub mod simulate;
 pub mod token;
 
 use std::path::PathBuf;
@@ -48,10 +51,28 @@ pub enum Command {
     /// Run the reference IQ once: fetch, verify and install this device's target release.
     /// Exit codes: 0 updated, 10 no update, 20 refused, 30 network failure, 31 login refused.
     Fetch(fetch::FetchArgs),
+    /// Run many simulated IQs against a server and report rate, latency and errors.
+    Simulate(simulate::SimulateArgs),
+    /// Devices in bulk.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
     /// Admin API tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Register every device of a CSV (`id,model[,label;label]`) at once, all or nothing;
+    /// prints `id,secret` CSV (secrets are shown only once).
+    Import {
+        file: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 

@@ -76,6 +76,33 @@ impl Db {
         raw.try_into()
     }
 
+    /// Registers many devices in one transaction: all or none.
+    ///
+    /// # Errors
+    /// A duplicate id (unique violation; nothing is written) or database failure.
+    pub async fn insert_devices(
+        &self,
+        devices: &[(DeviceId, Model, Vec<String>, SecretHash)],
+    ) -> DbResult<()> {
+        let mut tx = self.pool().begin().await?;
+        let now = now_ms();
+        for (id, model, labels, secret) in devices {
+            let labels = serde_json::to_string(labels).map_err(|e| DbError::Corrupt(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO devices (id, model, labels, secret_hash, enabled, created_at) VALUES ($1, $2, $3, $4, 1, $5)",
+            )
+            .bind(id.to_string())
+            .bind(model.as_str())
+            .bind(labels)
+            .bind(&secret.0[..])
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// # Errors
     /// Database failure.
     pub async fn device(&self, id: &DeviceId) -> DbResult<Option<DeviceRow>> {

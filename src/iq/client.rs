@@ -67,6 +67,22 @@ pub struct ClientConfig {
     /// Pause between `234` and the ClientHello. libunftp 0.24 reads a ClientHello that
     /// arrives before it switched to TLS as a command and drops the session; retries pause.
     pub pause_before_handshake: Duration,
+    /// Local address to connect from (control and data), e.g. to model many sites on one
+    /// machine with 127.0.0.x sources.
+    pub bind_ip: Option<IpAddr>,
+}
+
+async fn tcp_connect(addr: SocketAddr, bind_ip: Option<IpAddr>) -> io::Result<TcpStream> {
+    let Some(ip) = bind_ip else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if ip.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
 }
 
 pub struct FtpsClient {
@@ -146,7 +162,7 @@ impl FtpsClient {
     /// Connection, greeting, handshake or reply failures; timeouts.
     pub async fn connect(cfg: ClientConfig) -> Result<Self> {
         let t = cfg.timeout;
-        let tcp = bounded(t, "the TCP connection", TcpStream::connect(cfg.addr))
+        let tcp = bounded(t, "the TCP connection", tcp_connect(cfg.addr, cfg.bind_ip))
             .await?
             .map_err(|source| ClientError::Connect {
                 addr: cfg.addr,
@@ -245,7 +261,7 @@ impl FtpsClient {
     ) -> Result<(u64, u16)> {
         let t = self.cfg.timeout;
         let addr = self.pasv().await?;
-        let tcp = bounded(t, "the data connection", TcpStream::connect(addr))
+        let tcp = bounded(t, "the data connection", tcp_connect(addr, self.cfg.bind_ip))
             .await?
             .map_err(|source| ClientError::Connect { addr, source })?;
         if offset > 0 {
@@ -288,6 +304,25 @@ impl FtpsClient {
         let mut out = Vec::new();
         self.retr(path, 0, limit, &mut out).await?;
         Ok(out)
+    }
+
+    /// Connects and logs in, retrying once (after a pause) when the TLS upgrade fails: the
+    /// libunftp AUTH TLS race makes that happen to a few % of connections.
+    ///
+    /// # Errors
+    /// As [`FtpsClient::connect`] and [`FtpsClient::login`]; a 530 is never retried.
+    pub async fn open(cfg: &ClientConfig, user: &str, pass: &str) -> Result<(Self, bool)> {
+        let (mut c, retried) = match Self::connect(cfg.clone()).await {
+            Ok(c) => (c, false),
+            Err(ClientError::Handshake(_) | ClientError::Io(_) | ClientError::Protocol(_)) => {
+                let mut again = cfg.clone();
+                again.pause_before_handshake = Duration::from_millis(100);
+                (Self::connect(again).await?, true)
+            }
+            Err(e) => return Err(e),
+        };
+        c.login(user, pass).await?;
+        Ok((c, retried))
     }
 
     /// Says goodbye; errors are irrelevant by now.

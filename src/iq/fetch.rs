@@ -169,19 +169,10 @@ pub async fn fetch(o: &FetchOptions) -> Result<Fetched, FetchError> {
     })
 }
 
-/// Connects and logs in; one retry (with a pause) after a failed TLS handshake.
+/// Connects and logs in (one handshake retry, see [`FtpsClient::open`]).
 async fn connect(o: &FetchOptions) -> Result<FtpsClient, FetchError> {
-    let mut cfg = o.client.clone();
-    let mut c = match FtpsClient::connect(cfg.clone()).await {
-        Ok(c) => c,
-        Err(ClientError::Handshake(_) | ClientError::Io(_) | ClientError::Protocol(_)) => {
-            cfg.pause_before_handshake = Duration::from_millis(100);
-            FtpsClient::connect(cfg).await.map_err(FetchError::Network)?
-        }
-        Err(e) => return Err(FetchError::Network(e)),
-    };
-    match c.login(&o.device.to_string(), &o.secret).await {
-        Ok(()) => Ok(c),
+    match FtpsClient::open(&o.client, &o.device.to_string(), &o.secret).await {
+        Ok((c, _)) => Ok(c),
         Err(e) if e.code() == Some(530) => Err(FetchError::Login(e)),
         Err(e) => Err(FetchError::Network(e)),
     }

@@ -4,4 +4,5 @@
 
 pub mod client;
 pub mod fetch;
+pub mod simulate;
 pub mod state;

@@ -21,5 +21,6 @@ mod raw_ctl;
 mod releases;
 mod robustness;
 mod rollouts;
+mod simulate;
 mod story;
 mod tls;

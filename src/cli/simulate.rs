@@ -1,0 +1,131 @@
+//! `fwdist simulate`: N simulated IQs with concurrency C against a server; prints
+//! sessions/s, MiB/s, p50/p99 session latency and errors by kind. Exit 0 only without errors.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::iq::client::ClientConfig;
+use crate::iq::simulate::{self, Plan};
+use crate::store::signing::TrustedKeys;
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// FTPS control address, HOST:PORT.
+    #[arg(long)]
+    pub server: String,
+    /// CSV of `id,secret` (what `fwdist devices import` prints); sessions cycle through it.
+    #[arg(long)]
+    pub devices: PathBuf,
+    /// Sessions to run in all.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    pub sessions: usize,
+    /// Sessions at once.
+    #[arg(long, short = 'c', default_value_t = 10)]
+    pub concurrency: usize,
+    /// Source addresses, e.g. 127.0.0.2-127.0.0.254, to model many sites (sessions take
+    /// them round robin; fewer addresses than sessions models IQs sharing a NAT address).
+    #[arg(long)]
+    pub source_ips: Option<String>,
+    /// Verify manifests against these trusted keys (*.pub).
+    #[arg(long)]
+    pub trust: Option<PathBuf>,
+    /// Only read the target manifest (measures session setup, not bulk transfer).
+    #[arg(long)]
+    pub manifest_only: bool,
+    /// Extra attempts of a session after a transient failure, as a real IQ retries.
+    #[arg(long, default_value_t = 0)]
+    pub retries: u32,
+    #[arg(long, default_value = "certs/server.crt")]
+    pub ca: PathBuf,
+    /// Seconds any single network wait may take.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// # Errors
+/// Bad arguments or unreadable files (exit 1).
+pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(&a.devices).with_context(|| format!("reading {}", a.devices.display()))?;
+    let devices: Vec<(String, String)> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("id,"))
+        .map(|l| {
+            l.split_once(',')
+                .map(|(u, p)| (u.trim().to_owned(), p.trim().to_owned()))
+        })
+        .collect::<Option<_>>()
+        .with_context(|| format!("{}: expected id,secret lines", a.devices.display()))?;
+    if devices.is_empty() {
+        bail!("{}: no devices", a.devices.display());
+    }
+    let source_ips = match &a.source_ips {
+        Some(r) => simulate::parse_ip_range(r).map_err(|e| anyhow::anyhow!("--source-ips {e}"))?,
+        None => Vec::new(),
+    };
+    let trust = a.trust.as_deref().map(TrustedKeys::load_dir).transpose()?;
+    let (addr, server_name) = super::net::resolve_server(&a.server).await?;
+    let client = ClientConfig {
+        addr,
+        server_name,
+        tls: Arc::new(super::net::tls_config(&a.ca)?),
+        timeout: Duration::from_secs(a.timeout.max(1)),
+        pause_before_handshake: Duration::ZERO,
+        bind_ip: None,
+    };
+    let plan = Plan {
+        client,
+        devices,
+        sessions: a.sessions,
+        concurrency: a.concurrency,
+        source_ips,
+        trust,
+        manifest_only: a.manifest_only,
+        retries: a.retries,
+    };
+    let r = simulate::run(plan).await;
+    println!(
+        "sessions: {} ok, {} failed in {:.2} s (concurrency {})",
+        r.ok,
+        r.failed,
+        r.elapsed.as_secs_f64(),
+        a.concurrency
+    );
+    println!(
+        "rate: {:.1} sessions/s, {:.1} MiB/s",
+        r.sessions_per_sec(),
+        r.mib_per_sec()
+    );
+    println!(
+        "latency: p50 {:.1} ms, p99 {:.1} ms",
+        r.percentile(0.5).as_secs_f64() * 1e3,
+        r.percentile(0.99).as_secs_f64() * 1e3
+    );
+    let errors: Vec<String> = r.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "errors: {} (TLS upgrade retried in {} sessions)",
+        if errors.is_empty() {
+            "none".to_owned()
+        } else {
+            errors.join(" ")
+        },
+        r.handshake_retries
+    );
+    if !r.recovered.is_empty() {
+        let rec: Vec<String> = r.recovered.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("recovered on retry: {}", rec.join(" "));
+    }
+    for (kind, example) in &r.examples {
+        println!("  {kind}: e.g. {example}");
+    }
+    Ok(if r.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,298 @@
+//! `fwdist simulate`: many IQs at once against a server, to rehearse a rollout's load.
+//!
+//! Each simulated IQ logs in (retrying a failed TLS upgrade once, as IQs must), reads its
+//! target manifest and signature, verifies them when trusted keys are given, downloads the
+//! image while hashing it, checks size and SHA-256 and says `QUIT`. Sessions run with a
+//! fixed concurrency; failures are counted by kind.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWrite;
+
+use super::client::{ClientConfig, ClientError, FtpsClient};
+use crate::store::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use crate::store::signing::TrustedKeys;
+
+pub struct Plan {
+    pub client: ClientConfig,
+    /// `(user, secret)` pairs; sessions cycle through them.
+    pub devices: Vec<(String, String)>,
+    pub sessions: usize,
+    pub concurrency: usize,
+    /// Source addresses to spread sessions over (round robin); empty: the default route.
+    pub source_ips: Vec<IpAddr>,
+    pub trust: Option<TrustedKeys>,
+    /// Only fetch the manifest (login + PASV + small RETR), not the image.
+    pub manifest_only: bool,
+    /// Extra attempts of a whole session after a transient failure (as a real IQ retries),
+    /// after a short jittered back-off. Refusals (5xx, bad hash) are never retried.
+    pub retries: u32,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub ok: usize,
+    pub failed: usize,
+    pub bytes: u64,
+    pub elapsed: Duration,
+    /// Session latencies of successful sessions, sorted.
+    pub latencies: Vec<Duration>,
+    pub errors: BTreeMap<String, usize>,
+    /// The first message seen for each error kind.
+    pub examples: BTreeMap<String, String>,
+    /// Sessions that needed their one TLS-upgrade retry (and then succeeded or not).
+    pub handshake_retries: usize,
+    /// Sessions that succeeded only on a later attempt, by the first failure's kind.
+    pub recovered: BTreeMap<String, usize>,
+}
+
+impl Report {
+    pub fn sessions_per_sec(&self) -> f64 {
+        self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn mib_per_sec(&self) -> f64 {
+        self.bytes as f64 / (1024.0 * 1024.0) / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[i.min(self.latencies.len() - 1)]
+    }
+}
+
+/// Why a simulated session failed, as counted in the report.
+fn kind(e: &SessionError) -> String {
+    match e {
+        SessionError::Client(ClientError::Reply { code, .. }) => code.to_string(),
+        SessionError::Client(ClientError::Handshake(_)) => "handshake".into(),
+        SessionError::Client(ClientError::Timeout(_)) => "timeout".into(),
+        SessionError::Client(ClientError::Connect { .. }) => "connect".into(),
+        SessionError::Client(ClientError::Io(_)) => "io".into(),
+        SessionError::Client(ClientError::Protocol(_)) => "protocol".into(),
+        SessionError::Verify(_) => "verify".into(),
+        SessionError::Hash => "hash mismatch".into(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Client(ClientError),
+    #[error("manifest refused: {0}")]
+    Verify(String),
+    #[error("image does not match the manifest's size and sha256")]
+    Hash,
+}
+
+impl SessionError {
+    fn is_transient(&self) -> bool {
+        match self {
+            SessionError::Client(e) => e.is_transient(),
+            SessionError::Verify(_) | SessionError::Hash => false,
+        }
+    }
+}
+
+impl From<ClientError> for SessionError {
+    fn from(e: ClientError) -> Self {
+        SessionError::Client(e)
+    }
+}
+
+/// Counts and hashes what it is given; keeps nothing.
+struct HashSink {
+    h: Sha256,
+    n: u64,
+}
+
+impl AsyncWrite for HashSink {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.h.update(buf);
+        self.n += buf.len() as u64;
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// One simulated IQ: returns image bytes downloaded and whether the TLS upgrade was retried.
+async fn session(
+    plan: &Plan,
+    cfg: ClientConfig,
+    user: &str,
+    pass: &str,
+) -> (Result<u64, SessionError>, bool) {
+    let (mut c, retried) = match FtpsClient::open(&cfg, user, pass).await {
+        Ok(x) => x,
+        Err(e) => return (Err(e.into()), false),
+    };
+    let r = async {
+        let manifest = c
+            .retr_small("/target/manifest.json", MAX_MANIFEST_BYTES as u64)
+            .await?;
+        if plan.manifest_only {
+            return Ok(0);
+        }
+        let sig = c
+            .retr_small("/target/manifest.json.sig", MAX_MANIFEST_BYTES as u64)
+            .await?;
+        if let Some(trust) = &plan.trust {
+            trust
+                .verify(&sig, &manifest)
+                .map_err(|e| SessionError::Verify(e.to_string()))?;
+        }
+        let m = Manifest::parse(&manifest).map_err(|e| SessionError::Verify(e.to_string()))?;
+        let mut sink = HashSink {
+            h: Sha256::new(),
+            n: 0,
+        };
+        c.retr(
+            &format!("/releases/{}/{}", m.version, m.file),
+            0,
+            m.size,
+            &mut sink,
+        )
+        .await?;
+        if sink.n != m.size || <[u8; 32]>::from(sink.h.finalize()) != m.sha256.0 {
+            return Err(SessionError::Hash);
+        }
+        Ok(m.size)
+    }
+    .await;
+    c.quit().await;
+    (r, retried)
+}
+
+/// Runs the plan and reports.
+pub async fn run(plan: Plan) -> Report {
+    let plan = Arc::new(plan);
+    let sem = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..plan.sessions {
+        let Ok(permit) = sem.clone().acquire_owned().await else {
+            break;
+        };
+        let plan = plan.clone();
+        tasks.spawn(async move {
+            let (user, pass) = &plan.devices[i % plan.devices.len()];
+            let mut cfg = plan.client.clone();
+            if !plan.source_ips.is_empty() {
+                cfg.bind_ip = Some(plan.source_ips[i % plan.source_ips.len()]);
+            }
+            let t0 = Instant::now();
+            let mut first_failure = None;
+            let mut attempt = 0;
+            let (r, retried) = loop {
+                let (r, retried) = session(&plan, cfg.clone(), user, pass).await;
+                match &r {
+                    Err(e) if attempt < plan.retries && e.is_transient() => {
+                        first_failure.get_or_insert_with(|| kind(e));
+                        attempt += 1;
+                        // Jitter from the session index keeps retries from marching in step.
+                        let ms = 50 * u64::from(attempt) + (i as u64 * 37) % 100;
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    _ => break (r, retried),
+                }
+            };
+            drop(permit);
+            let recovered = if r.is_ok() { first_failure } else { None };
+            (r, retried, recovered, t0.elapsed())
+        });
+    }
+    let mut report = Report::default();
+    while let Some(joined) = tasks.join_next().await {
+        let Ok((r, retried, recovered, took)) = joined else {
+            report.failed += 1;
+            *report.errors.entry("panic".into()).or_default() += 1;
+            continue;
+        };
+        report.handshake_retries += usize::from(retried);
+        if let Some(k) = recovered {
+            *report.recovered.entry(k).or_default() += 1;
+        }
+        match r {
+            Ok(bytes) => {
+                report.ok += 1;
+                report.bytes += bytes;
+                report.latencies.push(took);
+            }
+            Err(e) => {
+                report.failed += 1;
+                let k = kind(&e);
+                report.examples.entry(k.clone()).or_insert_with(|| e.to_string());
+                *report.errors.entry(k).or_default() += 1;
+            }
+        }
+    }
+    report.elapsed = start.elapsed();
+    report.latencies.sort();
+    report
+}
+
+/// Parses `A-B` (inclusive, IPv4, same /24 or not) or a single address.
+///
+/// # Errors
+/// Anything else, or a range of more than 65,536 addresses.
+pub fn parse_ip_range(s: &str) -> Result<Vec<IpAddr>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let a: std::net::Ipv4Addr = a
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected A.B.C.D-E.F.G.H"))?;
+    let b: std::net::Ipv4Addr = b
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?}: expected A.B.C.D-E.F.G.H"))?;
+    let (a, b) = (u32::from(a), u32::from(b));
+    if a > b || b - a >= 65_536 {
+        return Err(format!("{s:?}: need FIRST <= LAST and at most 65536 addresses"));
+    }
+    Ok((a..=b).map(|n| IpAddr::V4(n.into())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_ranges() {
+        assert_eq!(parse_ip_range("127.0.0.2-127.0.0.4").unwrap().len(), 3);
+        assert_eq!(parse_ip_range("127.0.0.9").unwrap().len(), 1);
+        assert!(parse_ip_range("127.0.0.9-127.0.0.2").is_err());
+        assert!(parse_ip_range("x").is_err());
+    }
+
+    #[test]
+    fn percentiles() {
+        let r = Report {
+            latencies: (1..=100).map(Duration::from_millis).collect(),
+            ..Default::default()
+        };
+        assert_eq!(r.percentile(0.5), Duration::from_millis(51));
+        assert_eq!(r.percentile(0.99), Duration::from_millis(99));
+    }
+}

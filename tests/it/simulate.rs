@@ -1,0 +1,102 @@
+//! `fwdist devices import` and a small `fwdist simulate` run: many IQs, zero errors.
+
+use std::fs;
+
+use serde_json::json;
+
+use crate::helpers::{image, spawn_app};
+
+#[tokio::test]
+async fn import_is_all_or_nothing_and_prints_secrets_once() {
+    let app = spawn_app().await;
+    fs::write(
+        app.path("fleet.csv"),
+        "id,model,labels\naa:bb:cc:10:00:01,iq2,site-a\nAA-BB-CC-10-00-02,iq2\n",
+    )
+    .unwrap();
+    let out = app
+        .cli(&["devices", "import", "fleet.csv", "--config", "fwdist.toml"])
+        .await;
+    out.assert_ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "id,secret");
+    assert!(lines[2].starts_with("aa:bb:cc:10:00:02,"), "{}", out.stdout);
+    let (status, body) = app.get("/api/v1/devices/aabbcc100001").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["labels"], json!(["site-a"]));
+    // A file with one known and one new device imports nothing.
+    fs::write(
+        app.path("more.csv"),
+        "aa:bb:cc:10:00:03,iq2\naa:bb:cc:10:00:01,iq2\n",
+    )
+    .unwrap();
+    app.cli(&["devices", "import", "more.csv", "--config", "fwdist.toml"])
+        .await
+        .assert_failed(true);
+    let (status, _) = app.get("/api/v1/devices/aabbcc100003").await;
+    assert_eq!(status, 404, "nothing of a failed import is kept");
+    // A malformed line names its number.
+    fs::write(app.path("bad.csv"), "aa:bb:cc:10:00:04,iq2\nnot-a-mac,iq2\n").unwrap();
+    let out = app
+        .cli(&["devices", "import", "bad.csv", "--config", "fwdist.toml"])
+        .await;
+    out.assert_failed(true);
+    assert!(out.stderr.contains("line 2"), "{}", out.stderr);
+}
+
+#[tokio::test]
+async fn simulated_fleet_updates_without_errors() {
+    let app = spawn_app().await;
+    let img = image(512 << 10, 21);
+    app.publish("iq2", "1.0.0", 1, &img).await;
+    let fleet: String = (0..10).map(|i| format!("aa:bb:cc:11:00:{i:02x},iq2\n")).collect();
+    fs::write(app.path("fleet.csv"), fleet).unwrap();
+    let out = app
+        .cli(&["devices", "import", "fleet.csv", "--config", "fwdist.toml"])
+        .await;
+    out.assert_ok();
+    fs::write(app.path("creds.csv"), &out.stdout).unwrap();
+    app.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
+        .await;
+    fs::create_dir_all(app.path("iq-trust")).unwrap();
+    fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
+    let server = app.ftp_addr.to_string();
+    let out = app
+        .cli(&[
+            "simulate",
+            "--server",
+            &server,
+            "--devices",
+            "creds.csv",
+            "-n",
+            "30",
+            "-c",
+            "6",
+            "--retries",
+            "2",
+            "--trust",
+            "iq-trust",
+            "--source-ips",
+            "127.0.0.2-127.0.0.6",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("30 ok, 0 failed"), "{}", out.stdout);
+    assert!(out.stdout.contains("errors: none"), "{}", out.stdout);
+    // Every session's image download was recorded complete, from the simulated sources.
+    let items = app
+        .wait_downloads("model=iq2&limit=1000", |items| {
+            items
+                .iter()
+                .filter(|d| d["file"] == "firmware.bin" && d["outcome"] == "complete")
+                .count()
+                >= 30
+        })
+        .await;
+    let ips: std::collections::BTreeSet<&str> = items
+        .iter()
+        .filter(|d| d["file"] == "firmware.bin")
+        .filter_map(|d| d["client_ip"].as_str())
+        .collect();
+    assert_eq!(ips.len(), 5, "sessions came from 127.0.0.2-6: {ips:?}");
+}
