@@ -48,6 +48,7 @@ impl App {
             recorder,
             sessions: Arc::new(Sessions::default()),
             node: cfg.node.clone(),
+            record: cfg.ftps.record_downloads,
         });
         // libunftp binds the control port only when it starts serving; check it now so a busy
         // port is one clear error before anything else happens.

@@ -55,6 +55,8 @@ pub struct FtpsConfig {
     /// Failed logins (same device and IP) before a lockout; 0 disables the lockout.
     pub max_failed_logins: u32,
     pub lockout_secs: u64,
+    /// Record every RETR (SPEC §5). Only turn off to measure what recording costs.
+    pub record_downloads: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,6 +113,7 @@ impl Default for FtpsConfig {
             idle_timeout_secs: 300,
             max_failed_logins: 5,
             lockout_secs: 300,
+            record_downloads: true,
         }
     }
 }

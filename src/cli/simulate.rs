@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::iq::client::ClientConfig;
-use crate::iq::simulate::{self, Plan};
+use crate::iq::simulate::{self, Mode, Plan};
 use crate::store::signing::TrustedKeys;
 
 #[derive(Debug, clap::Args)]
@@ -18,8 +18,9 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub server: String,
     /// CSV of `id,secret` (what `fwdist devices import` prints); sessions cycle through it.
-    #[arg(long)]
-    pub devices: PathBuf,
+    /// Not needed with --https-get.
+    #[arg(long, required_unless_present = "https_get")]
+    pub devices: Option<PathBuf>,
     /// Sessions to run in all.
     #[arg(long, short = 'n', default_value_t = 100)]
     pub sessions: usize,
@@ -34,8 +35,17 @@ pub struct SimulateArgs {
     #[arg(long)]
     pub trust: Option<PathBuf>,
     /// Only read the target manifest (measures session setup, not bulk transfer).
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["get", "hold_secs", "https_get"])]
     pub manifest_only: bool,
+    /// Log in and RETR just this path (works against any FTPS server, e.g. vsftpd).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["hold_secs", "https_get"])]
+    pub get: Option<String>,
+    /// Log in and hold every session idle for this many seconds (use -c = -n).
+    #[arg(long, value_name = "SECS", conflicts_with = "https_get")]
+    pub hold_secs: Option<u64>,
+    /// Not FTP: TLS + `GET PATH` (HTTP/1.0), to show the generator's own ceiling.
+    #[arg(long, value_name = "PATH")]
+    pub https_get: Option<String>,
     /// Extra attempts of a session after a transient failure, as a real IQ retries.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
@@ -49,8 +59,13 @@ pub struct SimulateArgs {
 /// # Errors
 /// Bad arguments or unreadable files (exit 1).
 pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
-    let text =
-        std::fs::read_to_string(&a.devices).with_context(|| format!("reading {}", a.devices.display()))?;
+    let text = match &a.https_get {
+        Some(_) => "-,-".to_owned(),
+        None => {
+            let path = a.devices.as_deref().context("--devices is required")?;
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+        }
+    };
     let devices: Vec<(String, String)> = text
         .lines()
         .map(str::trim)
@@ -60,9 +75,9 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 .map(|(u, p)| (u.trim().to_owned(), p.trim().to_owned()))
         })
         .collect::<Option<_>>()
-        .with_context(|| format!("{}: expected id,secret lines", a.devices.display()))?;
+        .context("--devices: expected id,secret lines")?;
     if devices.is_empty() {
-        bail!("{}: no devices", a.devices.display());
+        bail!("--devices: no devices in the file");
     }
     let source_ips = match &a.source_ips {
         Some(r) => simulate::parse_ip_range(r).map_err(|e| anyhow::anyhow!("--source-ips {e}"))?,
@@ -85,7 +100,17 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
         concurrency: a.concurrency,
         source_ips,
         trust,
-        manifest_only: a.manifest_only,
+        mode: if let Some(p) = &a.https_get {
+            Mode::Https(p.clone())
+        } else if let Some(s) = a.hold_secs {
+            Mode::Hold(Duration::from_secs(s))
+        } else if let Some(p) = &a.get {
+            Mode::Get(p.clone())
+        } else if a.manifest_only {
+            Mode::Manifest
+        } else {
+            Mode::Update
+        },
         retries: a.retries,
     };
     let r = simulate::run(plan).await;

@@ -40,6 +40,8 @@ pub struct FtpsShared {
     pub recorder: Recorder,
     pub sessions: Arc<Sessions>,
     pub node: String,
+    /// `ftps.record_downloads`: off only to measure the cost of recording.
+    pub record: bool,
 }
 
 pub struct DeviceVfs {
@@ -405,7 +407,7 @@ impl StorageBackend<Device> for DeviceVfs {
         let size = file_meta(r, part).len;
         let mut t = Transfer {
             recorder: self.shared.recorder.clone(),
-            record: Some(DownloadRecord {
+            record: self.shared.record.then(|| DownloadRecord {
                 device: user.id,
                 model: r.model.clone(),
                 version: r.version.clone(),

@@ -17,6 +17,22 @@ use super::client::{ClientConfig, ClientError, FtpsClient};
 use crate::store::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use crate::store::signing::TrustedKeys;
 
+/// What each simulated session does.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// Log in, read the target manifest and signature, download and check the image.
+    Update,
+    /// Log in and read the target manifest only (session setup cost).
+    Manifest,
+    /// Log in and RETR one path (any FTPS server: used to compare with vsftpd).
+    Get(String),
+    /// Log in and stay idle this long (memory per session).
+    Hold(Duration),
+    /// No FTP: a TLS connection and `GET path` over HTTP/1.0 (a raw TLS ceiling for the
+    /// load generator itself, e.g. against nginx).
+    Https(String),
+}
+
 pub struct Plan {
     pub client: ClientConfig,
     /// `(user, secret)` pairs; sessions cycle through them.
@@ -26,8 +42,7 @@ pub struct Plan {
     /// Source addresses to spread sessions over (round robin); empty: the default route.
     pub source_ips: Vec<IpAddr>,
     pub trust: Option<TrustedKeys>,
-    /// Only fetch the manifest (login + PASV + small RETR), not the image.
-    pub manifest_only: bool,
+    pub mode: Mode,
     /// Extra attempts of a whole session after a transient failure (as a real IQ retries),
     /// after a short jittered back-off. Refusals (5xx, bad hash) are never retried.
     pub retries: u32,
@@ -137,52 +152,107 @@ impl AsyncWrite for HashSink {
     }
 }
 
-/// One simulated IQ: returns image bytes downloaded and whether the TLS upgrade was retried.
+/// One simulated IQ: returns bytes downloaded and whether the TLS upgrade was retried.
 async fn session(
     plan: &Plan,
     cfg: ClientConfig,
     user: &str,
     pass: &str,
 ) -> (Result<u64, SessionError>, bool) {
+    if let Mode::Https(path) = &plan.mode {
+        return (https_get(&cfg, path).await.map_err(SessionError::from), false);
+    }
     let (mut c, retried) = match FtpsClient::open(&cfg, user, pass).await {
         Ok(x) => x,
         Err(e) => return (Err(e.into()), false),
     };
-    let r = async {
-        let manifest = c
+    let r = match &plan.mode {
+        Mode::Update => update(plan, &mut c).await,
+        Mode::Manifest => c
             .retr_small("/target/manifest.json", MAX_MANIFEST_BYTES as u64)
-            .await?;
-        if plan.manifest_only {
-            return Ok(0);
+            .await
+            .map(|m| m.len() as u64)
+            .map_err(Into::into),
+        Mode::Get(path) => {
+            let mut sink = HashSink {
+                h: Sha256::new(),
+                n: 0,
+            };
+            c.retr(path, 0, u64::MAX, &mut sink)
+                .await
+                .map(|(n, _)| n)
+                .map_err(Into::into)
         }
-        let sig = c
-            .retr_small("/target/manifest.json.sig", MAX_MANIFEST_BYTES as u64)
-            .await?;
-        if let Some(trust) = &plan.trust {
-            trust
-                .verify(&sig, &manifest)
-                .map_err(|e| SessionError::Verify(e.to_string()))?;
+        Mode::Hold(d) => {
+            tokio::time::sleep(*d).await;
+            Ok(0)
         }
-        let m = Manifest::parse(&manifest).map_err(|e| SessionError::Verify(e.to_string()))?;
-        let mut sink = HashSink {
-            h: Sha256::new(),
-            n: 0,
-        };
-        c.retr(
-            &format!("/releases/{}/{}", m.version, m.file),
-            0,
-            m.size,
-            &mut sink,
-        )
-        .await?;
-        if sink.n != m.size || <[u8; 32]>::from(sink.h.finalize()) != m.sha256.0 {
-            return Err(SessionError::Hash);
-        }
-        Ok(m.size)
-    }
-    .await;
+        Mode::Https(_) => Ok(0),
+    };
     c.quit().await;
     (r, retried)
+}
+
+async fn update(plan: &Plan, c: &mut FtpsClient) -> Result<u64, SessionError> {
+    let manifest = c
+        .retr_small("/target/manifest.json", MAX_MANIFEST_BYTES as u64)
+        .await?;
+    let sig = c
+        .retr_small("/target/manifest.json.sig", MAX_MANIFEST_BYTES as u64)
+        .await?;
+    if let Some(trust) = &plan.trust {
+        trust
+            .verify(&sig, &manifest)
+            .map_err(|e| SessionError::Verify(e.to_string()))?;
+    }
+    let m = Manifest::parse(&manifest).map_err(|e| SessionError::Verify(e.to_string()))?;
+    let mut sink = HashSink {
+        h: Sha256::new(),
+        n: 0,
+    };
+    c.retr(
+        &format!("/releases/{}/{}", m.version, m.file),
+        0,
+        m.size,
+        &mut sink,
+    )
+    .await?;
+    if sink.n != m.size || <[u8; 32]>::from(sink.h.finalize()) != m.sha256.0 {
+        return Err(SessionError::Hash);
+    }
+    Ok(m.size)
+}
+
+/// `GET path` over TLS (HTTP/1.0, read to EOF): bytes received, headers included.
+async fn https_get(cfg: &ClientConfig, path: &str) -> Result<u64, ClientError> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tcp = tokio::time::timeout(cfg.timeout, tokio::net::TcpStream::connect(cfg.addr))
+        .await
+        .map_err(|_| ClientError::Timeout("the TCP connection"))?
+        .map_err(|source| ClientError::Connect {
+            addr: cfg.addr,
+            source,
+        })?;
+    let connector = tokio_rustls::TlsConnector::from(cfg.tls.clone());
+    let mut tls = connector
+        .connect(cfg.server_name.clone(), tcp)
+        .await
+        .map_err(|e| ClientError::Handshake(e.to_string()))?;
+    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: bench\r\n\r\n").as_bytes())
+        .await?;
+    tls.flush().await?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        match tls.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n_total += n as u64,
+            // Servers often skip close_notify after an HTTP/1.0 response.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && n_total > 0 => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(n_total)
 }
 
 /// Runs the plan and reports.
