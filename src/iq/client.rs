@@ -292,6 +292,10 @@ impl FtpsClient {
             got += n as u64;
         }
         sink.flush().await?;
+        // Close our side (close_notify) before waiting for 226: vsftpd, for one, sends the 226
+        // only after the client has shut the data connection down.
+        let _ = bounded(t, "closing the data connection", data.shutdown()).await;
+        drop(data);
         expect(read_reply(&mut self.ctl, t).await?, &[226, 250])?;
         Ok((got, addr.port()))
     }

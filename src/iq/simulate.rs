@@ -246,7 +246,16 @@ async fn https_get(cfg: &ClientConfig, path: &str) -> Result<u64, ClientError> {
     loop {
         match tls.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => n_total += n as u64,
+            Ok(n) => {
+                if n_total == 0
+                    && !buf[..n].starts_with(b"HTTP/1.1 200")
+                    && !buf[..n].starts_with(b"HTTP/1.0 200")
+                {
+                    let line = String::from_utf8_lossy(&buf[..n.min(40)]).into_owned();
+                    return Err(ClientError::Protocol(format!("HTTP answer is not 200: {line:?}")));
+                }
+                n_total += n as u64;
+            }
             // Servers often skip close_notify after an HTTP/1.0 response.
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && n_total > 0 => break,
             Err(e) => return Err(e.into()),
