@@ -164,7 +164,10 @@ async fn fetch_refuses_an_expired_manifest() {
     let key = app.trusted_key("release").await;
     fs::create_dir_all(app.path("b")).unwrap();
     fs::write(app.path("b/firmware.bin"), image(4096, 13)).unwrap();
-    let soon = (time::OffsetDateTime::now_utc() + time::Duration::seconds(2))
+    // Long enough to sign and upload on a loaded machine (the server refuses an expired
+    // upload), short enough to wait out.
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(6);
+    let soon = expires
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap();
     let args = [
@@ -197,7 +200,10 @@ async fn fetch_refuses_an_expired_manifest() {
     };
     app.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
         .await;
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let left = expires - time::OffsetDateTime::now_utc() + time::Duration::milliseconds(500);
+    if left.is_positive() {
+        tokio::time::sleep(left.unsigned_abs()).await;
+    }
     assert_exit(&fetch(&app, &iq, "iq2", "st").await, REFUSED, "expired");
 }
 
