@@ -3,13 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
 use crate::domain::{DeviceId, Model};
-use crate::iq::client::ClientConfig;
 use crate::iq::fetch::{self, FetchOptions, Fetched, Outcome};
 use crate::store::signing::TrustedKeys;
 
@@ -53,15 +51,7 @@ pub async fn run(a: &FetchArgs) -> anyhow::Result<ExitCode> {
     if trust.is_empty() {
         bail!("--trust {}: no *.pub keys there", a.trust.display());
     }
-    let (addr, server_name) = super::net::resolve_server(&a.server).await?;
-    let client = ClientConfig {
-        addr,
-        server_name,
-        tls: Arc::new(super::net::tls_config(&a.ca)?),
-        timeout: Duration::from_secs(a.timeout.max(1)),
-        pause_before_handshake: Duration::ZERO,
-        bind_ip: None,
-    };
+    let client = super::net::client_config(&a.server, &a.ca, a.timeout).await?;
     let opts = FetchOptions {
         client,
         device,

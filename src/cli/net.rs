@@ -1,11 +1,15 @@
 //! What the client commands (`fetch`, `simulate`) share: server address and TLS trust.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::iq::client::ClientConfig;
 
 /// `HOST:PORT` → the address to connect to and the name the certificate must carry.
 ///
@@ -25,11 +29,28 @@ pub async fn resolve_server(server: &str) -> anyhow::Result<(SocketAddr, ServerN
     Ok((addr, name))
 }
 
+/// Everything the FTPS client needs to reach `server` (HOST:PORT), trusting `ca`, with
+/// `timeout_secs` on every wait.
+///
+/// # Errors
+/// Bad server address or CA file.
+pub async fn client_config(server: &str, ca: &Path, timeout_secs: u64) -> anyhow::Result<ClientConfig> {
+    let (addr, server_name) = resolve_server(server).await?;
+    Ok(ClientConfig {
+        addr,
+        server_name,
+        tls: Arc::new(tls_config(ca)?),
+        timeout: Duration::from_secs(timeout_secs.max(1)),
+        pause_before_handshake: Duration::ZERO,
+        bind_ip: None,
+    })
+}
+
 /// A rustls client config trusting exactly the PEM certificates in `ca`.
 ///
 /// # Errors
 /// Unreadable or empty file.
-pub fn tls_config(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+pub fn tls_config(ca: &Path) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
         .with_context(|| format!("reading --ca {}", ca.display()))?

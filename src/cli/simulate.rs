@@ -3,12 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::iq::client::ClientConfig;
 use crate::iq::simulate::{self, Mode, Plan};
 use crate::store::signing::TrustedKeys;
 
@@ -84,15 +82,7 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
         None => Vec::new(),
     };
     let trust = a.trust.as_deref().map(TrustedKeys::load_dir).transpose()?;
-    let (addr, server_name) = super::net::resolve_server(&a.server).await?;
-    let client = ClientConfig {
-        addr,
-        server_name,
-        tls: Arc::new(super::net::tls_config(&a.ca)?),
-        timeout: Duration::from_secs(a.timeout.max(1)),
-        pause_before_handshake: Duration::ZERO,
-        bind_ip: None,
-    };
+    let client = super::net::client_config(&a.server, &a.ca, a.timeout).await?;
     let plan = Plan {
         client,
         devices,
