@@ -34,11 +34,21 @@ async fn setup(app: &TestApp, mac: &str, img: &[u8]) -> Iq {
 }
 
 async fn fetch(app: &TestApp, iq: &Iq, model: &str, state: &str) -> CliOutput {
-    let server = app.ftp_addr.to_string();
+    fetch_from(app, &app.ftp_addr.to_string(), iq, model, state, "3").await
+}
+
+async fn fetch_from(
+    app: &TestApp,
+    server: &str,
+    iq: &Iq,
+    model: &str,
+    state: &str,
+    attempts: &str,
+) -> CliOutput {
     let args = [
         "fetch",
         "--server",
-        &server,
+        server,
         "--device",
         &iq.id,
         "--secret",
@@ -50,7 +60,7 @@ async fn fetch(app: &TestApp, iq: &Iq, model: &str, state: &str) -> CliOutput {
         "--state",
         state,
         "--attempts",
-        "3",
+        attempts,
         "--timeout",
         "20",
     ];
@@ -253,23 +263,6 @@ async fn fetch_reports_login_and_network_failures_distinctly() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let server = closed.to_string();
-    let args = [
-        "fetch",
-        "--server",
-        &server,
-        "--device",
-        &iq.id,
-        "--secret",
-        &iq.secret,
-        "--model",
-        "iq2",
-        "--trust",
-        &iq.trust,
-        "--state",
-        "st",
-        "--attempts",
-        "1",
-    ];
-    assert_exit(&app.cli(&args).await, NETWORK, "network failure");
+    let out = fetch_from(&app, &closed.to_string(), &iq, "iq2", "st", "1").await;
+    assert_exit(&out, NETWORK, "network failure");
 }
