@@ -57,6 +57,19 @@ pub struct FtpsConfig {
     pub lockout_secs: u64,
     /// Record every RETR (SPEC §5). Only turn off to measure what recording costs.
     pub record_downloads: bool,
+    /// The control port IQs connect to, when a NAT or port forward maps it to `listen`
+    /// (default: the port of `listen`). Only used in `network-requirements` and `doctor`.
+    pub public_port: Option<u16>,
+    /// Concurrent control sessions from one client IP; the next one gets `421` at connect.
+    /// Protects a site's uplink and the passive range from one busy NAT address. 0 = no limit.
+    pub max_sessions_per_ip: u32,
+    /// How long a passive port waits for the IQ's data connection. When it expires the
+    /// port is freed and the session is closed (libunftp alone would leave a RETR hanging).
+    pub data_connect_timeout_secs: u64,
+    /// The built-in `probe` account (password `probe`) used by `fwdist doctor`: it can read
+    /// only `/probe.bin`, and logs in at most `probe_logins_per_minute` times per client IP.
+    pub probe_enabled: bool,
+    pub probe_logins_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,6 +127,11 @@ impl Default for FtpsConfig {
             max_failed_logins: 5,
             lockout_secs: 300,
             record_downloads: true,
+            public_port: None,
+            max_sessions_per_ip: 16,
+            data_connect_timeout_secs: 5,
+            probe_enabled: true,
+            probe_logins_per_minute: 20,
         }
     }
 }
@@ -189,6 +207,19 @@ impl Config {
         if self.ftps.idle_timeout_secs == 0 {
             return Err(invalid("ftps.idle_timeout_secs", "must be above 0"));
         }
+        if !(1..=15).contains(&self.ftps.data_connect_timeout_secs) {
+            // libunftp's own, fixed wait is 15 s; a longer bound would never fire.
+            return Err(invalid("ftps.data_connect_timeout_secs", "must be 1-15"));
+        }
+        if self.ftps.public_port == Some(0) {
+            return Err(invalid("ftps.public_port", "must be 1-65535"));
+        }
+        if self.ftps.listen.port() == 0 {
+            return Err(invalid(
+                "ftps.listen",
+                "port 0 is not allowed: IQs and firewalls need a fixed control port",
+            ));
+        }
         if self.node.is_empty() || self.node.len() > 64 {
             return Err(invalid("node", "must be 1-64 characters"));
         }
@@ -239,6 +270,11 @@ impl FtpsConfig {
             return Err(invalid(key, "must not contain the control port"));
         }
         Ok(a..=b)
+    }
+
+    /// The control port as IQs see it.
+    pub fn public_control_port(&self) -> u16 {
+        self.public_port.unwrap_or(self.listen.port())
     }
 
     /// # Errors
