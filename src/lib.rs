@@ -15,6 +15,7 @@
 //! - [`publish`] — verify and publish a release atomically.
 //! - [`catalog`] — what a device should fetch now (db + rollout policy).
 //! - [`network`] — the firewall rules an IQ needs, from the FTPS config. Pure.
+//! - [`probe`] — the built-in probe account and file that `fwdist doctor` reads. Pure.
 //! - [`ftps`] — the libunftp FTPS front for IQs.
 //! - [`iq`] — the reference IQ client (`fwdist fetch`).
 //! - [`api`] — the axum admin API.
@@ -30,6 +31,7 @@ pub mod domain;
 pub mod ftps;
 pub mod iq;
 pub mod network;
+pub mod probe;
 pub mod publish;
 pub mod rollout;
 pub mod secret;

@@ -1,0 +1,82 @@
+//! The built-in `probe` account that `fwdist doctor` uses from a customer's network
+//! (issue 4): it logs in with a public password, can read only `/probe.bin`, and learns the
+//! passive range with `SITE PORTS`. Pure: the server and the doctor share these facts.
+
+use std::ops::RangeInclusive;
+
+use sha2::{Digest, Sha256};
+
+/// FTP user name of the probe account.
+pub const USER: &str = "probe";
+/// Its password: public on purpose, the account can read nothing of value.
+pub const PASSWORD: &str = "probe";
+/// The one file it can read.
+pub const FILE: &str = "probe.bin";
+/// Size of `/probe.bin`: big enough to need several TLS records, small enough to be cheap.
+pub const SIZE: usize = 256 * 1024;
+/// `SITE PORTS`: the passive range, for the doctor to test every port of it.
+pub const SITE_PORTS: &str = "PORTS";
+
+/// The bytes of `/probe.bin`: a SHA-256 counter stream, so both sides can produce them.
+pub fn bytes() -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIZE);
+    let mut n: u64 = 0;
+    while out.len() < SIZE {
+        let block = Sha256::new()
+            .chain_update(b"fwdist-probe-v1\0")
+            .chain_update(n.to_be_bytes())
+            .finalize();
+        out.extend_from_slice(&block);
+        n += 1;
+    }
+    out.truncate(SIZE);
+    out
+}
+
+/// SHA-256 of [`bytes`], lowercase hex.
+pub fn sha256_hex() -> String {
+    hex(&Sha256::digest(bytes()))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Text of the `SITE PORTS` reply (after the code): `passive=FIRST-LAST`.
+pub fn ports_reply(range: &RangeInclusive<u16>) -> String {
+    format!("passive={}-{}", range.start(), range.end())
+}
+
+/// Reads the passive range back from a `SITE PORTS` reply line (with or without its code).
+pub fn parse_ports_reply(line: &str) -> Option<RangeInclusive<u16>> {
+    let v = line.split_whitespace().find_map(|w| w.strip_prefix("passive="))?;
+    let (a, b) = v.split_once('-')?;
+    let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
+    (a <= b).then_some(a..=b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probe_bytes_are_stable() {
+        let b = bytes();
+        assert_eq!(b.len(), SIZE);
+        assert_eq!(b, bytes());
+        assert_eq!(sha256_hex().len(), 64);
+        assert_ne!(&b[..32], &b[32..64]);
+    }
+
+    #[test]
+    fn ports_reply_round_trips() {
+        let r = 50000..=50003;
+        assert_eq!(
+            parse_ports_reply(&format!("200 {}", ports_reply(&r))),
+            Some(r)
+        );
+        assert_eq!(parse_ports_reply("200 passive=9-1"), None);
+        assert_eq!(parse_ports_reply("200 nothing"), None);
+        assert_eq!(parse_ports_reply("200 passive=a-b"), None);
+    }
+}
