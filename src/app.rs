@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::db::Db;
+use crate::diagnostics::Diagnostics;
 use crate::ftps::{self, records, sessions::Sessions, tls, vfs::FtpsShared};
 use crate::publish::Publisher;
 use crate::store::FsStore;
@@ -21,7 +22,7 @@ const GRACE: Duration = Duration::from_secs(10);
 pub struct App {
     ftp_addr: SocketAddr,
     api_addr: SocketAddr,
-    ftps: ftps::FtpsServer,
+    ftps: ftps::front::Front,
     api: (tokio::net::TcpListener, axum::Router),
     db: Db,
     recorder_task: tokio::task::JoinHandle<()>,
@@ -50,20 +51,12 @@ impl App {
             node: cfg.node.clone(),
             record: cfg.ftps.record_downloads,
         });
-        // libunftp binds the control port only when it starts serving; check it now so a busy
-        // port is one clear error before anything else happens.
-        drop(
-            std::net::TcpListener::bind(cfg.ftps.listen)
-                .with_context(|| format!("binding the FTPS control port {}", cfg.ftps.listen))?,
-        );
-        let (stop, stopped) = watch::channel(false);
-        let mut rx = stopped.clone();
-        let ftps = ftps::build(
-            &cfg.ftps,
-            shared,
-            async move { while rx.changed().await.is_ok() && !*rx.borrow() {} },
-            GRACE,
-        )?;
+        let ftp_listener = tokio::net::TcpListener::bind(cfg.ftps.listen)
+            .await
+            .with_context(|| format!("binding the FTPS control port {}", cfg.ftps.listen))?;
+        let (stop, _) = watch::channel(false);
+        let diagnostics = Arc::new(Diagnostics::default());
+        let ftps = ftps::build(&cfg.ftps, shared, diagnostics.clone(), ftp_listener)?;
         let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
             .await
             .with_context(|| format!("binding the admin API to {}", cfg.admin.listen))?;
@@ -80,6 +73,7 @@ impl App {
             ftp_addr: cfg.ftps.listen,
             max_image_bytes: cfg.store.max_image_bytes,
             network: Arc::new(crate::network::NetworkRequirements::from_config(&cfg.ftps)?),
+            diagnostics,
         };
         Ok(App {
             ftp_addr: cfg.ftps.listen,
@@ -121,27 +115,30 @@ impl App {
             while api_stop.changed().await.is_ok() && !*api_stop.borrow() {}
         });
         let mut api = Box::pin(api.into_future());
-        let mut ftp = Box::pin(ftps.listen(ftp_addr.to_string()));
+        let mut ftp_stop = stop.subscribe();
+        let mut ftp = Box::pin(ftps.run(
+            async move { while ftp_stop.changed().await.is_ok() && !*ftp_stop.borrow() {} },
+            GRACE,
+        ));
         tokio::pin!(shutdown);
-        let (mut ftp_out, mut api_out) = (None, None);
+        let mut api_out = None;
+        let mut ftp_done = false;
         tokio::select! {
             () = &mut shutdown => tracing::info!("shutting down"),
-            r = &mut ftp => ftp_out = Some(r),
+            () = &mut ftp => ftp_done = true,
             r = &mut api => api_out = Some(r),
         }
         let _ = stop.send(true);
         let (ftp_late, api_late) = tokio::join!(
-            finish(&mut ftp, ftp_out.is_some(), GRACE + Duration::from_secs(2)),
+            finish(&mut ftp, ftp_done, GRACE + Duration::from_secs(2)),
             finish(&mut api, api_out.is_some(), GRACE)
         );
-        let ftp_out = ftp_out.or(ftp_late);
         let api_out = api_out.or(api_late);
-        if ftp_out.is_none() || api_out.is_none() {
+        if (!ftp_done && ftp_late.is_none()) || api_out.is_none() {
             tracing::warn!("some sessions did not finish within the grace period");
         }
-        let result = match (ftp_out, api_out) {
-            (Some(Err(e)), _) => Err(anyhow::Error::new(e).context(format!("FTPS server on {ftp_addr}"))),
-            (_, Some(Err(e))) => Err(anyhow::Error::new(e).context(format!("admin API on {api_addr}"))),
+        let result = match api_out {
+            Some(Err(e)) => Err(anyhow::Error::new(e).context(format!("admin API on {api_addr}"))),
             _ => Ok(()),
         };
         drop((ftp, api));

@@ -21,6 +21,12 @@ fn invalid(msg: impl Into<String>) -> InvalidInput {
 pub struct DeviceId([u8; 6]);
 
 impl DeviceId {
+    pub const fn from_bytes(b: [u8; 6]) -> Self {
+        DeviceId(b)
+    }
+}
+
+impl DeviceId {
     /// Accepts `AA:BB:CC:DD:EE:FF`, `aa-bb-cc-dd-ee-ff` and `aabbccddeeff` (any letter case,
     /// one separator style throughout).
     ///

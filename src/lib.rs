@@ -12,6 +12,7 @@
 //! - [`store`] — the firmware store on disk, manifest format, signing. No FTP/HTTP/SQL.
 //! - [`rollout`] — pure targeting policy. No I/O.
 //! - [`db`] — the metadata database (SQLite; PostgreSQL-ready SQL).
+//! - [`diagnostics`] — counters of FTPS failures per device and client IP (firewall clues).
 //! - [`publish`] — verify and publish a release atomically.
 //! - [`catalog`] — what a device should fetch now (db + rollout policy).
 //! - [`network`] — the firewall rules an IQ needs, from the FTPS config. Pure.
@@ -27,6 +28,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod diagnostics;
 pub mod domain;
 pub mod ftps;
 pub mod iq;

@@ -33,6 +33,12 @@ pub fn bytes() -> Vec<u8> {
     out
 }
 
+/// [`bytes`], computed once per process.
+pub fn cached() -> &'static [u8] {
+    static BYTES: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    BYTES.get_or_init(bytes)
+}
+
 /// SHA-256 of [`bytes`], lowercase hex.
 pub fn sha256_hex() -> String {
     hex(&Sha256::digest(bytes()))

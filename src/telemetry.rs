@@ -12,7 +12,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
 
-use crate::ftps::datachan_guard::{DataChannelTap, is_exec_span};
+use crate::ftps::datachan_guard::{DataChannelTap, install_panic_hook, is_tapped_span};
 
 pub const DEFAULT_FILTER: &str = "info,unftp=warn";
 
@@ -29,6 +29,8 @@ pub fn init() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(true)
         .with_filter(filter);
-    let guard = DataChannelTap.with_filter(filter_fn(is_exec_span));
-    let _ = tracing_subscriber::registry().with(fmt).with(guard).try_init();
+    let guard = DataChannelTap.with_filter(filter_fn(is_tapped_span));
+    if tracing_subscriber::registry().with(fmt).with(guard).try_init().is_ok() {
+        install_panic_hook();
+    }
 }

@@ -58,6 +58,9 @@ pub struct DeviceView {
     target: Option<Option<TargetView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     downloads: Option<Vec<DownloadView>>,
+    /// FTPS failures counted for this device since the server started (see `/diagnostics`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    diagnostics: Option<crate::diagnostics::Counts>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +79,7 @@ impl DeviceView {
             created_at: format_ms(d.created_at),
             target: None,
             downloads: None,
+            diagnostics: None,
         }
     }
 }
@@ -184,6 +188,7 @@ async fn show(
             .map(DownloadView::new)
             .collect(),
     );
+    view.diagnostics = Some(st.diagnostics.device(&d.id));
     Ok(Json(view))
 }
 

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod devices;
+pub mod diagnostics;
 pub mod downloads;
 pub mod error;
 pub mod health;
@@ -35,6 +36,7 @@ pub struct AppState {
     pub ftp_addr: SocketAddr,
     pub max_image_bytes: u64,
     pub network: Arc<crate::network::NetworkRequirements>,
+    pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(rollouts::router())
         .merge(downloads::router())
         .merge(network::router())
+        .merge(diagnostics::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) });
     Router::new()
         .nest("/api/v1", api)

@@ -2,13 +2,22 @@
 //! secret. Unknown, disabled and wrong-secret devices all get the same 530; the secret is
 //! compared in constant time against its stored hash and never logged.
 //!
+//! The built-in `probe` account (see [`crate::probe`]) logs in with a public password, at
+//! most `ftps.probe_logins_per_minute` times per client IP, and sees only `/probe.bin`.
+//!
+//! Repeated failures lock that device out from that client IP for a while. libunftp has such
+//! a policy, but its cache is per `Server` and we build one `Server` per connection (see
+//! [`super::front`]), so [`Lockout`] keeps it here.
+//!
 //! libunftp's `UserDetailProvider` only sees the `Principal`, so the authenticator packs what
 //! the session needs (device, model, client IP, session serial) into `Principal.username`
 //! and [`DeviceProvider`] unpacks it.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use unftp_core::auth::{
@@ -29,12 +38,18 @@ pub struct Device {
     pub ip: IpAddr,
     /// Unique per session; links libunftp's log records to this session.
     pub serial: u64,
+    /// The built-in probe account: `id` and `model` mean nothing, only `/probe.bin` exists.
+    pub probe: bool,
 }
 
 impl fmt::Display for Device {
-    /// `MAC#SERIAL`: libunftp logs this on login, see [`super::sessions`].
+    /// `MAC#SERIAL` (`probe#SERIAL`): libunftp logs this on login, see [`super::sessions`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{}", self.id, self.serial)
+        if self.probe {
+            write!(f, "{}#{}", crate::probe::USER, self.serial)
+        } else {
+            write!(f, "{}#{}", self.id, self.serial)
+        }
     }
 }
 
@@ -43,7 +58,14 @@ impl UserDetail for Device {}
 impl Device {
     fn to_principal(&self) -> Principal {
         Principal {
-            username: format!("{}|{}|{}|{}", self.id, self.model, self.ip, self.serial),
+            username: format!(
+                "{}|{}|{}|{}|{}",
+                self.id,
+                self.model,
+                self.ip,
+                self.serial,
+                u8::from(self.probe)
+            ),
         }
     }
 
@@ -53,12 +75,110 @@ impl Device {
         let model = Model::parse(it.next()?).ok()?;
         let ip = it.next()?.parse().ok()?;
         let serial = it.next()?.parse().ok()?;
+        let probe = it.next()? == "1";
         Some(Device {
             id,
             model,
             ip,
             serial,
+            probe,
         })
+    }
+}
+
+/// Failed logins per (user, client IP): after `max` failures in `period`, that pair is
+/// refused for `period`. In memory; bounded.
+#[derive(Debug)]
+pub struct Lockout {
+    max: u32,
+    period: Duration,
+    failures: Mutex<HashMap<(String, IpAddr), (u32, Instant)>>,
+}
+
+const MAX_TRACKED: usize = 100_000;
+
+impl Lockout {
+    /// `max` 0 disables the lockout.
+    pub fn new(max: u32, period: Duration) -> Self {
+        Lockout {
+            max,
+            period,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), (u32, Instant)>> {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn is_locked(&self, user: &str, ip: IpAddr) -> bool {
+        if self.max == 0 {
+            return false;
+        }
+        let now = Instant::now();
+        matches!(self.lock().get(&(user.to_owned(), ip)),
+            Some((n, last)) if *n >= self.max && now.duration_since(*last) < self.period)
+    }
+
+    pub fn failed(&self, user: &str, ip: IpAddr) {
+        if self.max == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut g = self.lock();
+        if g.len() >= MAX_TRACKED {
+            let period = self.period;
+            g.retain(|_, (_, last)| now.duration_since(*last) < period);
+        }
+        let e = g.entry((user.to_owned(), ip)).or_insert((0, now));
+        if now.duration_since(e.1) >= self.period {
+            e.0 = 0;
+        }
+        e.0 += 1;
+        e.1 = now;
+    }
+
+    pub fn succeeded(&self, user: &str, ip: IpAddr) {
+        if self.max > 0 {
+            self.lock().remove(&(user.to_owned(), ip));
+        }
+    }
+}
+
+/// Logins of the probe account per client IP per minute.
+#[derive(Debug)]
+pub struct ProbeLimit {
+    per_minute: u32,
+    windows: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+}
+
+impl ProbeLimit {
+    pub fn new(per_minute: u32) -> Self {
+        ProbeLimit {
+            per_minute,
+            windows: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Counts one login; false when this address is over its limit.
+    pub fn allow(&self, ip: IpAddr) -> bool {
+        let now = Instant::now();
+        let minute = Duration::from_secs(60);
+        let mut g = self
+            .windows
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if g.len() >= MAX_TRACKED {
+            g.retain(|_, (start, _)| now.duration_since(*start) < minute);
+        }
+        let w = g.entry(ip).or_insert((now, 0));
+        if now.duration_since(w.0) >= minute {
+            *w = (now, 0);
+        }
+        w.1 += 1;
+        w.1 <= self.per_minute
     }
 }
 
@@ -66,11 +186,43 @@ impl Device {
 pub struct DeviceAuthenticator {
     db: Db,
     sessions: Arc<Sessions>,
+    lockout: Lockout,
+    /// `None` when the probe account is disabled.
+    probe: Option<ProbeLimit>,
 }
 
 impl DeviceAuthenticator {
-    pub fn new(db: Db, sessions: Arc<Sessions>) -> Self {
-        DeviceAuthenticator { db, sessions }
+    pub fn new(db: Db, sessions: Arc<Sessions>, lockout: Lockout, probe: Option<ProbeLimit>) -> Self {
+        DeviceAuthenticator {
+            db,
+            sessions,
+            lockout,
+            probe,
+        }
+    }
+
+    fn probe_login(&self, creds: &Credentials) -> Result<Principal, AuthenticationError> {
+        let ip = creds.source_ip;
+        let Some(limit) = &self.probe else {
+            tracing::warn!(%ip, "probe login refused: the probe account is disabled");
+            return Err(AuthenticationError::BadUser);
+        };
+        if creds.password.as_deref() != Some(crate::probe::PASSWORD) {
+            return Err(AuthenticationError::BadPassword);
+        }
+        if !limit.allow(ip) {
+            tracing::warn!(%ip, "probe login refused: rate limit");
+            return Err(AuthenticationError::IpDisallowed);
+        }
+        let device = Device {
+            id: DeviceId::from_bytes([0; 6]),
+            model: Model::parse(crate::probe::USER).map_err(|_| AuthenticationError::BadUser)?,
+            ip,
+            serial: self.sessions.allocate(),
+            probe: true,
+        };
+        tracing::info!(%ip, "probe account logged in");
+        Ok(device.to_principal())
     }
 }
 
@@ -84,11 +236,21 @@ impl Authenticator for DeviceAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
+        if username.trim().eq_ignore_ascii_case(crate::probe::USER) {
+            return self.probe_login(creds);
+        }
         let password = Secret::from_client(creds.password.clone().unwrap_or_default());
         let Ok(id) = DeviceId::parse(username.trim()) else {
             let _ = NO_DEVICE.matches(&password);
             return Err(AuthenticationError::BadUser);
         };
+        let key = id.to_string();
+        if self.lockout.is_locked(&key, creds.source_ip) {
+            tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: locked out after repeated failures");
+            // As libunftp does: a locked-out client learns nothing quickly.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            return Err(AuthenticationError::BadPassword);
+        }
         let found = self.db.device_credentials(&id).await.map_err(|e| {
             tracing::error!(device = %id, error = %e, "device lookup failed during login");
             AuthenticationError::ImplPropagated("device lookup failed".into(), None)
@@ -105,20 +267,25 @@ impl Authenticator for DeviceAuthenticator {
                     model: c.model,
                     ip: creds.source_ip,
                     serial: self.sessions.allocate(),
+                    probe: false,
                 };
+                self.lockout.succeeded(&key, creds.source_ip);
                 tracing::info!(device = %id, ip = %creds.source_ip, "device logged in");
                 Ok(device.to_principal())
             }
             Some(_) if !usable => {
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: device disabled");
+                self.lockout.failed(&key, creds.source_ip);
                 Err(AuthenticationError::BadUser)
             }
             Some(_) => {
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: wrong secret");
+                self.lockout.failed(&key, creds.source_ip);
                 Err(AuthenticationError::BadPassword)
             }
             None => {
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: unknown device");
+                self.lockout.failed(&key, creds.source_ip);
                 Err(AuthenticationError::BadUser)
             }
         }
@@ -148,6 +315,7 @@ mod tests {
             model: Model::parse("iq2").unwrap(),
             ip: "198.51.100.7".parse().unwrap(),
             serial: 42,
+            probe: false,
         };
         assert_eq!(Device::from_principal(&d.to_principal()), Some(d.clone()));
         assert_eq!(d.to_string(), "aa:bb:cc:dd:ee:ff#42");
@@ -155,6 +323,38 @@ mod tests {
             ip: "2001:db8::1".parse().unwrap(),
             ..d
         };
-        assert_eq!(Device::from_principal(&v6.to_principal()), Some(v6));
+        assert_eq!(Device::from_principal(&v6.to_principal()), Some(v6.clone()));
+        let probe = Device { probe: true, ..v6 };
+        assert_eq!(Device::from_principal(&probe.to_principal()), Some(probe.clone()));
+        assert_eq!(probe.to_string(), "probe#42");
+    }
+
+    #[test]
+    fn lockout_after_max_failures_for_that_pair_only() {
+        let l = Lockout::new(3, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let other: IpAddr = "192.0.2.10".parse().unwrap();
+        for _ in 0..2 {
+            l.failed("a", ip);
+        }
+        assert!(!l.is_locked("a", ip));
+        l.failed("a", ip);
+        assert!(l.is_locked("a", ip));
+        assert!(!l.is_locked("a", other));
+        assert!(!l.is_locked("b", ip));
+        assert!(!Lockout::new(0, Duration::from_secs(60)).is_locked("a", ip));
+        let quick = Lockout::new(1, Duration::from_millis(1));
+        quick.failed("a", ip);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!quick.is_locked("a", ip), "the lockout expires");
+    }
+
+    #[test]
+    fn probe_limit_per_address() {
+        let p = ProbeLimit::new(2);
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        assert!(p.allow(ip) && p.allow(ip));
+        assert!(!p.allow(ip));
+        assert!(p.allow("192.0.2.10".parse().unwrap()));
     }
 }

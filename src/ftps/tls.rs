@@ -5,6 +5,11 @@ use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
 use crate::config::{FtpsConfig, PassiveHost};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +22,8 @@ pub enum TlsError {
     Generate(String),
     #[error("cannot write {0}: {1}")]
     Write(String, std::io::Error),
+    #[error("cannot load the TLS certificate/key ({0}): {1}")]
+    Load(String, String),
 }
 
 /// Makes sure `cfg.cert` and `cfg.key` exist; returns true if they were just created.
@@ -59,4 +66,33 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
         .map_err(err)?;
     f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)
+}
+
+/// The one rustls configuration every session shares: TLS 1.2 and 1.3, ring, the
+/// configured certificate, session-id and ticket resumption (data connections resume the
+/// control connection's session, saving a full handshake per transfer).
+///
+/// # Errors
+/// Unreadable or unusable certificate or key.
+pub fn server_config(cfg: &FtpsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let what = || format!("{}, {}", cfg.cert.display(), cfg.key.display());
+    let load = |e: &dyn std::fmt::Display| TlsError::Load(what(), e.to_string());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
+        .map_err(|e| load(&e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| load(&e))?;
+    if certs.is_empty() {
+        return Err(load(&"no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| load(&e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(|e| load(&e))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| load(&e))?;
+    sc.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
+    sc.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| load(&e))?;
+    Ok(Arc::new(sc))
 }

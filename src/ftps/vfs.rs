@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, Permissions, StorageBackend};
 
 use super::auth::Device;
+use super::front::Conn;
 use super::path::{MetaFile, Node, ReleaseFile, resolve};
 use super::records::Recorder;
 use super::sessions::Sessions;
@@ -46,6 +47,8 @@ pub struct FtpsShared {
 
 pub struct DeviceVfs {
     shared: Arc<FtpsShared>,
+    /// The control connection this session runs on (see [`super::front`]).
+    conn: Arc<Conn>,
     serial: Option<u64>,
 }
 
@@ -58,9 +61,60 @@ impl std::fmt::Debug for DeviceVfs {
 }
 
 impl DeviceVfs {
-    pub fn new(shared: Arc<FtpsShared>) -> Self {
-        DeviceVfs { shared, serial: None }
+    pub fn new(shared: Arc<FtpsShared>, conn: Arc<Conn>) -> Self {
+        DeviceVfs {
+            shared,
+            conn,
+            serial: None,
+        }
     }
+}
+
+/// Counts a transfer in progress on the connection while it lives (shutdown lets those finish).
+struct Busy<'a>(&'a Conn);
+
+impl<'a> Busy<'a> {
+    fn new(c: &'a Conn) -> Self {
+        c.transfer_started();
+        Busy(c)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.transfer_ended();
+    }
+}
+
+/// The probe account's whole tree: `/` holding `probe.bin`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeNode {
+    Root,
+    File,
+}
+
+fn probe_node(path: &Path) -> Option<ProbeNode> {
+    match path.to_str()?.trim_start_matches('/') {
+        "" | "." => Some(ProbeNode::Root),
+        f if f == crate::probe::FILE => Some(ProbeNode::File),
+        _ => None,
+    }
+}
+
+fn probe_meta(n: ProbeNode) -> Meta {
+    match n {
+        ProbeNode::Root => dir_meta(UNIX_EPOCH),
+        ProbeNode::File => Meta {
+            len: crate::probe::SIZE as u64,
+            dir: false,
+            modified: UNIX_EPOCH,
+        },
+    }
+}
+
+fn probe_from(start: u64) -> &'static [u8] {
+    let b = crate::probe::cached();
+    &b[usize::try_from(start).unwrap_or(usize::MAX).min(b.len())..]
 }
 
 impl Drop for DeviceVfs {
@@ -331,6 +385,9 @@ impl StorageBackend<Device> for DeviceVfs {
 
     fn enter(&mut self, user: &Device) -> std::io::Result<()> {
         self.serial = Some(user.serial);
+        if !user.probe {
+            self.conn.set_device(user.id);
+        }
         Ok(())
     }
 
@@ -343,6 +400,9 @@ impl StorageBackend<Device> for DeviceVfs {
     }
 
     async fn metadata<P: AsRef<Path> + Send + Debug>(&self, user: &Device, path: P) -> storage::Result<Meta> {
+        if user.probe {
+            return probe_node(path.as_ref()).map(probe_meta).ok_or_else(not_found);
+        }
         self.found(user, path.as_ref(), |f| match f {
             Found::Dir(_) => Ok(dir_meta(SystemTime::now())),
             Found::File(r, p) => Ok(file_meta(r, p)),
@@ -356,6 +416,13 @@ impl StorageBackend<Device> for DeviceVfs {
         path: P,
     ) -> storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
         refuse_plaintext(user)?;
+        if user.probe {
+            probe_node(path.as_ref()).ok_or_else(not_found)?;
+            return Ok(vec![Fileinfo {
+                path: PathBuf::from(crate::probe::FILE),
+                metadata: probe_meta(ProbeNode::File),
+            }]);
+        }
         self.found(user, path.as_ref(), |f| match f {
             Found::Dir(entries) => Ok(entries
                 .into_iter()
@@ -378,6 +445,12 @@ impl StorageBackend<Device> for DeviceVfs {
         path: P,
         start_pos: u64,
     ) -> storage::Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+        if user.probe {
+            return match probe_node(path.as_ref()) {
+                Some(ProbeNode::File) => Ok(Box::new(Cursor::new(probe_from(start_pos)))),
+                _ => Err(not_found()),
+            };
+        }
         let node = resolve(path.as_ref()).ok_or_else(not_found)?;
         let view = self.view(user).await.map_err(local)?;
         match view.lookup(&node) {
@@ -398,6 +471,22 @@ impl StorageBackend<Device> for DeviceVfs {
         P: AsRef<Path> + Send + Debug,
     {
         refuse_plaintext(user)?;
+        let _busy = Busy::new(&self.conn);
+        if user.probe {
+            if probe_node(path.as_ref()) != Some(ProbeNode::File) {
+                return Err(not_found());
+            }
+            let bytes = probe_from(start_pos);
+            output
+                .write_all(bytes)
+                .await
+                .map_err(|e| storage::Error::new(ErrorKind::ConnectionClosed, e))?;
+            output
+                .flush()
+                .await
+                .map_err(|e| storage::Error::new(ErrorKind::ConnectionClosed, e))?;
+            return Ok(bytes.len() as u64);
+        }
         let node = resolve(path.as_ref()).ok_or_else(not_found)?;
         let view = self.view(user).await.map_err(local)?;
         let Some(Found::File(r, part)) = view.lookup(&node) else {
@@ -495,6 +584,12 @@ impl StorageBackend<Device> for DeviceVfs {
     }
 
     async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &Device, path: P) -> storage::Result<()> {
+        if user.probe {
+            return match probe_node(path.as_ref()) {
+                Some(ProbeNode::Root) => Ok(()),
+                _ => Err(storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
+            };
+        }
         self.found(user, path.as_ref(), |f| match f {
             Found::Dir(_) => Ok(()),
             Found::File(..) => Err(storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
