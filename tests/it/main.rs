@@ -17,6 +17,7 @@ mod flushing_tls;
 mod ftp_client;
 mod ftps;
 mod helpers;
+mod passive;
 mod raw_ctl;
 mod releases;
 mod robustness;

@@ -47,6 +47,19 @@ impl RawCtl<TcpStream> {
         Ok(ctl)
     }
 
+    /// Connect, AUTH TLS, PBSZ 0, PROT P, USER, PASS; returns the reply to PASS.
+    pub async fn login_reply(app: &TestApp, user: &str, pass: &str) -> (u32, String) {
+        for attempt in 0..3 {
+            if let Ok(mut ctl) = Self::secure_once(app, attempt).await {
+                let (code, text) = ctl.cmd(&format!("USER {user}")).await;
+                assert_eq!(code, 331, "USER: {text}");
+                return ctl.cmd(&format!("PASS {pass}")).await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("TLS failed 3 times");
+    }
+
     /// Connect, AUTH TLS, PBSZ 0, PROT P, USER, PASS (230 required); TLS retried 3 times.
     pub async fn login(app: &TestApp, user: &str, pass: &str) -> RawCtl<TlsStream> {
         let mut last = String::new();

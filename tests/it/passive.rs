@@ -1,0 +1,206 @@
+//! Few passive ports, many IQs (issue 4): the per-address session limit (`421`), passive
+//! ports handed out in turn with `425` when all are taken, offers nobody connects to being
+//! withdrawn (never a hang), data-channel TLS failures, the diagnostics that count all of
+//! that, and the built-in probe account `fwdist doctor` uses.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::ftps::device_with_release;
+use crate::helpers::{TestApp, spawn_app, spawn_app_with_env};
+use crate::raw_ctl::{RawCtl, TlsStream, tls_connect};
+
+/// `PASV` → the announced port, without connecting to it.
+async fn pasv_port(ctl: &mut RawCtl<TlsStream>) -> Result<u16, (u32, String)> {
+    let (code, text) = ctl.cmd("PASV").await;
+    if code != 227 {
+        return Err((code, text));
+    }
+    let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
+    let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().unwrap()).collect();
+    Ok(n[4] * 256 + n[5])
+}
+
+async fn first_line(addr: SocketAddr) -> String {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line))
+        .await
+        .expect("a first line within 10 s")
+        .unwrap();
+    line
+}
+
+#[tokio::test]
+async fn a_busy_address_gets_421_before_the_greeting_and_is_counted() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__MAX_SESSIONS_PER_IP", "2")]).await;
+    let a = RawCtl::connect(app.ftp_addr).await;
+    let _b = RawCtl::connect(app.ftp_addr).await;
+    let line = first_line(app.ftp_addr).await;
+    assert!(line.starts_with("421 "), "third session from one address: {line:?}");
+    // The slot comes back when a session ends.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = first_line(app.ftp_addr).await;
+        if line.starts_with("220") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never came back: {line:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) = app.get("/api/v1/diagnostics").await;
+    assert_eq!(status, 200, "{body}");
+    let row = body["client_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "127.0.0.1")
+        .unwrap_or_else(|| panic!("127.0.0.1 in {body}"));
+    assert!(row["sessions_refused"].as_u64().unwrap() >= 1, "{body}");
+}
+
+#[tokio::test]
+async fn a_passive_offer_nobody_connects_to_ends_the_session_instead_of_hanging() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__DATA_CONNECT_TIMEOUT_SECS", "1")]).await;
+    let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:01").await;
+    let mut ctl = RawCtl::login(&app, &id, &secret).await;
+    let port = pasv_port(&mut ctl).await.unwrap();
+    // libunftp answers 150 at once and, on its own, would then wait for its idle timeout.
+    let (code, text) = ctl.cmd("RETR target/manifest.json").await;
+    assert_eq!(code, 150, "{text}");
+    let started = Instant::now();
+    let next = ctl.try_cmd("NOOP").await;
+    assert!(next.is_err(), "the session should be closed, got {next:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    let (status, body) = app.get("/api/v1/devices/aabbcc200001").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["diagnostics"]["passive_offers_unused"], 1, "{body}");
+    assert_eq!(body["diagnostics"]["last_unused_port"], port, "{body}");
+    let (_, diag) = app.get("/api/v1/diagnostics").await;
+    assert_eq!(diag["devices"][0]["key"], "aa:bb:cc:20:00:01", "{diag}");
+}
+
+async fn restart_with_passive(app: &mut TestApp, ports: u16) {
+    app.passive = (app.passive.0, app.passive.0 + ports - 1);
+    app.restart().await;
+}
+
+#[tokio::test]
+async fn ports_go_round_robin_and_a_fully_offered_range_says_425_until_one_frees() {
+    let mut app = spawn_app_with_env(&[("FWDIST_FTPS__DATA_CONNECT_TIMEOUT_SECS", "2")]).await;
+    restart_with_passive(&mut app, 2).await;
+    let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:02").await;
+    let mut a = RawCtl::login(&app, &id, &secret).await;
+    let mut b = RawCtl::login(&app, &id, &secret).await;
+    let mut c = RawCtl::login(&app, &id, &secret).await;
+    let pa = pasv_port(&mut a).await.unwrap();
+    let pb = pasv_port(&mut b).await.unwrap();
+    assert_ne!(pa, pb, "two outstanding offers never share a port");
+    let range = app.passive.0..=app.passive.1;
+    assert!(range.contains(&pa) && range.contains(&pb));
+    let (code, text) = pasv_port(&mut c).await.unwrap_err();
+    assert_eq!(code, 425, "every port has an offer outstanding: {text}");
+    // A and B never connect: their offers expire and C gets a port.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let pc = pasv_port(&mut c).await.expect("a port is free again");
+    assert!(range.contains(&pc));
+}
+
+#[tokio::test]
+async fn one_passive_port_serves_a_fleet_in_turn() {
+    let mut app = spawn_app().await;
+    restart_with_passive(&mut app, 1).await;
+    let img = crate::helpers::image(64 << 10, 5);
+    app.publish("iq2", "1.0.0", 1, &img).await;
+    let fleet: String = (0..8).map(|i| format!("aa:bb:cc:21:00:{i:02x},iq2\n")).collect();
+    std::fs::write(app.path("fleet.csv"), fleet).unwrap();
+    let out = app
+        .cli(&["devices", "import", "fleet.csv", "--config", "fwdist.toml"])
+        .await;
+    out.assert_ok();
+    std::fs::write(app.path("creds.csv"), &out.stdout).unwrap();
+    app.rollout(serde_json::json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
+        .await;
+    let server = app.ftp_addr.to_string();
+    let out = app
+        .cli(&[
+            "simulate", "--server", &server, "--devices", "creds.csv", "-n", "40", "-c", "8",
+            "--retries", "20",
+        ])
+        .await;
+    assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("40 ok, 0 failed"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn a_failed_tls_handshake_on_the_data_channel_is_counted_and_ends_the_session() {
+    let app = spawn_app().await;
+    let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:03").await;
+    let mut ctl = RawCtl::login(&app, &id, &secret).await;
+    let mut data = ctl.pasv().await;
+    let (code, text) = ctl.cmd("RETR target/manifest.json").await;
+    assert_eq!(code, 150, "{text}");
+    data.write_all(b"this is not a TLS ClientHello\r\n\r\n").await.unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), data.read_to_end(&mut sink)).await;
+    assert!(ctl.try_cmd("NOOP").await.is_err(), "the wedged session is closed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, body) = app.get("/api/v1/devices/aabbcc200003").await;
+        if body["diagnostics"]["data_tls_failures"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !app.log().contains("panicked"),
+        "libunftp's panic is reported as a warning, not a stack dump"
+    );
+}
+
+#[tokio::test]
+async fn the_probe_account_reads_only_probe_bin_and_learns_the_range() {
+    let app = spawn_app().await;
+    device_with_release(&app, "aa:bb:cc:20:00:04").await;
+    let mut ctl = RawCtl::login(&app, "probe", "probe").await;
+    let (code, text) = ctl.cmd("SITE PORTS").await;
+    assert_eq!(code, 200, "{text}");
+    let want = format!("passive={}-{}", app.passive.0, app.passive.1);
+    assert!(text.contains(&want), "{text}");
+    let data = ctl.pasv().await;
+    let (code, text) = ctl.cmd("RETR /probe.bin").await;
+    assert_eq!(code, 150, "{text}");
+    let mut tls = tls_connect(&app, data).await.unwrap();
+    let mut got = Vec::new();
+    tls.read_to_end(&mut got).await.unwrap();
+    assert_eq!(ctl.reply().await.0, 226);
+    assert_eq!(got.len(), fwdist::probe::SIZE);
+    assert_eq!(hex(&Sha256::digest(&got)), fwdist::probe::sha256_hex());
+    for path in ["target/manifest.json", "/releases", "../probe.bin.x"] {
+        let (code, _) = ctl.cmd(&format!("SIZE {path}")).await;
+        assert_eq!(code, 550, "probe must not see {path}");
+    }
+    assert!(ctl.cmd("STOR /probe.bin").await.0 >= 400, "no upload either");
+}
+
+#[tokio::test]
+async fn the_probe_account_can_be_disabled() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__PROBE_ENABLED", "false")]).await;
+    let (code, text) = RawCtl::login_reply(&app, "probe", "probe").await;
+    assert_eq!(code, 530, "{text}");
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
