@@ -16,7 +16,7 @@ pub struct FetchArgs {
     /// FTPS control address, HOST:PORT.
     #[arg(long)]
     pub server: String,
-    /// This IQ's MAC address (any of the three forms).
+    /// This IQ's MAC address (any of the three forms), sent as `USER` exactly as given.
     #[arg(long)]
     pub device: String,
     /// The device secret (better given through the environment than the command line).
@@ -45,7 +45,7 @@ pub struct FetchArgs {
 /// # Errors
 /// Usage and local errors (exit 1); fetch failures are returned as exit codes.
 pub async fn run(a: &FetchArgs) -> anyhow::Result<ExitCode> {
-    let device = DeviceId::parse(&a.device)?;
+    let user = login_name(&a.device)?;
     let model = Model::parse(&a.model)?;
     let trust = TrustedKeys::load_dir(&a.trust).with_context(|| format!("--trust {}", a.trust.display()))?;
     if trust.is_empty() {
@@ -54,7 +54,7 @@ pub async fn run(a: &FetchArgs) -> anyhow::Result<ExitCode> {
     let client = super::net::client_config(&a.server, &a.ca, a.timeout).await?;
     let opts = FetchOptions {
         client,
-        device,
+        user,
         secret: a.secret.clone(),
         model,
         trust,
@@ -83,6 +83,40 @@ pub async fn run(a: &FetchArgs) -> anyhow::Result<ExitCode> {
         Err(e) => {
             eprintln!("fwdist: {e}");
             Ok(ExitCode::from(e.outcome() as u8))
+        }
+    }
+}
+
+/// The `USER` fetch sends: `--device` exactly as typed, once it parses as a MAC. Not the
+/// canonical form: fwdist takes any of the three (SPEC §4), but a plain FTP server serving the
+/// same tree needs its account name verbatim, and Linux account names cannot contain ':'.
+fn login_name(device: &str) -> anyhow::Result<String> {
+    DeviceId::parse(device)?;
+    Ok(device.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::login_name;
+
+    #[test]
+    fn the_device_id_is_sent_as_typed_once_it_is_a_mac() {
+        for id in [
+            "aa-bb-cc-dd-ee-ff",
+            "AA:BB:CC:DD:EE:FF",
+            "aabbccddeeff",
+            "Fa-0B-cc-dd-ee-01",
+        ] {
+            assert_eq!(login_name(id).unwrap(), id);
+        }
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa-bb:cc-dd-ee-ff",
+            "not a mac",
+            " aa:bb:cc:dd:ee:ff",
+        ] {
+            assert!(login_name(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

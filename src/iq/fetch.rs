@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{ClientConfig, ClientError, FtpsClient};
 use super::state::{State, StateError};
-use crate::domain::{DeviceId, Model, Sha256Digest};
+use crate::domain::{Model, Sha256Digest};
 use crate::store::manifest::{MAX_MANIFEST_BYTES, Manifest};
 use crate::store::signing::TrustedKeys;
 
@@ -64,7 +64,10 @@ impl FetchError {
 
 pub struct FetchOptions {
     pub client: ClientConfig,
-    pub device: DeviceId,
+    /// The `USER` sent at login: the device id as the operator gave it, already validated as
+    /// a MAC. fwdist accepts all three forms (SPEC §4); another FTP server serving the same
+    /// tree (a vsftpd account, which cannot contain ':') needs the name verbatim.
+    pub user: String,
     pub secret: String,
     pub model: Model,
     pub trust: TrustedKeys,
@@ -171,7 +174,7 @@ pub async fn fetch(o: &FetchOptions) -> Result<Fetched, FetchError> {
 
 /// Connects and logs in (one handshake retry, see [`FtpsClient::open`]).
 async fn connect(o: &FetchOptions) -> Result<FtpsClient, FetchError> {
-    match FtpsClient::open(&o.client, &o.device.to_string(), &o.secret).await {
+    match FtpsClient::open(&o.client, &o.user, &o.secret).await {
         Ok((c, _)) => Ok(c),
         Err(e) if e.code() == Some(530) => Err(FetchError::Login(e)),
         Err(e) => Err(FetchError::Network(e)),

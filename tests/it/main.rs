@@ -25,3 +25,4 @@ mod rollouts;
 mod simulate;
 mod story;
 mod tls;
+mod vsftpd;

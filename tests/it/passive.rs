@@ -71,11 +71,12 @@ async fn a_passive_offer_nobody_connects_to_ends_the_session_instead_of_hanging(
     let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:01").await;
     let mut ctl = RawCtl::login(&app, &id, &secret).await;
     let port = pasv_port(&mut ctl).await.unwrap();
-    // libunftp answers 150 at once and, on its own, would then wait for its idle timeout.
+    // libunftp answers 150 at once and, on its own, would then leave the IQ waiting for a
+    // 226 until its idle timeout.
     let (code, text) = ctl.cmd("RETR target/manifest.json").await;
     assert_eq!(code, 150, "{text}");
     let started = Instant::now();
-    let next = ctl.try_cmd("NOOP").await;
+    let next = ctl.try_reply().await;
     assert!(next.is_err(), "the session should be closed, got {next:?}");
     assert!(
         started.elapsed() < Duration::from_secs(8),
@@ -92,6 +93,7 @@ async fn a_passive_offer_nobody_connects_to_ends_the_session_instead_of_hanging(
 
 async fn restart_with_passive(app: &mut TestApp, ports: u16) {
     app.passive = (app.passive.0, app.passive.0 + ports - 1);
+    app.write_config();
     app.restart().await;
 }
 

@@ -113,7 +113,7 @@ impl RawCtl<TlsStream> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> RawCtl<S> {
-    async fn try_reply(&mut self) -> Result<(u32, String), String> {
+    pub async fn try_reply(&mut self) -> Result<(u32, String), String> {
         let mut all = String::new();
         let mut first_code: Option<String> = None;
         loop {

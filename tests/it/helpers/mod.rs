@@ -170,7 +170,7 @@ impl TestApp {
         self.path("certs/server.crt")
     }
 
-    fn write_config(&self) {
+    pub fn write_config(&self) {
         let config = config_toml(self.ftp_addr, self.api_addr, self.passive);
         fs::write(self.path("fwdist.toml"), config).unwrap();
     }
