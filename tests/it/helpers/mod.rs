@@ -5,6 +5,7 @@
 mod api;
 mod data;
 mod process;
+pub mod system;
 
 pub use api::{Signed, assert_client_error};
 pub use data::{image, rfc3339, sha256_hex, snapshot};
