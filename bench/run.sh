@@ -63,6 +63,7 @@ passive_ports = "40000-40049"
 public_host = "127.0.0.1"
 self_signed = false
 max_failed_logins = 0
+max_sessions_per_ip = 0   # the generator's sessions all come from 127.0.0.1
 [admin]
 listen = "127.0.0.1:8300"
 EOF
