@@ -35,6 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Simulate(args) => return runtime()?.block_on(simulate::run(&args)),
         Command::Fetch(args) => return runtime()?.block_on(fetch::run(&args)),
+        Command::Doctor(args) => return runtime()?.block_on(fwdist::cli::doctor::run(&args)),
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
             fwdist::telemetry::init();

@@ -2,6 +2,7 @@
 //! exits non-zero; `main` does the printing.
 
 pub mod devices;
+pub mod doctor;
 pub mod fetch;
 pub mod net;
 pub mod release;
@@ -51,6 +52,10 @@ pub enum Command {
     /// Run the reference IQ once: fetch, verify and install this device's target release.
     /// Exit codes: 0 updated, 10 no update, 20 refused, 30 network failure, 31 login refused.
     Fetch(fetch::FetchArgs),
+    /// Check from this network whether an IQ update would work there: DNS, TCP, greeting,
+    /// TLS, certificate, login and every passive port; prints the firewall rule for what is
+    /// blocked. Exit codes: 0 works, 3 degraded, 1 cannot work, 2 bad arguments.
+    Doctor(doctor::DoctorArgs),
     /// Run many simulated IQs against a server and report rate, latency and errors.
     Simulate(simulate::SimulateArgs),
     /// Devices in bulk.

@@ -8,7 +8,7 @@
 //! the data channel resumes the control channel's TLS session (same `ClientConfig`).
 
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,6 +89,31 @@ pub struct FtpsClient {
     ctl: BufReader<TlsStream<TcpStream>>,
     cfg: ClientConfig,
     peer: IpAddr,
+    greeting: Reply,
+}
+
+/// How far a connection got: the steps of [`FtpsClient::connect_staged`], in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// The TCP connection to the control port.
+    Tcp,
+    /// The server's `220` greeting.
+    Greeting,
+    /// `AUTH TLS` answered `234`.
+    AuthTls,
+    /// The TLS handshake on the control connection.
+    Handshake,
+    /// `PBSZ 0`, `PROT P` over TLS.
+    Protection,
+}
+
+/// A failed [`FtpsClient::connect_staged`]: the stage that failed, why, and the greeting when
+/// one had arrived.
+#[derive(Debug)]
+pub struct StageError {
+    pub stage: Stage,
+    pub error: ClientError,
+    pub greeting: Option<Reply>,
 }
 
 /// One FTP reply: code and full text.
@@ -155,27 +180,68 @@ fn expect(reply: Reply, ok: &[u16]) -> Result<Reply> {
     }
 }
 
+/// The address in a `227 Entering Passive Mode (h1,h2,h3,h4,p1,p2)` reply (RFC 959 §4.1.2).
+pub fn parse_pasv(text: &str) -> Option<SocketAddrV4> {
+    let inner = text
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(inside, _)| inside)?;
+    let n: Vec<u16> = inner.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    if n.len() != 6 || n.iter().any(|x| *x > 255) {
+        return None;
+    }
+    let b = |i: usize| n[i] as u8;
+    let ip = Ipv4Addr::new(b(0), b(1), b(2), b(3));
+    Some(SocketAddrV4::new(ip, n[4] * 256 + n[5]))
+}
+
 impl FtpsClient {
     /// Connects, reads the greeting, upgrades with `AUTH TLS`, and sets `PBSZ 0`, `PROT P`.
     ///
     /// # Errors
     /// Connection, greeting, handshake or reply failures; timeouts.
     pub async fn connect(cfg: ClientConfig) -> Result<Self> {
+        Self::connect_staged(cfg).await.map_err(|e| e.error)
+    }
+
+    /// [`FtpsClient::connect`], saying which stage failed (`fwdist doctor` reports each).
+    ///
+    /// # Errors
+    /// As [`FtpsClient::connect`], with the failed [`Stage`].
+    pub async fn connect_staged(cfg: ClientConfig) -> std::result::Result<Self, StageError> {
+        let at = |stage: Stage, greeting: Option<&Reply>| {
+            let greeting = greeting.cloned();
+            move |error: ClientError| StageError {
+                stage,
+                error,
+                greeting,
+            }
+        };
         let t = cfg.timeout;
         let tcp = bounded(t, "the TCP connection", tcp_connect(cfg.addr, cfg.bind_ip))
-            .await?
+            .await
+            .map_err(at(Stage::Tcp, None))?
             .map_err(|source| ClientError::Connect {
                 addr: cfg.addr,
                 source,
-            })?;
+            })
+            .map_err(at(Stage::Tcp, None))?;
         let _ = tcp.set_nodelay(true);
         let mut plain = BufReader::new(tcp);
-        expect(read_reply(&mut plain, t).await?, &[220])?;
-        plain.get_mut().write_all(b"AUTH TLS\r\n").await?;
-        expect(read_reply(&mut plain, t).await?, &[234])?;
-        if !plain.buffer().is_empty() {
-            return Err(ClientError::Protocol("server sent data after 234".into()));
-        }
+        let greeting = read_reply(&mut plain, t)
+            .await
+            .and_then(|r| expect(r, &[220]))
+            .map_err(at(Stage::Greeting, None))?;
+        let auth = at(Stage::AuthTls, Some(&greeting));
+        let reply = async {
+            plain.get_mut().write_all(b"AUTH TLS\r\n").await?;
+            expect(read_reply(&mut plain, t).await?, &[234])?;
+            if !plain.buffer().is_empty() {
+                return Err(ClientError::Protocol("server sent data after 234".into()));
+            }
+            Ok(())
+        };
+        reply.await.map_err(auth)?;
         if !cfg.pause_before_handshake.is_zero() {
             tokio::time::sleep(cfg.pause_before_handshake).await;
         }
@@ -185,17 +251,54 @@ impl FtpsClient {
             "the TLS handshake",
             connector.connect(cfg.server_name.clone(), plain.into_inner()),
         )
-        .await?
-        .map_err(|e| ClientError::Handshake(e.to_string()))?;
-        let peer = tls.get_ref().0.peer_addr()?.ip();
+        .await
+        .map_err(at(Stage::Handshake, Some(&greeting)))?
+        .map_err(|e| ClientError::Handshake(e.to_string()))
+        .map_err(at(Stage::Handshake, Some(&greeting)))?;
+        let peer = tls
+            .get_ref()
+            .0
+            .peer_addr()
+            .map_err(ClientError::Io)
+            .map_err(at(Stage::Handshake, Some(&greeting)))?
+            .ip();
+        let protection = at(Stage::Protection, Some(&greeting));
         let mut c = FtpsClient {
             ctl: BufReader::new(tls),
             cfg,
             peer,
+            greeting,
         };
-        c.cmd("PBSZ 0", &[200]).await?;
-        c.cmd("PROT P", &[200]).await?;
+        let setup = async {
+            c.cmd("PBSZ 0", &[200]).await?;
+            c.cmd("PROT P", &[200]).await
+        };
+        setup.await.map_err(protection)?;
         Ok(c)
+    }
+
+    /// The server's `220` greeting.
+    pub fn greeting(&self) -> &Reply {
+        &self.greeting
+    }
+
+    /// The control connection's peer address.
+    pub fn peer(&self) -> IpAddr {
+        self.peer
+    }
+
+    /// The negotiated TLS version and cipher suite of the control connection.
+    pub fn tls_summary(&self) -> String {
+        let conn = self.ctl.get_ref().get_ref().1;
+        let version = conn.protocol_version().and_then(|v| v.as_str()).map_or_else(
+            || "TLS (unknown version)".to_owned(),
+            |v| v.replace("TLSv1_", "TLS 1."),
+        );
+        let suite = conn
+            .negotiated_cipher_suite()
+            .and_then(|s| s.suite().as_str())
+            .unwrap_or("unknown cipher suite");
+        format!("{version}, {suite}")
     }
 
     /// Sends a command (flushed through TLS) and checks the reply code.
@@ -233,18 +336,29 @@ impl FtpsClient {
     /// `PASV`: returns the data address (the announced IP is ignored for the control peer's,
     /// as curl and lftp do, so NAT-mangled replies still work) and port.
     async fn pasv(&mut self) -> Result<SocketAddr> {
+        let announced = self.pasv_announced().await?;
+        Ok(SocketAddr::new(self.peer, announced.port()))
+    }
+
+    /// `PASV`: the address and port exactly as the `227` reply announces them.
+    ///
+    /// # Errors
+    /// A refusal, transport failure or timeout; a `227` that does not hold an address.
+    pub async fn pasv_announced(&mut self) -> Result<SocketAddrV4> {
         let r = self.cmd("PASV", &[227]).await?;
-        let inner = r
-            .text
-            .split_once('(')
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(inside, _)| inside)
-            .ok_or_else(|| ClientError::Protocol(format!("bad PASV reply: {}", r.text)))?;
-        let n: Vec<u16> = inner.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-        if n.len() != 6 || n.iter().any(|x| *x > 255) {
-            return Err(ClientError::Protocol(format!("bad PASV reply: {}", r.text)));
-        }
-        Ok(SocketAddr::new(self.peer, n[4] * 256 + n[5]))
+        parse_pasv(&r.text).ok_or_else(|| ClientError::Protocol(format!("bad PASV reply: {}", r.text)))
+    }
+
+    /// Opens a data connection to `addr` (from this client's `bind_ip`), waiting at most
+    /// `limit`.
+    ///
+    /// # Errors
+    /// [`ClientError::Timeout`] when nothing answers in time, [`ClientError::Connect`] when
+    /// the connection is refused or unreachable.
+    pub async fn connect_data(&self, addr: SocketAddr, limit: Duration) -> Result<TcpStream> {
+        bounded(limit, "the data connection", tcp_connect(addr, self.cfg.bind_ip))
+            .await?
+            .map_err(|source| ClientError::Connect { addr, source })
     }
 
     /// Downloads `path` from `offset` into `sink`, reading at most `limit` bytes (an IQ never
@@ -259,15 +373,33 @@ impl FtpsClient {
         limit: u64,
         sink: &mut W,
     ) -> Result<(u64, u16)> {
-        let t = self.cfg.timeout;
         let addr = self.pasv().await?;
-        let tcp = bounded(t, "the data connection", tcp_connect(addr, self.cfg.bind_ip))
-            .await?
-            .map_err(|source| ClientError::Connect { addr, source })?;
+        let tcp = self.connect_data(addr, self.cfg.timeout).await?;
         if offset > 0 {
             self.cmd(&format!("REST {offset}"), &[350]).await?;
         }
-        self.cmd(&format!("RETR {path}"), &[125, 150]).await?;
+        let got = self
+            .transfer_over(tcp, &format!("RETR {path}"), limit, sink)
+            .await?;
+        Ok((got, addr.port()))
+    }
+
+    /// Sends `command` (`RETR …`, `LIST`, …), upgrades the already connected data connection
+    /// `tcp` to TLS and copies what arrives on it into `sink`, reading at most `limit` bytes;
+    /// then expects `226`. Returns the bytes written.
+    ///
+    /// # Errors
+    /// Any refusal, transport failure, timeout, or more data than `limit`; a failed data
+    /// channel handshake is [`ClientError::Handshake`].
+    pub async fn transfer_over<W: AsyncWrite + Unpin>(
+        &mut self,
+        tcp: TcpStream,
+        command: &str,
+        limit: u64,
+        sink: &mut W,
+    ) -> Result<u64> {
+        let t = self.cfg.timeout;
+        self.cmd(command, &[125, 150]).await?;
         let connector = TlsConnector::from(self.cfg.tls.clone());
         let mut data = bounded(
             t,
@@ -297,7 +429,7 @@ impl FtpsClient {
         let _ = bounded(t, "closing the data connection", data.shutdown()).await;
         drop(data);
         expect(read_reply(&mut self.ctl, t).await?, &[226, 250])?;
-        Ok((got, addr.port()))
+        Ok(got)
     }
 
     /// Fetches a small file whole (a manifest or signature).
@@ -353,5 +485,25 @@ mod tests {
         assert!(r.text.contains("AUTH TLS"));
         assert!(parse("garbage\r\n").await.is_err());
         assert!(parse("").await.is_err());
+    }
+
+    #[test]
+    fn pasv_replies() {
+        let a = parse_pasv("227 Entering Passive Mode (203,0,113,5,195,82)").unwrap();
+        assert_eq!(a, "203.0.113.5:50002".parse().unwrap());
+        assert_eq!(
+            parse_pasv("227 Entering Passive Mode (0,0,0,0,4,1)")
+                .unwrap()
+                .port(),
+            1025
+        );
+        for bad in [
+            "227 no address",
+            "227 (1,2,3,4,5)",
+            "227 (1,2,3,4,5,256)",
+            "227 (a,b,c,d,e,f)",
+        ] {
+            assert_eq!(parse_pasv(bad), None, "{bad}");
+        }
     }
 }

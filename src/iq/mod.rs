@@ -3,6 +3,7 @@
 //! nothing of the server's internals — it talks to any FTPS server serving SPEC §4's tree.
 
 pub mod client;
+pub mod doctor;
 pub mod fetch;
 pub mod simulate;
 pub mod state;

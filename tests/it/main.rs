@@ -11,6 +11,7 @@
 mod api;
 mod cli;
 mod cli_usage;
+mod doctor;
 mod external_clients;
 mod fetch;
 mod flushing_tls;

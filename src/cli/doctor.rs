@@ -1,0 +1,201 @@
+//! `fwdist doctor HOST:PORT`: arguments and printing; the steps are in [`crate::iq::doctor`].
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+use crate::domain::DeviceId;
+use crate::iq::doctor::{self, DoctorOptions, Line, Login};
+
+/// Exit code for bad arguments (clap uses it too).
+const BAD_ARGUMENTS: u8 = 2;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes:\n  \
+    0  every step passed: an IQ update works from here\n  \
+    3  updates work but degraded: some passive ports fail, so an IQ that draws one needs a retry\n  \
+    1  an update cannot work from here (a step failed, or no passive port works)\n  \
+    2  bad arguments")]
+pub struct DoctorArgs {
+    /// The FTPS server as IQs reach it: HOST:PORT of the control port.
+    #[arg(value_name = "HOST:PORT", value_parser = parse_server)]
+    pub server: (String, u16),
+    /// PEM certificate(s) the server's certificate must chain to (fwdist ships no platform
+    /// roots, so this is required).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// Log in as this device (its MAC, sent as typed) instead of the built-in probe account;
+    /// each passive port is then tested with a directory listing.
+    #[arg(long, requires = "secret", value_parser = parse_device)]
+    pub device: Option<String>,
+    /// The device's secret (better given through the environment than the command line).
+    #[arg(long, env = "FWDIST_DEVICE_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// The passive range to test, FIRST-LAST: instead of what the server's `SITE PORTS`
+    /// says, or when it does not answer it.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = parse_range)]
+    pub passive_ports: Option<RangeInclusive<u16>>,
+    /// Seconds any control-channel wait (connect, reply, handshake) may take.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout_secs: u64,
+    /// Seconds a data connection may take to open before its port counts as blocked.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub data_timeout_secs: u64,
+    /// Local address to connect from (control and data).
+    #[arg(long, value_name = "IP")]
+    pub bind_ip: Option<IpAddr>,
+    /// Print one JSON document (steps, ports, rules, verdict) instead of lines.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_server(s: &str) -> Result<(String, u16), String> {
+    let bad = || format!("{s:?} is not HOST:PORT");
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    ServerName::try_from(host.to_owned()).map_err(|e| format!("{host:?}: {e}"))?;
+    Ok((host.to_owned(), port))
+}
+
+fn parse_device(s: &str) -> Result<String, String> {
+    DeviceId::parse(s).map_err(|e| e.to_string())?;
+    Ok(s.to_owned())
+}
+
+fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let bad = || format!("{s:?} is not FIRST-LAST (two ports, FIRST <= LAST)");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b {
+        return Err(bad());
+    }
+    Ok(a..=b)
+}
+
+fn load_roots(ca: &Path) -> Result<RootCertStore, String> {
+    let shown = ca.display();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("reading --ca {shown}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("--ca {shown} is not PEM: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    for c in certs {
+        roots.add(c).map_err(|e| format!("--ca {shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("--ca {shown}: no certificates in it"));
+    }
+    Ok(roots)
+}
+
+/// Runs the doctor; the exit code is its verdict.
+///
+/// # Errors
+/// None of its own: unusable arguments print one line and exit 2.
+pub async fn run(a: &DoctorArgs) -> anyhow::Result<ExitCode> {
+    let (host, port) = a.server.clone();
+    let roots = match load_roots(&a.ca) {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_arguments(&e)),
+    };
+    let server_name = match ServerName::try_from(host.clone()) {
+        Ok(n) => n,
+        Err(e) => return Ok(bad_arguments(&format!("{host:?}: {e}"))),
+    };
+    let login = match (&a.device, &a.secret) {
+        (Some(user), Some(secret)) => Login::Device {
+            user: user.clone(),
+            secret: secret.clone(),
+        },
+        _ => Login::Probe,
+    };
+    let opts = DoctorOptions {
+        host,
+        port,
+        server_name,
+        roots: Arc::new(roots),
+        login,
+        passive_ports: a.passive_ports.clone(),
+        timeout: Duration::from_secs(a.timeout_secs),
+        data_timeout: Duration::from_secs(a.data_timeout_secs),
+        bind_ip: a.bind_ip,
+    };
+    let json = a.json;
+    let mut print = |line: &Line| {
+        if !json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    };
+    let report = match doctor::run(&opts, &mut print).await {
+        Ok(r) => r,
+        Err(e) => return Ok(bad_arguments(&format!("--ca {}: {e}", a.ca.display()))),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for rule in &report.rules {
+            println!("     {rule}");
+        }
+    }
+    Ok(ExitCode::from(report.exit_code))
+}
+
+fn bad_arguments(e: &str) -> ExitCode {
+    eprintln!("fwdist doctor: {e}");
+    ExitCode::from(BAD_ARGUMENTS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_and_range_arguments() {
+        assert_eq!(
+            parse_server("ftp.example.com:2121").unwrap(),
+            ("ftp.example.com".into(), 2121)
+        );
+        assert_eq!(parse_server("[::1]:21").unwrap(), ("::1".into(), 21));
+        assert_eq!(
+            parse_server("203.0.113.5:2121").unwrap(),
+            ("203.0.113.5".into(), 2121)
+        );
+        for bad in [
+            "ftp.example.com",
+            ":2121",
+            "host:0",
+            "host:x",
+            "host:70000",
+            "bad host:21",
+        ] {
+            assert!(parse_server(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_range("50000-50003").unwrap(), 50000..=50003);
+        assert_eq!(parse_range("50000-50000").unwrap(), 50000..=50000);
+        for bad in ["50003-50000", "50000", "a-b", "0-5", "1-70000"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
+        assert!(parse_device("aa-bb-cc-dd-ee-ff").is_ok());
+        assert!(parse_device("nope").is_err());
+    }
+}
