@@ -37,6 +37,8 @@ pub struct Conn {
     ctl: std::net::TcpStream,
     device: Mutex<Option<DeviceId>>,
     transfers: AtomicU32,
+    /// The passive port last offered to this session (PASV or EPSV); 0 = none yet.
+    passive_port: AtomicU32,
 }
 
 impl std::fmt::Debug for Conn {
@@ -53,6 +55,7 @@ impl Conn {
             ctl,
             device: Mutex::new(None),
             transfers: AtomicU32::new(0),
+            passive_port: AtomicU32::new(0),
         }
     }
 
@@ -73,6 +76,17 @@ impl Conn {
     /// Ends the session: libunftp's control loop reads end-of-stream and stops.
     pub fn close(&self) {
         let _ = self.ctl.shutdown(std::net::Shutdown::Both);
+    }
+
+    pub fn set_passive_port(&self, port: u16) {
+        self.passive_port.store(u32::from(port), Ordering::Relaxed);
+    }
+
+    /// The data port of the session's current transfer (recorded with each download).
+    pub fn passive_port(&self) -> Option<u16> {
+        u16::try_from(self.passive_port.load(Ordering::Relaxed))
+            .ok()
+            .filter(|p| *p != 0)
     }
 
     pub fn transfer_started(&self) {

@@ -1,24 +1,18 @@
-//! Bridge from libunftp's slog records into our `tracing` output, and the tap that reads the
-//! two session facts libunftp only logs (see [`super::sessions`]).
+//! Bridge from libunftp's slog records into our `tracing` output.
 //!
-//! Records are formatted only when `tracing` would show them or when they are one of the two
-//! tapped messages, so a quiet server pays almost nothing per record.
+//! Records are formatted only when `tracing` would show them, so a quiet server pays almost
+//! nothing per record.
 
 use std::fmt::{self, Write as _};
-use std::sync::Arc;
 
 use slog::{Drain, Key, OwnedKVList, Record, Serializer};
 
-use super::sessions::{self, Sessions};
-
 #[derive(Debug, Clone)]
-pub struct SlogBridge {
-    sessions: Arc<Sessions>,
-}
+pub struct SlogBridge;
 
 impl SlogBridge {
-    pub fn logger(sessions: Arc<Sessions>) -> slog::Logger {
-        slog::Logger::root(SlogBridge { sessions }.fuse(), slog::o!())
+    pub fn logger() -> slog::Logger {
+        slog::Logger::root(SlogBridge.fuse(), slog::o!())
     }
 }
 
@@ -52,9 +46,6 @@ impl Drain for SlogBridge {
     type Err = slog::Never;
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
-        let module = record.module();
-        let tapped =
-            record.level() == slog::Level::Info && (module.ends_with("::pasv") || module.ends_with("::pass"));
         let shown = match record.level() {
             slog::Level::Critical | slog::Level::Error => {
                 tracing::enabled!(target: "unftp", tracing::Level::ERROR)
@@ -64,19 +55,12 @@ impl Drain for SlogBridge {
             slog::Level::Debug => tracing::enabled!(target: "unftp", tracing::Level::DEBUG),
             slog::Level::Trace => tracing::enabled!(target: "unftp", tracing::Level::TRACE),
         };
-        if !tapped && !shown {
+        if !shown {
             return Ok(());
         }
         let msg = record.msg().to_string();
         let f = fields(record, values);
-        if tapped && let Some(trace) = &f.trace_id {
-            if let Some(port) = sessions::port_from_passive_message(&msg) {
-                self.sessions.passive_offered(trace, port);
-            } else if let Some(serial) = sessions::serial_from_login_message(&msg) {
-                self.sessions.logged_in(trace, serial);
-            }
-        }
-        if shown {
+        {
             let trace = f.trace_id.as_deref().unwrap_or("-");
             let kv = f.text.as_str();
             match record.level() {

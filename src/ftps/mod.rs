@@ -139,8 +139,8 @@ pub fn build(
         diagnostics.clone(),
     );
     let factory = SessionFactory {
-        authenticator: Arc::new(DeviceAuthenticator::new(shared.db.clone(), sessions.clone(), lockout, probe)),
-        logger: log::SlogBridge::logger(sessions),
+        authenticator: Arc::new(DeviceAuthenticator::new(shared.db.clone(), sessions, lockout, probe)),
+        logger: log::SlogBridge::logger(),
         shared,
         tls: tls::server_config(cfg)?,
         ports_reply: crate::probe::ports_reply(&range),

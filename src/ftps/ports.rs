@@ -8,8 +8,9 @@
 //!
 //! - ports are offered round-robin, each at most once at a time: a port with an offer
 //!   outstanding is skipped, and bind + listen happen under one lock, so two sessions never
-//!   race for a port. When every port has an offer outstanding, PASV gets libunftp's
-//!   `425 No data connection established` — a clear transient reply; the IQ retries.
+//!   race for a port. When every port has an offer outstanding, the PASV waits (up to
+//!   [`QUEUE_WAIT`]) for one to free — a queue, not a failure; only then does it get
+//!   libunftp's `425 No data connection established`, a clear transient reply the IQ retries.
 //! - a port is held only from PASV until the data connection arrives (the data tap in
 //!   [`super::datachan_guard`] reports the accept), not for the transfer;
 //! - an offer nobody connects to within `ftps.data_connect_timeout_secs` is withdrawn: the
@@ -28,6 +29,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::net::TcpSocket;
+use tokio::sync::Notify;
+
+/// How long a PASV may wait for a passive port when all of them are offered.
+pub const QUEUE_WAIT: Duration = Duration::from_secs(3);
+
+/// Why no port could be offered right now.
+enum Busy {
+    /// Every port has an offer outstanding: wait for one to be used or withdrawn.
+    AllOffered,
+    /// Some port is still held by a listener libunftp is about to drop: try again shortly.
+    Lingering,
+}
 
 use super::front::Conn;
 use crate::diagnostics::{Diagnostics, Event};
@@ -55,6 +68,8 @@ pub struct PortPool {
     diagnostics: Arc<Diagnostics>,
     next_id: AtomicU64,
     inner: Mutex<Inner>,
+    /// Signalled whenever an offer ends (used, withdrawn or its session gone).
+    freed: Notify,
 }
 
 #[derive(Default)]
@@ -104,6 +119,7 @@ impl PortPool {
             diagnostics,
             next_id: AtomicU64::new(1),
             inner: Mutex::new(Inner::default()),
+            freed: Notify::new(),
         });
         let slot = CURRENT.get_or_init(|| Mutex::new(Weak::new()));
         *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::downgrade(&pool);
@@ -121,8 +137,37 @@ impl PortPool {
         self.lock().offers.len()
     }
 
+    /// Binds and listens on the next free port for `conn`, waiting up to [`QUEUE_WAIT`] when
+    /// every port is taken.
+    async fn offer_or_wait(self: &Arc<Self>, ip: IpAddr, conn: &Arc<Conn>) -> io::Result<TcpSocket> {
+        let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let busy = match self.offer(ip, conn) {
+                Ok(s) => return Ok(s),
+                Err(b) => b,
+            };
+            let waited = match busy {
+                Busy::AllOffered => tokio::time::timeout_at(deadline, freed).await.is_ok(),
+                Busy::Lingering => {
+                    let soon = tokio::time::Instant::now() + Duration::from_millis(2);
+                    tokio::time::sleep_until(soon.min(deadline)).await;
+                    tokio::time::Instant::now() < deadline
+                }
+            };
+            if !waited {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "every passive port is in use",
+                ));
+            }
+        }
+    }
+
     /// Binds and listens on the next free port for `conn`.
-    fn offer(self: &Arc<Self>, ip: IpAddr, conn: &Arc<Conn>) -> io::Result<TcpSocket> {
+    fn offer(self: &Arc<Self>, ip: IpAddr, conn: &Arc<Conn>) -> Result<TcpSocket, Busy> {
         let mut g = self.lock();
         // A second PASV replaces the session's earlier offer without counting it as a miss.
         let stale: Vec<u16> = g
@@ -137,15 +182,18 @@ impl PortPool {
             }
         }
         let cursor = g.cursor;
+        let mut lingering = false;
         for (i, port) in candidates(&self.range, cursor).enumerate() {
             if g.offers.contains_key(&port) {
                 continue;
             }
             let Ok((socket, dup)) = bind_listen(SocketAddr::new(ip, port)) else {
+                lingering = true;
                 continue;
             };
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             g.cursor = cursor + i + 1;
+            conn.set_passive_port(port);
             g.offers.insert(
                 port,
                 Offer {
@@ -164,10 +212,11 @@ impl PortPool {
             });
             return Ok(socket);
         }
-        Err(io::Error::new(
-            io::ErrorKind::AddrInUse,
-            "every passive port has an offer outstanding",
-        ))
+        Err(if lingering {
+            Busy::Lingering
+        } else {
+            Busy::AllOffered
+        })
     }
 
     fn connected(&self, port: u16, peer: IpAddr) {
@@ -181,6 +230,8 @@ impl PortPool {
             g.connected.retain(|_, c| c.id != o.conn.id);
             g.connected.insert((port, peer), o.conn);
         }
+        drop(g);
+        self.freed.notify_waiters();
     }
 
     fn expire(&self, port: u16, id: u64) {
@@ -193,6 +244,7 @@ impl PortPool {
         };
         let Some(o) = offer else { return };
         shut(&o.listener);
+        self.freed.notify_waiters();
         let device = o.conn.device();
         tracing::warn!(
             port,
@@ -227,10 +279,15 @@ impl PortPool {
             .filter(|(_, o)| o.conn.id == conn_id)
             .map(|(p, _)| *p)
             .collect();
+        let any = !mine.is_empty();
         for p in mine {
             if let Some(o) = g.offers.remove(&p) {
                 shut(&o.listener);
             }
+        }
+        drop(g);
+        if any {
+            self.freed.notify_waiters();
         }
     }
 }
@@ -267,7 +324,7 @@ pub struct SessionBinder {
 #[async_trait]
 impl libunftp::options::Binder for SessionBinder {
     async fn bind(&mut self, local_addr: IpAddr, _range: RangeInclusive<u16>) -> io::Result<TcpSocket> {
-        self.pool.offer(local_addr, &self.conn)
+        self.pool.offer_or_wait(local_addr, &self.conn).await
     }
 }
 

@@ -117,14 +117,6 @@ fn probe_from(start: u64) -> &'static [u8] {
     &b[usize::try_from(start).unwrap_or(usize::MAX).min(b.len())..]
 }
 
-impl Drop for DeviceVfs {
-    fn drop(&mut self) {
-        if let Some(s) = self.serial {
-            self.shared.sessions.ended(s);
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct Meta {
     len: u64,
@@ -508,7 +500,7 @@ impl StorageBackend<Device> for DeviceVfs {
                 started_at: now_ms(),
                 finished_at: 0,
                 client_ip: user.ip.to_string(),
-                data_port: self.shared.sessions.passive_port(user.serial),
+                data_port: self.conn.passive_port(),
                 node: self.shared.node.clone(),
             }),
         };
