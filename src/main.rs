@@ -2,7 +2,9 @@ use std::process::ExitCode;
 
 use clap::Parser as _;
 use fwdist::app::App;
-use fwdist::cli::{Cli, Command, DevicesCommand, TokenCommand, devices, fetch, release, simulate, token};
+use fwdist::cli::{
+    Cli, Command, DevicesCommand, TokenCommand, devices, fetch, netreq, release, simulate, token,
+};
 use fwdist::config::Config;
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(config.as_deref())?;
             runtime()?.block_on(devices::import(&cfg, &file))?;
         }
+        Command::NetworkRequirements(args) => netreq::run(&args)?,
         Command::Simulate(args) => return runtime()?.block_on(simulate::run(&args)),
         Command::Fetch(args) => return runtime()?.block_on(fetch::run(&args)),
         Command::Doctor(args) => return runtime()?.block_on(fwdist::cli::doctor::run(&args)),

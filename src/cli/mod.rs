@@ -5,6 +5,7 @@ pub mod devices;
 pub mod doctor;
 pub mod fetch;
 pub mod net;
+pub mod netreq;
 pub mod release;
 pub mod simulate;
 pub mod token;
@@ -63,6 +64,9 @@ pub enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// Print what an IQ's network must allow (outbound TCP to the control port and the passive
+    /// range) from the configuration, as text, json, nftables or iptables rules.
+    NetworkRequirements(netreq::NetReqArgs),
     /// Admin API tokens.
     Token {
         #[command(subcommand)]
