@@ -104,10 +104,7 @@ impl Diagnostics {
 fn bump<K: std::hash::Hash + Eq + Copy>(map: &mut HashMap<K, Counts>, key: K, event: Event, at: i64) {
     if !map.contains_key(&key)
         && map.len() >= MAX_ENTRIES
-        && let Some(oldest) = map
-            .iter()
-            .min_by_key(|(_, c)| c.last_at)
-            .map(|(k, _)| *k)
+        && let Some(oldest) = map.iter().min_by_key(|(_, c)| c.last_at).map(|(k, _)| *k)
     {
         map.remove(&oldest);
     }
@@ -124,10 +121,7 @@ fn bump<K: std::hash::Hash + Eq + Copy>(map: &mut HashMap<K, Counts>, key: K, ev
 }
 
 fn rows<K: Copy + Ord>(map: &HashMap<K, Counts>) -> Vec<Row<K>> {
-    let mut v: Vec<Row<K>> = map
-        .iter()
-        .map(|(k, c)| Row { key: *k, counts: *c })
-        .collect();
+    let mut v: Vec<Row<K>> = map.iter().map(|(k, c)| Row { key: *k, counts: *c }).collect();
     v.sort_by(|a, b| b.counts.last_at.cmp(&a.counts.last_at).then(a.key.cmp(&b.key)));
     v
 }
@@ -153,7 +147,10 @@ mod tests {
         let s = d.snapshot();
         assert_eq!(s.client_ips.len(), 1);
         assert_eq!(s.client_ips[0].counts.sessions_refused, 1);
-        assert!(d.device(&DeviceId::parse("00:11:22:33:44:55").unwrap()).is_empty());
+        assert!(
+            d.device(&DeviceId::parse("00:11:22:33:44:55").unwrap())
+                .is_empty()
+        );
     }
 
     #[test]

@@ -77,10 +77,7 @@ mod tests {
     #[test]
     fn ports_reply_round_trips() {
         let r = 50000..=50003;
-        assert_eq!(
-            parse_ports_reply(&format!("200 {}", ports_reply(&r))),
-            Some(r)
-        );
+        assert_eq!(parse_ports_reply(&format!("200 {}", ports_reply(&r))), Some(r));
         assert_eq!(parse_ports_reply("200 passive=9-1"), None);
         assert_eq!(parse_ports_reply("200 nothing"), None);
         assert_eq!(parse_ports_reply("200 passive=a-b"), None);

@@ -30,7 +30,12 @@ pub fn init() {
         .with_target(true)
         .with_filter(filter);
     let guard = DataChannelTap.with_filter(filter_fn(is_tapped_span));
-    if tracing_subscriber::registry().with(fmt).with(guard).try_init().is_ok() {
+    if tracing_subscriber::registry()
+        .with(fmt)
+        .with(guard)
+        .try_init()
+        .is_ok()
+    {
         install_panic_hook();
     }
 }

@@ -176,11 +176,9 @@ mod tests {
 
     #[test]
     fn reads_port_and_peer_from_a_tokio_socket() {
-        let s = "PollEvented { io: Some(TcpStream { addr: 127.0.0.1:50001, peer: 127.0.0.1:40312, fd: 23 }) }";
-        assert_eq!(
-            data_conn(s),
-            Some(DataConn(50001, "127.0.0.1".parse().unwrap()))
-        );
+        let s =
+            "PollEvented { io: Some(TcpStream { addr: 127.0.0.1:50001, peer: 127.0.0.1:40312, fd: 23 }) }";
+        assert_eq!(data_conn(s), Some(DataConn(50001, "127.0.0.1".parse().unwrap())));
         let v6 = "TcpStream { addr: [::1]:50002, peer: [::1]:40000, fd: 9 }";
         assert_eq!(data_conn(v6), Some(DataConn(50002, "::1".parse().unwrap())));
         assert_eq!(data_conn("TcpStream { fd: 9 }"), None);

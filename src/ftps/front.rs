@@ -238,7 +238,10 @@ impl Front {
                 c.close();
             }
             if late {
-                tracing::warn!(sessions = open.len(), "closed FTPS sessions still busy after the grace period");
+                tracing::warn!(
+                    sessions = open.len(),
+                    "closed FTPS sessions still busy after the grace period"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

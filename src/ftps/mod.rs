@@ -97,7 +97,11 @@ fn probe_site_name() -> &'static str {
 }
 
 impl ServerFactory for SessionFactory {
-    fn serve(&self, conn: Arc<Conn>, stream: tokio::net::TcpStream) -> futures_util::future::BoxFuture<'static, ()> {
+    fn serve(
+        &self,
+        conn: Arc<Conn>,
+        stream: tokio::net::TcpStream,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
         let peer = conn.peer;
         match self.server(conn) {
             Ok(server) => Box::pin(async move {
@@ -139,7 +143,12 @@ pub fn build(
         diagnostics.clone(),
     );
     let factory = SessionFactory {
-        authenticator: Arc::new(DeviceAuthenticator::new(shared.db.clone(), sessions, lockout, probe)),
+        authenticator: Arc::new(DeviceAuthenticator::new(
+            shared.db.clone(),
+            sessions,
+            lockout,
+            probe,
+        )),
         logger: log::SlogBridge::logger(),
         shared,
         tls: tls::server_config(cfg)?,

@@ -169,7 +169,9 @@ impl PortPool {
     /// Binds and listens on the next free port for `conn`.
     fn offer(self: &Arc<Self>, ip: IpAddr, conn: &Arc<Conn>) -> Result<TcpSocket, Busy> {
         let mut g = self.lock();
-        // A second PASV replaces the session's earlier offer without counting it as a miss.
+        // A second PASV replaces the session's earlier offer. The first was never connected
+        // to: that is what a firewall dropping the port looks like, so it counts as a miss
+        // (the session itself goes on).
         let stale: Vec<u16> = g
             .offers
             .iter()
@@ -179,6 +181,11 @@ impl PortPool {
         for p in stale {
             if let Some(o) = g.offers.remove(&p) {
                 shut(&o.listener);
+                self.diagnostics.count(
+                    conn.peer.ip(),
+                    conn.device(),
+                    Event::PassiveOfferUnused { port: p },
+                );
             }
         }
         let cursor = g.cursor;
@@ -335,10 +342,19 @@ mod tests {
     #[test]
     fn candidates_cycle_from_the_cursor() {
         let r = 50000..=50003;
-        assert_eq!(candidates(&r, 0).collect::<Vec<_>>(), [50000, 50001, 50002, 50003]);
-        assert_eq!(candidates(&r, 5).collect::<Vec<_>>(), [50001, 50002, 50003, 50000]);
+        assert_eq!(
+            candidates(&r, 0).collect::<Vec<_>>(),
+            [50000, 50001, 50002, 50003]
+        );
+        assert_eq!(
+            candidates(&r, 5).collect::<Vec<_>>(),
+            [50001, 50002, 50003, 50000]
+        );
         assert_eq!(candidates(&(7..=7), 9).collect::<Vec<_>>(), [7]);
-        assert_eq!(candidates(&(65535..=65535), usize::MAX).collect::<Vec<_>>(), [65535]);
+        assert_eq!(
+            candidates(&(65535..=65535), usize::MAX).collect::<Vec<_>>(),
+            [65535]
+        );
         let full = 1024..=65535u16;
         assert_eq!(candidates(&full, usize::MAX).count(), full.len());
     }

@@ -42,7 +42,10 @@ async fn a_busy_address_gets_421_before_the_greeting_and_is_counted() {
     let a = RawCtl::connect(app.ftp_addr).await;
     let _b = RawCtl::connect(app.ftp_addr).await;
     let line = first_line(app.ftp_addr).await;
-    assert!(line.starts_with("421 "), "third session from one address: {line:?}");
+    assert!(
+        line.starts_with("421 "),
+        "third session from one address: {line:?}"
+    );
     // The slot comes back when a session ends.
     drop(a);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -114,7 +117,11 @@ async fn ports_go_round_robin_and_a_fully_offered_range_queues_then_says_425() {
     let t = Instant::now();
     let (code, text) = pasv_port(&mut c).await.unwrap_err();
     assert_eq!(code, 425, "every port has an offer outstanding: {text}");
-    assert!(t.elapsed() >= Duration::from_millis(2500), "queued first: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(2500),
+        "queued first: {:?}",
+        t.elapsed()
+    );
     // A and B never connect: their offers are withdrawn after 5 s and C's next PASV, queued
     // meanwhile, gets a port.
     let pc = pasv_port(&mut c).await.expect("a port is free again");
@@ -139,8 +146,17 @@ async fn one_passive_port_serves_a_fleet_in_turn() {
     let server = app.ftp_addr.to_string();
     let out = app
         .cli(&[
-            "simulate", "--server", &server, "--devices", "creds.csv", "-n", "40", "-c", "8",
-            "--retries", "20",
+            "simulate",
+            "--server",
+            &server,
+            "--devices",
+            "creds.csv",
+            "-n",
+            "40",
+            "-c",
+            "8",
+            "--retries",
+            "20",
         ])
         .await;
     assert_eq!(out.code, Some(0), "{}\n{}", out.stdout, out.stderr);
@@ -155,7 +171,9 @@ async fn a_failed_tls_handshake_on_the_data_channel_is_counted_and_ends_the_sess
     let mut data = ctl.pasv().await;
     let (code, text) = ctl.cmd("RETR target/manifest.json").await;
     assert_eq!(code, 150, "{text}");
-    data.write_all(b"this is not a TLS ClientHello\r\n\r\n").await.unwrap();
+    data.write_all(b"this is not a TLS ClientHello\r\n\r\n")
+        .await
+        .unwrap();
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), data.read_to_end(&mut sink)).await;
     assert!(ctl.try_cmd("NOOP").await.is_err(), "the wedged session is closed");
