@@ -83,6 +83,18 @@ impl Report {
     }
 }
 
+/// Back-off before retry `attempt` (1, 2, …) of session `i`: exponential from 100 ms, capped
+/// at 5 s, with jitter from the session index so that IQs turned away together (a `421` for a
+/// busy NAT address, say) do not come back together.
+pub fn retry_delay(i: usize, attempt: u32) -> Duration {
+    let ceiling = (100u64 << attempt.min(6)).min(5_000);
+    let spread = (i as u64)
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(u64::from(attempt) * 97)
+        % (ceiling / 2 + 1);
+    Duration::from_millis(ceiling / 2 + spread)
+}
+
 /// Why a simulated session failed, as counted in the report.
 fn kind(e: &SessionError) -> String {
     match e {
@@ -290,9 +302,7 @@ pub async fn run(plan: Plan) -> Report {
                     Err(e) if attempt < plan.retries && e.is_transient() => {
                         first_failure.get_or_insert_with(|| kind(e));
                         attempt += 1;
-                        // Jitter from the session index keeps retries from marching in step.
-                        let ms = 50 * u64::from(attempt) + (i as u64 * 37) % 100;
-                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                        tokio::time::sleep(retry_delay(i, attempt)).await;
                     }
                     _ => break (r, retried),
                 }
@@ -356,6 +366,18 @@ pub fn parse_ip_range(s: &str) -> Result<Vec<IpAddr>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_delays_grow_are_capped_and_spread() {
+        assert!(retry_delay(0, 1) >= Duration::from_millis(100));
+        assert!(retry_delay(0, 1) <= Duration::from_millis(200));
+        for i in 0..100 {
+            assert!(retry_delay(i, 40) <= Duration::from_millis(5_000));
+            assert!(retry_delay(i, 40) >= Duration::from_millis(2_500));
+        }
+        let distinct: std::collections::BTreeSet<_> = (0..50).map(|i| retry_delay(i, 3)).collect();
+        assert!(distinct.len() > 10, "jitter spreads sessions: {distinct:?}");
+    }
 
     #[test]
     fn ip_ranges() {
