@@ -192,7 +192,11 @@ impl Config {
             fig = fig.merge(Toml::file(path));
         }
         let cfg: Config = fig
-            .merge(Env::prefixed("FWDIST_").split("__"))
+            .merge(
+                Env::prefixed("FWDIST_")
+                    .filter(|k| is_config_var(k.as_str()))
+                    .split("__"),
+            )
             .extract()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
         cfg.validate()?;
@@ -240,6 +244,13 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Which `FWDIST_*` variables are configuration: `FWDIST_<SECTION>__<KEY>` and `FWDIST_NODE`.
+/// Others (`FWDIST_DEVICE_SECRET` for `fetch`/`doctor`, test switches) are not, and must not
+/// make `serve` refuse to start as unknown keys.
+fn is_config_var(key_after_prefix: &str) -> bool {
+    key_after_prefix.contains("__") || key_after_prefix.eq_ignore_ascii_case("node")
 }
 
 /// What PASV replies announce.
@@ -347,6 +358,18 @@ mod tests {
             c.ftps.passive_host().unwrap(),
             PassiveHost::Dns("fw.example.com".into())
         );
+    }
+
+    #[test]
+    fn only_section_variables_are_configuration() {
+        assert!(is_config_var("FTPS__LISTEN"));
+        assert!(
+            is_config_var("ftps__typo"),
+            "typos in a section are still refused later"
+        );
+        assert!(is_config_var("NODE"));
+        assert!(!is_config_var("DEVICE_SECRET"));
+        assert!(!is_config_var("SYSTEM_TESTS"));
     }
 
     #[test]
