@@ -4,6 +4,10 @@
 #   bench/passive.sh            full run: K = 1, 2, 4, 8 passive ports, 10,000 IQ sessions each
 #   bench/passive.sh --quick    smoke run: small numbers, checks that every step works
 #
+#   SERVER_BIN=path SERVER_ENV="X=1" KS_OVERRIDE="2 4 8" bench/passive.sh
+#                               the same fleets against another server build (e.g. one using
+#                               libunftp's own passive modes), with these K values
+#
 # Everything runs inside a network namespace this script creates (its own loopback and
 # ports, so nothing else on the machine is touched). For each K it starts
 # fwdist with K passive ports and runs `fwdist simulate` (release build) as real IQs do —
@@ -21,6 +25,7 @@ QUICK=0
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N_SITES=10000; N_NAT=2000; KS="1 2 4 8"
 if [ $QUICK = 1 ]; then N_SITES=300; N_NAT=100; KS="1 4"; fi
+KS=${KS_OVERRIDE:-$KS}
 NS=fwdist-passive-$$
 W=$(mktemp -d /tmp/fwdist-passive.XXXXXX)
 
@@ -36,6 +41,7 @@ command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteracti
 log "building fwdist (release)"
 (cd "$ROOT" && cargo build --release --locked -q)
 B=$ROOT/target/release/fwdist
+SERVER_BIN=${SERVER_BIN:-$B}
 ulimit -n "$(ulimit -Hn)"
 
 ip netns add "$NS"
@@ -68,7 +74,8 @@ root = "store-$k"
 [db]
 url = "sqlite://store-$k/fwdist.sqlite"
 EOF
-  (RUST_LOG=warn exec ip netns exec "$NS" "$B" serve --config fwdist.toml >>"serve-$k.log" 2>&1) &
+  # shellcheck disable=SC2086 # SERVER_ENV is a list of NAME=VALUE words
+  (RUST_LOG=warn exec ip netns exec "$NS" env ${SERVER_ENV:-} "$SERVER_BIN" serve --config fwdist.toml >>"serve-$k.log" 2>&1) &
   FW_PID=$!
   for _ in $(seq 100); do
     in_ns curl -sf localhost:8400/healthz >/dev/null && break
