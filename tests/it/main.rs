@@ -19,6 +19,7 @@ mod flushing_tls;
 mod ftp_client;
 mod ftps;
 mod helpers;
+mod network_requirements;
 mod passive;
 mod raw_ctl;
 mod releases;
