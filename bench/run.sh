@@ -207,7 +207,8 @@ vs_pids() { pgrep -f "vsftpd $W/vsftpd.conf" | tr '\n' ' '; }
 hold() { # server creds -> prints KiB per session
   local server=$1 creds=$2 pids_fn=$3 before during
   before=$(pss_kib $($pids_fn))
-  sim --server "$server" --devices "$creds" -n $P3_N -c $P3_N --hold-secs 25 --retries 3 > hold.out &
+  "$B" simulate --ca server.crt --timeout 60 --retries 3 --server "$server" --devices "$creds" \
+    -n $P3_N -c $P3_N --hold-secs 25 > hold.out &
   local sp=$!
   sleep 20
   during=$(pss_kib $($pids_fn))
