@@ -70,7 +70,7 @@ listen = "127.0.0.1:8300"
 EOF
 start_fwdist() { # [admin port] [extra env...]: prints nothing, sets FW_PID (or NOREC_PID)
   local api=${1:-8300}; shift || true
-  (cd fw && env RUST_LOG=warn "$@" "$B" serve --config fwdist.toml >>serve-$api.log 2>&1) &
+  (cd fw && exec env RUST_LOG=warn "$@" "$B" serve --config fwdist.toml >>serve-$api.log 2>&1) &
   local pid=$!
   if [ "$api" = 8300 ]; then FW_PID=$pid; else NOREC_PID=$pid; fi
   for _ in $(seq 100); do
