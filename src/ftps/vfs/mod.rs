@@ -1,0 +1,276 @@
+//! `DeviceVfs`: the libunftp storage backend that gives each device the read-only tree of
+//! SPEC §4 over the firmware store, and records every RETR.
+//!
+//! One instance per control connection (libunftp calls the generator per connection). Paths
+//! are resolved by [`super::path`]; files are looked up among the device's servable releases
+//! and opened by the database row's model, version and file name — never by a path the
+//! client typed. Every mutating call is refused with `PermissionDenied` (550).
+//!
+//! Recording: RETR goes through `get_into`, which copies with a large buffer, counts the
+//! bytes written to the data channel and records the outcome: `complete` when the copy and
+//! flush succeeded (libunftp then replies 226), `aborted` with the bytes written otherwise —
+//! including when the transfer future is dropped mid-way.
+//!
+//! Inside: `view` (what a device sees and its metadata), `probe` (the probe account's tree)
+//! and `transfer` (opening a part, copying it and recording the download).
+
+mod probe;
+mod transfer;
+mod view;
+
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncRead, AsyncWrite};
+use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, StorageBackend};
+
+use super::auth::Device;
+use super::front::Conn;
+use super::path::resolve;
+use super::records::Recorder;
+use super::sessions::Sessions;
+use crate::db::Db;
+use crate::domain::Outcome;
+use crate::store::FsStore;
+use probe::{ProbeNode, probe_from, probe_into, probe_meta, probe_node};
+use transfer::Busy;
+pub use view::Meta;
+use view::{Found, dir_meta, file_meta, part_name};
+
+/// What every session's backend shares.
+#[derive(Debug)]
+pub struct FtpsShared {
+    pub db: Db,
+    pub store: FsStore,
+    pub recorder: Recorder,
+    pub sessions: Arc<Sessions>,
+    pub node: String,
+    /// `ftps.record_downloads`: off only to measure the cost of recording.
+    pub record: bool,
+}
+
+pub struct DeviceVfs {
+    shared: Arc<FtpsShared>,
+    /// The control connection this session runs on (see [`super::front`]).
+    conn: Arc<Conn>,
+    serial: Option<u64>,
+}
+
+/// Short on purpose: libunftp formats its data-channel executor (which holds this) with
+/// `Debug` for every transfer (see `datachan_guard`); the shared state would be large.
+impl std::fmt::Debug for DeviceVfs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DeviceVfs(session {:?})", self.serial)
+    }
+}
+
+impl DeviceVfs {
+    pub fn new(shared: Arc<FtpsShared>, conn: Arc<Conn>) -> Self {
+        DeviceVfs {
+            shared,
+            conn,
+            serial: None,
+        }
+    }
+}
+
+/// Transfers and listings run inside libunftp's data-channel span; refuse them when that
+/// channel has no TLS (see [`super::datachan_guard`]). `list` is only ever called for a data
+/// transfer (LIST/NLST/MLSD), so the check holds there too.
+fn refuse_plaintext(user: &Device) -> storage::Result<()> {
+    if super::datachan_guard::data_channel_is_plain() {
+        tracing::warn!(device = %user.id, ip = %user.ip, "refused a transfer over a data channel without TLS (PROT C)");
+        return Err(storage::Error::new(
+            ErrorKind::PermissionDenied,
+            "TLS is required on the data channel",
+        ));
+    }
+    Ok(())
+}
+
+fn not_found() -> storage::Error {
+    storage::Error::from(ErrorKind::PermanentFileNotAvailable)
+}
+
+fn read_only() -> storage::Error {
+    storage::Error::new(ErrorKind::PermissionDenied, "the device tree is read-only")
+}
+
+fn local(e: impl std::error::Error + Send + Sync + 'static) -> storage::Error {
+    storage::Error::new(ErrorKind::LocalError, e)
+}
+
+/// A write or flush to the data channel failed: the client went away.
+fn closed(e: std::io::Error) -> storage::Error {
+    storage::Error::new(ErrorKind::ConnectionClosed, e)
+}
+
+#[async_trait]
+impl StorageBackend<Device> for DeviceVfs {
+    type Metadata = Meta;
+
+    fn enter(&mut self, user: &Device) -> std::io::Result<()> {
+        self.serial = Some(user.serial);
+        if !user.probe {
+            self.conn.set_device(user.id);
+        }
+        Ok(())
+    }
+
+    fn name(&self) -> &str {
+        "fwdist-device-vfs"
+    }
+
+    fn supported_features(&self) -> u32 {
+        FEATURE_RESTART
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + Debug>(&self, user: &Device, path: P) -> storage::Result<Meta> {
+        if user.probe {
+            return probe_node(path.as_ref()).map(probe_meta).ok_or_else(not_found);
+        }
+        self.found(user, path.as_ref(), |f| match f {
+            Found::Dir(_) => Ok(dir_meta(SystemTime::now())),
+            Found::File(r, p) => Ok(file_meta(r, p)),
+        })
+        .await
+    }
+
+    async fn list<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &Device,
+        path: P,
+    ) -> storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
+        refuse_plaintext(user)?;
+        if user.probe {
+            probe_node(path.as_ref()).ok_or_else(not_found)?;
+            return Ok(vec![Fileinfo {
+                path: PathBuf::from(crate::probe::FILE),
+                metadata: probe_meta(ProbeNode::File),
+            }]);
+        }
+        self.found(user, path.as_ref(), |f| match f {
+            Found::Dir(entries) => Ok(entries
+                .into_iter()
+                .map(|(n, metadata)| Fileinfo {
+                    path: PathBuf::from(n),
+                    metadata,
+                })
+                .collect()),
+            Found::File(r, p) => Ok(vec![Fileinfo {
+                path: PathBuf::from(part_name(r, p)),
+                metadata: file_meta(r, p),
+            }]),
+        })
+        .await
+    }
+
+    async fn get<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &Device,
+        path: P,
+        start_pos: u64,
+    ) -> storage::Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+        if user.probe {
+            return match probe_node(path.as_ref()) {
+                Some(ProbeNode::File) => Ok(Box::new(Cursor::new(probe_from(start_pos)))),
+                _ => Err(not_found()),
+            };
+        }
+        let node = resolve(path.as_ref()).ok_or_else(not_found)?;
+        let view = self.view(user).await.map_err(local)?;
+        match view.lookup(&node) {
+            Some(Found::File(r, p)) => self.open(r, p, start_pos).await,
+            _ => Err(not_found()),
+        }
+    }
+
+    async fn get_into<'a, P, W: ?Sized>(
+        &self,
+        user: &Device,
+        path: P,
+        start_pos: u64,
+        output: &'a mut W,
+    ) -> storage::Result<u64>
+    where
+        W: AsyncWrite + Unpin + Sync + Send,
+        P: AsRef<Path> + Send + Debug,
+    {
+        refuse_plaintext(user)?;
+        let _busy = Busy::new(&self.conn);
+        if user.probe {
+            return probe_into(path.as_ref(), start_pos, output).await;
+        }
+        let node = resolve(path.as_ref()).ok_or_else(not_found)?;
+        let view = self.view(user).await.map_err(local)?;
+        let Some(Found::File(r, part)) = view.lookup(&node) else {
+            return Err(not_found());
+        };
+        let mut reader = self.open(r, part, start_pos).await?;
+        let size = file_meta(r, part).len;
+        let mut t = self.transfer(user, r, part, start_pos, size);
+        let result = t.copy(&mut reader, output, size).await;
+        let total = t.sent;
+        match result {
+            Ok(()) => {
+                tracing::info!(device = %user.id, version = %r.version, file = part_name(r, part), offset = start_pos, bytes = total, "download complete");
+                t.finish(Outcome::Complete).await;
+                Ok(total)
+            }
+            Err(e) => {
+                tracing::warn!(device = %user.id, version = %r.version, file = part_name(r, part), offset = start_pos, bytes = total, error = %e, "download aborted");
+                t.finish(Outcome::Aborted).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn put<P: AsRef<Path> + Send + Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(
+        &self,
+        _user: &Device,
+        _input: R,
+        _path: P,
+        _start_pos: u64,
+    ) -> storage::Result<u64> {
+        Err(read_only())
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(&self, _user: &Device, _path: P) -> storage::Result<()> {
+        Err(read_only())
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + Debug>(&self, _user: &Device, _path: P) -> storage::Result<()> {
+        Err(read_only())
+    }
+
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        _user: &Device,
+        _from: P,
+        _to: P,
+    ) -> storage::Result<()> {
+        Err(read_only())
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + Debug>(&self, _user: &Device, _path: P) -> storage::Result<()> {
+        Err(read_only())
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &Device, path: P) -> storage::Result<()> {
+        if user.probe {
+            return match probe_node(path.as_ref()) {
+                Some(ProbeNode::Root) => Ok(()),
+                _ => Err(storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
+            };
+        }
+        self.found(user, path.as_ref(), |f| match f {
+            Found::Dir(_) => Ok(()),
+            Found::File(..) => Err(storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
+        })
+        .await
+    }
+}
