@@ -35,7 +35,7 @@ impl Drop for Busy<'_> {
 }
 
 impl DeviceVfs {
-    /// Opens a release part from `offset`; returns the reader and the part's size.
+    /// Opens a release part from `offset`.
     pub(super) async fn open(
         &self,
         r: &ReleaseRow,
