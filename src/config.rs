@@ -215,6 +215,12 @@ impl Config {
             // libunftp's own, fixed wait is 15 s; a longer bound would never fire.
             return Err(invalid("ftps.data_connect_timeout_secs", "must be 1-15"));
         }
+        if self.ftps.probe_logins_per_minute == 0 {
+            return Err(invalid(
+                "ftps.probe_logins_per_minute",
+                "must be above 0 (to turn the probe account off, set ftps.probe_enabled = false)",
+            ));
+        }
         if self.ftps.public_port == Some(0) {
             return Err(invalid("ftps.public_port", "must be 1-65535"));
         }
@@ -350,6 +356,28 @@ mod tests {
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains("ftps.passive_ports"), "{bad}: {e}");
         }
+        c = Config::default();
+        c.ftps.data_connect_timeout_secs = 16;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("data_connect_timeout_secs")
+        );
+        c = Config::default();
+        c.ftps.probe_logins_per_minute = 0;
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("probe_enabled = false")
+        );
+        c = Config::default();
+        c.ftps.listen = "127.0.0.1:0".parse().unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("ftps.listen"));
+        c = Config::default();
+        c.ftps.public_port = Some(0);
+        assert!(c.validate().unwrap_err().to_string().contains("public_port"));
         c = Config::default();
         c.ftps.public_host = "::1".into();
         assert!(c.validate().unwrap_err().to_string().contains("public_host"));

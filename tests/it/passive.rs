@@ -132,16 +132,7 @@ async fn ports_go_round_robin_and_a_fully_offered_range_queues_then_says_425() {
 async fn one_passive_port_serves_a_fleet_in_turn() {
     let mut app = spawn_app().await;
     restart_with_passive(&mut app, 1).await;
-    let img = crate::helpers::image(64 << 10, 5);
-    app.publish("iq2", "1.0.0", 1, &img).await;
-    let fleet: String = (0..8).map(|i| format!("aa:bb:cc:21:00:{i:02x},iq2\n")).collect();
-    std::fs::write(app.path("fleet.csv"), fleet).unwrap();
-    let out = app
-        .cli(&["devices", "import", "fleet.csv", "--config", "fwdist.toml"])
-        .await;
-    out.assert_ok();
-    std::fs::write(app.path("creds.csv"), &out.stdout).unwrap();
-    app.rollout(serde_json::json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
+    app.fleet(8, "aa:bb:cc:21:00", &crate::helpers::image(64 << 10, 5))
         .await;
     let server = app.ftp_addr.to_string();
     let out = app
@@ -222,6 +213,59 @@ async fn the_probe_account_can_be_disabled() {
     let app = spawn_app_with_env(&[("FWDIST_FTPS__PROBE_ENABLED", "false")]).await;
     let (code, text) = RawCtl::login_reply(&app, "probe", "probe").await;
     assert_eq!(code, 530, "{text}");
+}
+
+#[tokio::test]
+async fn a_download_after_epsv_records_its_data_port() {
+    let app = spawn_app().await;
+    let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:05").await;
+    let mut ctl = RawCtl::login(&app, &id, &secret).await;
+    let (code, text) = ctl.cmd("EPSV").await;
+    assert_eq!(code, 229, "{text}");
+    let port: u16 = text
+        .split('|')
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("EPSV reply: {text}"));
+    let data = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (code, text) = ctl.cmd("RETR /releases/1.0.0/manifest.json").await;
+    assert_eq!(code, 150, "{text}");
+    let mut tls = tls_connect(&app, data).await.unwrap();
+    let mut got = Vec::new();
+    tls.read_to_end(&mut got).await.unwrap();
+    assert_eq!(ctl.reply().await.0, 226);
+    let items = app
+        .wait_downloads("device=aabbcc200005", |items| !items.is_empty())
+        .await;
+    assert_eq!(items[0]["data_port"], port, "{items:?}");
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_sessions_at_once() {
+    let app = spawn_app().await;
+    let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:06").await;
+    let mut idle = RawCtl::login(&app, &id, &secret).await;
+    let started = Instant::now();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &app.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    assert!(idle.try_reply().await.is_err(), "the idle session is closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "idle sessions must not hold shutdown for the grace period: {:?}",
+        started.elapsed()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{}/status", app.pid())).exists()
+        && !std::fs::read_to_string(format!("/proc/{}/status", app.pid()))
+            .unwrap_or_default()
+            .contains("zombie")
+    {
+        assert!(Instant::now() < deadline, "the server did not exit");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn hex(b: &[u8]) -> String {

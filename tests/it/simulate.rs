@@ -47,17 +47,7 @@ async fn import_is_all_or_nothing_and_prints_secrets_once() {
 #[tokio::test]
 async fn simulated_fleet_updates_without_errors() {
     let app = spawn_app().await;
-    let img = image(512 << 10, 21);
-    app.publish("iq2", "1.0.0", 1, &img).await;
-    let fleet: String = (0..10).map(|i| format!("aa:bb:cc:11:00:{i:02x},iq2\n")).collect();
-    fs::write(app.path("fleet.csv"), fleet).unwrap();
-    let out = app
-        .cli(&["devices", "import", "fleet.csv", "--config", "fwdist.toml"])
-        .await;
-    out.assert_ok();
-    fs::write(app.path("creds.csv"), &out.stdout).unwrap();
-    app.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
-        .await;
+    app.fleet(10, "aa:bb:cc:11:00", &image(512 << 10, 21)).await;
     fs::create_dir_all(app.path("iq-trust")).unwrap();
     fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
     let server = app.ftp_addr.to_string();

@@ -168,6 +168,21 @@ impl TestApp {
         }
     }
 
+    /// A fleet for `fwdist simulate`: `iq2` 1.0.0 (`img`) published and rolled out to 100 %,
+    /// `n` devices `<mac_prefix>:XX` imported, their `id,secret` lines in `creds.csv`.
+    pub async fn fleet(&self, n: usize, mac_prefix: &str, img: &[u8]) {
+        self.publish("iq2", "1.0.0", 1, img).await;
+        let csv: String = (0..n).map(|i| format!("{mac_prefix}:{i:02x},iq2\n")).collect();
+        fs::write(self.path("fleet.csv"), csv).unwrap();
+        let out = self
+            .cli(&["devices", "import", "fleet.csv", "--config", "fwdist.toml"])
+            .await;
+        out.assert_ok();
+        fs::write(self.path("creds.csv"), &out.stdout).unwrap();
+        self.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
+            .await;
+    }
+
     /// Creates a rollout; asserts 201 and returns its id.
     pub async fn rollout(&self, body: Value) -> i64 {
         let (status, answer) = self.post("/api/v1/rollouts", body.clone()).await;
