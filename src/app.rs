@@ -56,7 +56,8 @@ impl App {
             .with_context(|| format!("binding the FTPS control port {}", cfg.ftps.listen))?;
         let (stop, _) = watch::channel(false);
         let diagnostics = Arc::new(Diagnostics::default());
-        let ftps = ftps::build(&cfg.ftps, shared, diagnostics.clone(), ftp_listener)?;
+        let sessions = shared.sessions.clone();
+        let ftps = ftps::build(&cfg.ftps, shared, diagnostics.clone(), ftp_listener).await?;
         let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
             .await
             .with_context(|| format!("binding the admin API to {}", cfg.admin.listen))?;
@@ -74,6 +75,7 @@ impl App {
             max_image_bytes: cfg.store.max_image_bytes,
             network: Arc::new(crate::network::NetworkRequirements::from_config(&cfg.ftps)?),
             diagnostics,
+            sessions,
         };
         Ok(App {
             ftp_addr: cfg.ftps.listen,

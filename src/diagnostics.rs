@@ -18,8 +18,11 @@ use crate::domain::{DeviceId, now_ms};
 pub struct Counts {
     /// `227` sent, but no data connection arrived within `ftps.data_connect_timeout_secs`.
     pub passive_offers_unused: u64,
-    /// A data connection arrived but its TLS handshake failed.
+    /// A data connection arrived but its TLS handshake failed or never started.
     pub data_tls_failures: u64,
+    /// A data connection from the session's address that did not resume the control
+    /// connection's TLS session (a client without session reuse, or someone else there).
+    pub data_connections_unbound: u64,
     /// Sessions refused at connect with `421` (`ftps.max_sessions_per_ip`).
     pub sessions_refused: u64,
     /// The last passive port that went unused (the one to check in the site's firewall).
@@ -30,7 +33,10 @@ pub struct Counts {
 
 impl Counts {
     pub fn is_empty(&self) -> bool {
-        self.passive_offers_unused == 0 && self.data_tls_failures == 0 && self.sessions_refused == 0
+        self.passive_offers_unused == 0
+            && self.data_tls_failures == 0
+            && self.data_connections_unbound == 0
+            && self.sessions_refused == 0
     }
 }
 
@@ -38,6 +44,7 @@ impl Counts {
 pub enum Event {
     PassiveOfferUnused { port: u16 },
     DataTlsFailure,
+    DataUnbound,
     SessionRefused,
 }
 
@@ -115,6 +122,7 @@ fn bump<K: std::hash::Hash + Eq + Copy>(map: &mut HashMap<K, Counts>, key: K, ev
             c.last_unused_port = Some(port);
         }
         Event::DataTlsFailure => c.data_tls_failures += 1,
+        Event::DataUnbound => c.data_connections_unbound += 1,
         Event::SessionRefused => c.sessions_refused += 1,
     }
     c.last_at = Some(at);

@@ -2,17 +2,12 @@
 //! (default `info,unftp=warn`). libunftp's own slog records arrive through
 //! [`crate::ftps::log`] under the `unftp` target. libunftp also instruments its functions
 //! with `tracing` spans that carry `Debug` dumps of whole sessions: the log output never shows
-//! them; only the data-channel guard ([`crate::ftps::datachan_guard`]) reads three of them.
-//!
-//! `fwdist serve` must install this: without the guard layer every transfer is refused.
+//! them. Nothing here is needed for correctness: a server without it logs nothing, that is all.
 
 use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::prelude::*;
-
-use crate::ftps::datachan_guard::{DataChannelTap, install_panic_hook, is_tapped_span};
 
 pub const DEFAULT_FILTER: &str = "info,unftp=warn";
 
@@ -29,13 +24,5 @@ pub fn init() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(true)
         .with_filter(filter);
-    let guard = DataChannelTap.with_filter(filter_fn(is_tapped_span));
-    if tracing_subscriber::registry()
-        .with(fmt)
-        .with(guard)
-        .try_init()
-        .is_ok()
-    {
-        install_panic_hook();
-    }
+    let _ = tracing_subscriber::registry().with(fmt).try_init();
 }

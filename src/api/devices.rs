@@ -206,6 +206,7 @@ async fn disable(
         .device(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no such device: {id}")))?;
-    tracing::info!(device = %id, "device disabled");
+    let closed = st.sessions.close_device(id);
+    tracing::info!(device = %id, sessions_closed = closed, "device disabled");
     Ok(Json(DeviceView::new(&d)))
 }

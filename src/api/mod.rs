@@ -37,6 +37,8 @@ pub struct AppState {
     pub max_image_bytes: u64,
     pub network: Arc<crate::network::NetworkRequirements>,
     pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
+    /// Open FTPS sessions: disabling a device closes its own.
+    pub sessions: Arc<crate::ftps::sessions::Sessions>,
 }
 
 pub fn router(state: AppState) -> Router {

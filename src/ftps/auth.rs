@@ -9,6 +9,10 @@
 //! a policy, but its cache is per `Server` and we build one `Server` per connection (see
 //! [`super::front`]), so [`Lockout`] keeps it here.
 //!
+//! libunftp runs behind the front on loopback, so the address it sees is `127.0.0.1`:
+//! [`SessionAuthenticator`] gives [`DeviceAuthenticator`] the IQ's real address from the
+//! session's [`Conn`] instead, for the lockout, the probe limit and the records.
+//!
 //! libunftp's `UserDetailProvider` only sees the `Principal`, so the authenticator packs what
 //! the session needs (device, model, client IP, session serial) into `Principal.username`
 //! and [`DeviceProvider`] unpacks it.
@@ -25,6 +29,7 @@ use unftp_core::auth::{
     UserDetailProvider,
 };
 
+use super::conn::Conn;
 use super::sessions::Sessions;
 use crate::db::Db;
 use crate::domain::{DeviceId, Model};
@@ -289,6 +294,30 @@ impl Authenticator for DeviceAuthenticator {
                 Err(AuthenticationError::BadUser)
             }
         }
+    }
+}
+
+/// The authenticator of one session: [`DeviceAuthenticator`] with the IQ's real address.
+#[derive(Debug)]
+pub struct SessionAuthenticator {
+    inner: Arc<DeviceAuthenticator>,
+    conn: Arc<Conn>,
+}
+
+impl SessionAuthenticator {
+    pub fn new(inner: Arc<DeviceAuthenticator>, conn: Arc<Conn>) -> Self {
+        SessionAuthenticator { inner, conn }
+    }
+}
+
+#[async_trait]
+impl Authenticator for SessionAuthenticator {
+    async fn authenticate(&self, username: &str, creds: &Credentials) -> Result<Principal, AuthenticationError> {
+        let creds = Credentials {
+            source_ip: self.conn.peer.ip(),
+            ..creds.clone()
+        };
+        self.inner.authenticate(username, &creds).await
     }
 }
 

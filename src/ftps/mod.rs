@@ -1,19 +1,27 @@
-//! The FTPS front for IQs (SPEC §4): libunftp 0.24 with TLS required on both channels,
-//! passive mode only, device logins, the per-device read-only tree and download records.
+//! The FTPS front for IQs (SPEC §4): fwdist owns the sockets and TLS (front, control relay,
+//! data connections), and libunftp 0.24 runs the FTP session behind it over loopback: device
+//! logins, the per-device read-only tree and download records.
 //!
-//! Depends inward on `store`, `db`, `rollout` and `domain`; nothing depends on it but `app`.
+//! Depends inward on `store`, `db`, `rollout` and `domain`; nothing depends on it but `app`
+//! (and the API, which closes a device's sessions through [`sessions::Sessions`]).
 
 pub mod auth;
-pub mod datachan_guard;
+pub mod conn;
+pub mod control;
+pub mod data;
 pub mod front;
+pub mod inner;
 pub mod log;
 pub mod path;
 pub mod ports;
 pub mod records;
 pub mod sessions;
+pub mod tcp;
 pub mod tls;
 pub mod vfs;
+pub mod wire;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +29,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use libunftp::ServerBuilder;
 use libunftp::options::{FtpsRequired, Reply, ReplyCode, SiteCommandContext, SiteCommandHandler, SiteMd5};
+use tokio::net::TcpSocket;
 
-use crate::config::{FtpsConfig, PassiveHost};
+use crate::config::FtpsConfig;
 use crate::diagnostics::Diagnostics;
-use auth::{Device, DeviceAuthenticator, DeviceProvider, Lockout, ProbeLimit};
-use front::{Conn, Front, IpGate, ServerFactory};
-use ports::{PortPool, SessionBinder};
+use auth::{Device, DeviceAuthenticator, DeviceProvider, Lockout, ProbeLimit, SessionAuthenticator};
+use conn::Conn;
+use control::FrontCtx;
+use front::{Front, IpGate};
+use inner::{Inner, ServerFactory};
+use ports::PortPool;
 use vfs::{DeviceVfs, FtpsShared};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +49,16 @@ pub enum FtpsError {
     Tls(#[from] tls::TlsError),
     #[error("cannot start the FTPS server: {0}")]
     Build(#[from] libunftp::ServerError),
+    #[error("cannot open the FTP engine's loopback port: {0}")]
+    Loopback(#[from] std::io::Error),
 }
 
-/// Everything a session's `Server` is built from; shared by all connections.
+/// What every session's libunftp `Server` is built from.
 struct SessionFactory {
     shared: Arc<FtpsShared>,
     authenticator: Arc<DeviceAuthenticator>,
     logger: slog::Logger,
-    tls: Arc<rustls::ServerConfig>,
-    range: RangeInclusive<u16>,
-    host: PassiveHost,
     idle_secs: u64,
-    pool: Arc<PortPool>,
     ports_reply: String,
 }
 
@@ -63,50 +73,50 @@ impl SiteCommandHandler<DeviceVfs, Device> for SitePorts {
     }
 }
 
+/// libunftp's passive listener for one session: an ephemeral loopback port, which only the
+/// front's data task connects to (the IQ is offered a public port, see [`control`]).
+#[derive(Debug)]
+struct LoopbackBinder;
+
+#[async_trait]
+impl libunftp::options::Binder for LoopbackBinder {
+    async fn bind(&mut self, _local: IpAddr, _range: RangeInclusive<u16>) -> std::io::Result<TcpSocket> {
+        let s = TcpSocket::new_v4()?;
+        s.bind((Ipv4Addr::LOCALHOST, 0).into())?;
+        Ok(s)
+    }
+}
+
 impl SessionFactory {
     fn server(&self, conn: Arc<Conn>) -> Result<libunftp::Server<DeviceVfs, Device>, libunftp::ServerError> {
         let shared = self.shared.clone();
         let c = conn.clone();
         let generator = Box::new(move || DeviceVfs::new(shared.clone(), c.clone()));
-        let b = ServerBuilder::<DeviceVfs, Device>::with_user_detail_provider(generator, Arc::new(DeviceProvider))
-            .authenticator(self.authenticator.clone())
+        ServerBuilder::<DeviceVfs, Device>::with_user_detail_provider(generator, Arc::new(DeviceProvider))
+            .authenticator(Arc::new(SessionAuthenticator::new(self.authenticator.clone(), conn)))
             .logger(Some(self.logger.clone()))
-            .greeting("fwdist firmware server (explicit FTPS required)")
-            .ftps_manual::<std::path::PathBuf>(self.tls.clone())
-            .ftps_required(FtpsRequired::All, FtpsRequired::All)
-            .passive_ports(self.range.clone())
+            // The front greets the IQ; this greeting only crosses loopback.
+            .greeting("fwdist engine")
+            .ftps_required(FtpsRequired::None, FtpsRequired::None)
+            .passive_host(Ipv4Addr::LOCALHOST)
+            .passive_ports(1024..=65535)
             .idle_session_timeout(self.idle_secs)
             // Devices verify images themselves; SITE MD5 would let one read whole images into CPU.
             .sitemd5(SiteMd5::None)
-            .site_command(probe_site_name(), SitePorts(self.ports_reply.clone()))
+            .site_command(crate::probe::SITE_PORTS, SitePorts(self.ports_reply.clone()))
             .metrics()
-            .binder(SessionBinder {
-                pool: self.pool.clone(),
-                conn,
-            });
-        let b = match &self.host {
-            PassiveHost::Ip(ip) => b.passive_host(*ip),
-            PassiveHost::Dns(name) => b.passive_host(libunftp::options::PassiveHost::Dns(name.clone())),
-        };
-        b.build()
+            .binder(LoopbackBinder)
+            .build()
     }
 }
 
-fn probe_site_name() -> &'static str {
-    crate::probe::SITE_PORTS
-}
-
 impl ServerFactory for SessionFactory {
-    fn serve(
-        &self,
-        conn: Arc<Conn>,
-        stream: tokio::net::TcpStream,
-    ) -> futures_util::future::BoxFuture<'static, ()> {
+    fn serve(&self, conn: Arc<Conn>, stream: tokio::net::TcpStream) -> futures_util::future::BoxFuture<'static, ()> {
         let peer = conn.peer;
         match self.server(conn) {
             Ok(server) => Box::pin(async move {
                 if let Err(e) = server.service(stream).await {
-                    tracing::debug!(%peer, error = %e, "FTPS session ended with an error");
+                    tracing::debug!(%peer, error = %e, "FTP engine session ended with an error");
                 }
             }),
             Err(e) => {
@@ -115,17 +125,13 @@ impl ServerFactory for SessionFactory {
             }
         }
     }
-
-    fn forget(&self, conn_id: u64) {
-        self.pool.forget(conn_id);
-    }
 }
 
 /// The FTPS front, ready to run on `listener` (already bound to `ftps.listen`).
 ///
 /// # Errors
-/// Invalid passive settings or unusable TLS files.
-pub fn build(
+/// Invalid passive settings, unusable TLS files, no loopback port for the FTP engine.
+pub async fn build(
     cfg: &FtpsConfig,
     shared: Arc<FtpsShared>,
     diagnostics: Arc<Diagnostics>,
@@ -137,31 +143,34 @@ pub fn build(
         .probe_enabled
         .then(|| ProbeLimit::new(cfg.probe_logins_per_minute));
     let range = cfg.passive_range()?;
-    let pool = PortPool::new(
-        range.clone(),
-        Duration::from_secs(cfg.data_connect_timeout_secs),
-        diagnostics.clone(),
-    );
+    let (inner, inner_listener) = Inner::bind().await?;
     let factory = SessionFactory {
         authenticator: Arc::new(DeviceAuthenticator::new(
             shared.db.clone(),
-            sessions,
+            sessions.clone(),
             lockout,
             probe,
         )),
         logger: log::SlogBridge::logger(),
         shared,
-        tls: tls::server_config(cfg)?,
         ports_reply: crate::probe::ports_reply(&range),
-        range,
-        host: cfg.passive_host()?,
         idle_secs: cfg.idle_timeout_secs,
-        pool,
+    };
+    let ctx = FrontCtx {
+        tls: tls::server_config(cfg)?,
+        inner,
+        pool: PortPool::new(range),
+        diagnostics: diagnostics.clone(),
+        host: cfg.passive_host()?,
+        data_timeout: Duration::from_secs(cfg.data_connect_timeout_secs),
     };
     Ok(Front {
         listener,
         gate: IpGate::new(cfg.max_sessions_per_ip),
         diagnostics,
+        sessions,
+        ctx: Arc::new(ctx),
+        inner_listener,
         factory: Arc::new(factory),
     })
 }

@@ -1,33 +1,89 @@
-//! Session serials: a number unique to each logged-in session, carried in its
-//! [`super::auth::Device`] (and so in libunftp's "PASS: User MAC#SERIAL logged in" log line),
-//! which ties a session's log records together.
+//! The open FTPS sessions, and session serials.
 //!
-//! Per-connection facts that libunftp does not hand to backends (the passive port offered,
-//! the device of a connection) live in [`super::front::Conn`], which the passive-port binder
-//! and the storage backend of the same connection share.
+//! Every accepted control connection is registered here until it ends, so the admin API can
+//! close a device's sessions at once (disable, and later secret rotation) and the front can
+//! drain on shutdown. A serial, unique to each logged-in session, is carried in its
+//! [`super::auth::Device`] (and so in libunftp's log lines), tying a session's records together.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::conn::Conn;
+use crate::domain::DeviceId;
 
 #[derive(Debug, Default)]
 pub struct Sessions {
     next_serial: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
 }
 
 impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// A fresh serial for a session that just authenticated.
     pub fn allocate(&self) -> u64 {
         self.next_serial.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    pub fn register(&self, conn: Arc<Conn>) {
+        self.lock().insert(conn.id, conn);
+    }
+
+    pub fn unregister(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    pub fn open(&self) -> Vec<Arc<Conn>> {
+        self.lock().values().cloned().collect()
+    }
+
+    /// Closes every open session of `device` (its control and data connections); returns how many.
+    pub fn close_device(&self, device: DeviceId) -> usize {
+        let mine: Vec<Arc<Conn>> = self
+            .lock()
+            .values()
+            .filter(|c| c.device() == Some(device))
+            .cloned()
+            .collect();
+        for c in &mine {
+            c.close();
+        }
+        mine.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ftps::conn::Principal;
 
     #[test]
     fn serials_are_unique() {
         let s = Sessions::default();
         let a = s.allocate();
         assert_ne!(a, s.allocate());
+    }
+
+    #[test]
+    fn closing_a_device_closes_only_its_sessions() {
+        let s = Sessions::default();
+        let addr = "192.0.2.1:1000".parse().unwrap();
+        let d = DeviceId::parse("aa:bb:cc:00:00:01").unwrap();
+        let e = DeviceId::parse("aa:bb:cc:00:00:02").unwrap();
+        let (c1, c2, c3) = (Arc::new(Conn::new(1, addr, addr)), Arc::new(Conn::new(2, addr, addr)), Arc::new(Conn::new(3, addr, addr)));
+        c1.set_principal(Principal::Device(d));
+        c2.set_principal(Principal::Device(e));
+        c3.set_principal(Principal::Device(d));
+        for c in [&c1, &c2, &c3] {
+            s.register(c.clone());
+        }
+        s.unregister(3);
+        assert_eq!(s.close_device(d), 1);
+        assert!(c1.is_closed() && !c2.is_closed() && !c3.is_closed());
     }
 }

@@ -68,9 +68,10 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     f.sync_all().map_err(err)
 }
 
-/// The one rustls configuration every session shares: TLS 1.2 and 1.3, ring, the
-/// configured certificate, session-id and ticket resumption (data connections resume the
-/// control connection's session, saving a full handshake per transfer).
+/// The rustls configuration every control connection starts from: TLS 1.2 and 1.3, ring,
+/// the configured certificate, and stateful resumption only (session ids in TLS 1.2, ids as
+/// tickets in TLS 1.3): a stateless ticket could be replayed on any session's data port,
+/// while a session id is something [`SessionTls`] can tie to one control connection.
 ///
 /// # Errors
 /// Unreadable or unusable certificate or key.
@@ -92,7 +93,112 @@ pub fn server_config(cfg: &FtpsConfig) -> Result<Arc<rustls::ServerConfig>, TlsE
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| load(&e))?;
-    sc.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
-    sc.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| load(&e))?;
+    sc.session_storage = rustls::server::ServerSessionMemoryCache::new(SHARED_SESSIONS);
     Ok(Arc::new(sc))
+}
+
+/// Sessions remembered across control connections (an IQ that reconnects resumes).
+const SHARED_SESSIONS: usize = 16 * 1024;
+/// Sessions one control connection can hand to its data connections: the control
+/// connection's own, plus those its data connections issue (TLS 1.3 sends two per handshake).
+const SESSION_OWN: usize = 16;
+
+/// TLS for one FTPS session: its control connection and its data connections.
+///
+/// A data connection belongs to its session only if it *resumes* a TLS session that this
+/// control connection established or resumed (vsftpd's `require_ssl_reuse`): the control
+/// connection's handshake writes the sessions it creates to the shared cache and to this
+/// session's own small cache; data connections look sessions up in the own cache only. A
+/// stranger at the IQ's address who connects to the passive port first cannot resume, so it
+/// is turned away and the offer stays open for the IQ.
+#[derive(Debug, Clone)]
+pub struct SessionTls {
+    control: Arc<rustls::ServerConfig>,
+    data: Arc<rustls::ServerConfig>,
+}
+
+impl SessionTls {
+    pub fn new(base: &Arc<rustls::ServerConfig>) -> Self {
+        let own = rustls::server::ServerSessionMemoryCache::new(SESSION_OWN);
+        let mut control = (**base).clone();
+        control.session_storage = Arc::new(ControlStore {
+            shared: base.session_storage.clone(),
+            own: own.clone(),
+        });
+        let mut data = (**base).clone();
+        data.session_storage = Arc::new(DataStore { own });
+        SessionTls {
+            control: Arc::new(control),
+            data: Arc::new(data),
+        }
+    }
+
+    pub fn control(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.control.clone())
+    }
+
+    pub fn data(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.data.clone())
+    }
+}
+
+/// The control connection's store: resumes from the shared cache, and copies every session
+/// it creates or resumes into the session's own cache.
+#[derive(Debug)]
+struct ControlStore {
+    shared: Arc<dyn rustls::server::StoresServerSessions>,
+    own: Arc<rustls::server::ServerSessionMemoryCache>,
+}
+
+impl rustls::server::StoresServerSessions for ControlStore {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.own.put(key.clone(), value.clone());
+        self.shared.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let v = self.shared.get(key)?;
+        self.own.put(key.to_vec(), v.clone());
+        Some(v)
+    }
+
+    /// TLS 1.3 asks to take (single use); the entry stays for the session's data connections
+    /// and for clients (FileZilla, Python's `session=`) that offer one ticket more than once.
+    /// Without 0-RTT a replayed ticket still needs a fresh key exchange.
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.get(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// A data connection's store: this session's sessions only.
+#[derive(Debug)]
+struct DataStore {
+    own: Arc<rustls::server::ServerSessionMemoryCache>,
+}
+
+impl rustls::server::StoresServerSessions for DataStore {
+    fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
+        self.own.put(key, value)
+    }
+
+    fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.own.get(key)
+    }
+
+    fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
+        self.own.get(key)
+    }
+
+    fn can_cache(&self) -> bool {
+        true
+    }
+}
+
+/// Whether a finished server handshake resumed a session (see [`SessionTls`]).
+pub fn resumed(conn: &rustls::ServerConnection) -> bool {
+    conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
 }

@@ -6,13 +6,13 @@
 //! and opened by the database row's model, version and file name — never by a path the
 //! client typed. Every mutating call is refused with `PermissionDenied` (550).
 //!
-//! Recording: RETR goes through `get_into`, which copies with a large buffer, counts the
-//! bytes written to the data channel and records the outcome: `complete` when the copy and
-//! flush succeeded (libunftp then replies 226), `aborted` with the bytes written otherwise —
-//! including when the transfer future is dropped mid-way.
+//! Recording: RETR goes through `get_into`, which opens the part and hands it, with the
+//! download record, to the front's data connection ([`crate::ftps::data`]): that task owns
+//! the IQ's socket, sends the bytes, waits for the IQ's acknowledgements and records the
+//! outcome. libunftp's own data stream (loopback) carries nothing for a RETR.
 //!
 //! Inside: `view` (what a device sees and its metadata), `probe` (the probe account's tree)
-//! and `transfer` (opening a part, copying it and recording the download).
+//! and `transfer` (opening a part and sending it).
 
 mod probe;
 mod transfer;
@@ -29,14 +29,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, StorageBackend};
 
 use super::auth::Device;
-use super::front::Conn;
+use super::conn::{Conn, Principal};
 use super::path::resolve;
 use super::records::Recorder;
 use super::sessions::Sessions;
 use crate::db::Db;
-use crate::domain::Outcome;
 use crate::store::FsStore;
-use probe::{ProbeNode, probe_from, probe_into, probe_meta, probe_node};
+use probe::{ProbeNode, probe_from, probe_meta, probe_node};
 use transfer::Busy;
 pub use view::Meta;
 use view::{Found, dir_meta, file_meta, part_name};
@@ -60,8 +59,7 @@ pub struct DeviceVfs {
     serial: Option<u64>,
 }
 
-/// Short on purpose: libunftp formats its data-channel executor (which holds this) with
-/// `Debug` for every transfer (see `datachan_guard`); the shared state would be large.
+/// Short on purpose: libunftp logs its backend with `Debug`; the shared state would be large.
 impl std::fmt::Debug for DeviceVfs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "DeviceVfs(session {:?})", self.serial)
@@ -78,20 +76,6 @@ impl DeviceVfs {
     }
 }
 
-/// Transfers and listings run inside libunftp's data-channel span; refuse them when that
-/// channel has no TLS (see [`super::datachan_guard`]). `list` is only ever called for a data
-/// transfer (LIST/NLST/MLSD), so the check holds there too.
-fn refuse_plaintext(user: &Device) -> storage::Result<()> {
-    if super::datachan_guard::data_channel_is_plain() {
-        tracing::warn!(device = %user.id, ip = %user.ip, "refused a transfer over a data channel without TLS (PROT C)");
-        return Err(storage::Error::new(
-            ErrorKind::PermissionDenied,
-            "TLS is required on the data channel",
-        ));
-    }
-    Ok(())
-}
-
 fn not_found() -> storage::Error {
     storage::Error::from(ErrorKind::PermanentFileNotAvailable)
 }
@@ -104,20 +88,17 @@ fn local(e: impl std::error::Error + Send + Sync + 'static) -> storage::Error {
     storage::Error::new(ErrorKind::LocalError, e)
 }
 
-/// A write or flush to the data channel failed: the client went away.
-fn closed(e: std::io::Error) -> storage::Error {
-    storage::Error::new(ErrorKind::ConnectionClosed, e)
-}
-
 #[async_trait]
 impl StorageBackend<Device> for DeviceVfs {
     type Metadata = Meta;
 
     fn enter(&mut self, user: &Device) -> std::io::Result<()> {
         self.serial = Some(user.serial);
-        if !user.probe {
-            self.conn.set_device(user.id);
-        }
+        self.conn.set_principal(if user.probe {
+            Principal::Probe
+        } else {
+            Principal::Device(user.id)
+        });
         Ok(())
     }
 
@@ -145,7 +126,6 @@ impl StorageBackend<Device> for DeviceVfs {
         user: &Device,
         path: P,
     ) -> storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
-        refuse_plaintext(user)?;
         if user.probe {
             probe_node(path.as_ref()).ok_or_else(not_found)?;
             return Ok(vec![Fileinfo {
@@ -194,39 +174,35 @@ impl StorageBackend<Device> for DeviceVfs {
         user: &Device,
         path: P,
         start_pos: u64,
-        output: &'a mut W,
+        _output: &'a mut W,
     ) -> storage::Result<u64>
     where
         W: AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
-        refuse_plaintext(user)?;
         let _busy = Busy::new(&self.conn);
         if user.probe {
-            return probe_into(path.as_ref(), start_pos, output).await;
+            if probe_node(path.as_ref()) != Some(ProbeNode::File) {
+                return Err(not_found());
+            }
+            let bytes = probe_from(start_pos);
+            return self
+                .send(Box::new(Cursor::new(bytes)), bytes.len() as u64, None)
+                .await;
         }
         let node = resolve(path.as_ref()).ok_or_else(not_found)?;
         let view = self.view(user).await.map_err(local)?;
         let Some(Found::File(r, part)) = view.lookup(&node) else {
             return Err(not_found());
         };
-        let mut reader = self.open(r, part, start_pos).await?;
         let size = file_meta(r, part).len;
-        let mut t = self.transfer(user, r, part, start_pos, size);
-        let result = t.copy(&mut reader, output, size).await;
-        let total = t.sent;
-        match result {
-            Ok(()) => {
-                tracing::info!(device = %user.id, version = %r.version, file = part_name(r, part), offset = start_pos, bytes = total, "download complete");
-                t.finish(Outcome::Complete).await;
-                Ok(total)
-            }
-            Err(e) => {
-                tracing::warn!(device = %user.id, version = %r.version, file = part_name(r, part), offset = start_pos, bytes = total, error = %e, "download aborted");
-                t.finish(Outcome::Aborted).await;
-                Err(e)
-            }
+        // The front refuses these with 554 before they get here; never record one.
+        if start_pos >= size && size > 0 {
+            return Err(storage::Error::new(ErrorKind::PermanentFileNotAvailable, "restart offset past the end"));
         }
+        let reader = self.open(r, part, start_pos).await?;
+        let record = self.draft(user, r, part, start_pos, size);
+        self.send(reader, size - start_pos.min(size), record).await
     }
 
     async fn put<P: AsRef<Path> + Send + Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(

@@ -4,11 +4,7 @@
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
-use tokio::io::{AsyncWrite, AsyncWriteExt};
-use unftp_core::storage;
-
 use super::view::{Meta, dir_meta};
-use super::{closed, not_found};
 
 /// The probe account's whole tree: `/` holding `probe.bin`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,18 +35,4 @@ pub(super) fn probe_meta(n: ProbeNode) -> Meta {
 pub(super) fn probe_from(start: u64) -> &'static [u8] {
     let b = crate::probe::cached();
     &b[usize::try_from(start).unwrap_or(usize::MAX).min(b.len())..]
-}
-
-/// RETR of the probe file from `start`: writes and flushes it, returns the bytes written.
-pub(super) async fn probe_into<W>(path: &Path, start: u64, output: &mut W) -> storage::Result<u64>
-where
-    W: AsyncWrite + Unpin + Send + ?Sized,
-{
-    if probe_node(path) != Some(ProbeNode::File) {
-        return Err(not_found());
-    }
-    let bytes = probe_from(start);
-    output.write_all(bytes).await.map_err(closed)?;
-    output.flush().await.map_err(closed)?;
-    Ok(bytes.len() as u64)
 }

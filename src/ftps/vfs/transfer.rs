@@ -1,20 +1,22 @@
 //! Reading a release part and sending it: [`DeviceVfs::open`] opens the bytes (from the
-//! database row or the store), [`Transfer`] counts what reached the data channel and records
-//! the download even when cut off, and [`Busy`] marks the connection as transferring so
-//! shutdown lets the transfer finish.
+//! database row or the store), [`DeviceVfs::send`] hands them to the session's data
+//! connection with the download record to complete, and [`Busy`] marks the connection as
+//! transferring so shutdown lets the transfer finish.
 
 use std::io::Cursor;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, BufReader};
+use tokio::sync::oneshot;
 use unftp_core::storage;
 
 use super::view::{Part, part_bytes, part_name};
-use super::{DeviceVfs, closed, local};
+use super::{DeviceVfs, local};
 use crate::db::downloads::DownloadRecord;
 use crate::db::releases::ReleaseRow;
 use crate::domain::{Outcome, now_ms};
 use crate::ftps::auth::Device;
-use crate::ftps::front::Conn;
+use crate::ftps::conn::Conn;
+use crate::ftps::data::DataJob;
 use crate::ftps::records::Recorder;
 use crate::store::READ_BUFFER;
 
@@ -64,99 +66,60 @@ impl DeviceVfs {
         }
     }
 
-    /// Starts the record of a RETR of `part` (of `size` bytes) from `offset`, as `aborted`
-    /// with no bytes yet; without a record when `ftps.record_downloads` is off.
-    pub(super) fn transfer(
+    /// The record of a RETR of `part` (of `size` bytes) from `offset`, before it ran;
+    /// `None` when `ftps.record_downloads` is off.
+    pub(super) fn draft(
         &self,
         user: &Device,
         r: &ReleaseRow,
         part: Part,
         offset: u64,
         size: u64,
-    ) -> Transfer {
-        Transfer {
-            recorder: self.shared.recorder.clone(),
-            record: self.shared.record.then(|| DownloadRecord {
-                device: user.id,
-                model: r.model.clone(),
-                version: r.version.clone(),
-                file: part_name(r, part).to_owned(),
-                offset,
-                bytes: 0,
-                size,
-                outcome: Outcome::Aborted,
-                started_at: now_ms(),
-                finished_at: 0,
-                client_ip: user.ip.to_string(),
-                data_port: self.conn.passive_port(),
-                node: self.shared.node.clone(),
-            }),
-            sent: 0,
-        }
-    }
-}
-
-/// Sends the record when dropped before [`Transfer::finish`]: a transfer cut off by the
-/// session ending is still recorded, as `aborted`.
-pub(super) struct Transfer {
-    recorder: Recorder,
-    record: Option<DownloadRecord>,
-    /// Bytes written to the data channel so far, recorded or not.
-    pub(super) sent: u64,
-}
-
-impl Transfer {
-    fn add(&mut self, n: u64) {
-        self.sent += n;
-        if let Some(r) = &mut self.record {
-            r.bytes += n;
-        }
+    ) -> Option<(Recorder, DownloadRecord)> {
+        self.shared.record.then(|| {
+            (
+                self.shared.recorder.clone(),
+                DownloadRecord {
+                    device: user.id,
+                    model: r.model.clone(),
+                    version: r.version.clone(),
+                    file: part_name(r, part).to_owned(),
+                    offset,
+                    bytes: 0,
+                    size,
+                    outcome: Outcome::Aborted,
+                    started_at: now_ms(),
+                    finished_at: 0,
+                    client_ip: user.ip.to_string(),
+                    data_port: self.conn.passive_port(),
+                    node: self.shared.node.clone(),
+                },
+            )
+        })
     }
 
-    /// Copies `reader` to `output` with a buffer of up to [`READ_BUFFER`] (no larger than the
-    /// part's `size`), counting each write, then flushes. A read failure is a `LocalError`, a
-    /// write or flush failure `ConnectionClosed`.
-    pub(super) async fn copy<R, W>(
-        &mut self,
-        reader: &mut R,
-        output: &mut W,
-        size: u64,
-    ) -> storage::Result<()>
-    where
-        R: AsyncRead + Unpin + Send + ?Sized,
-        W: AsyncWrite + Unpin + Send + ?Sized,
-    {
-        let mut buf = vec![
-            0u8;
-            READ_BUFFER
-                .min(usize::try_from(size).unwrap_or(READ_BUFFER))
-                .max(1)
-        ];
-        loop {
-            let n = reader.read(&mut buf).await.map_err(local)?;
-            if n == 0 {
-                break;
-            }
-            output.write_all(&buf[..n]).await.map_err(closed)?;
-            self.add(n as u64);
-        }
-        output.flush().await.map_err(closed)
-    }
-
-    pub(super) async fn finish(mut self, outcome: Outcome) {
-        if let Some(mut r) = self.record.take() {
-            r.outcome = outcome;
-            r.finished_at = now_ms();
-            self.recorder.record(r).await;
-        }
-    }
-}
-
-impl Drop for Transfer {
-    fn drop(&mut self) {
-        if let Some(mut r) = self.record.take() {
-            r.finished_at = now_ms();
-            self.recorder.record_detached(r);
+    /// Sends `len` bytes of `reader` down the session's data connection (the front's
+    /// [`crate::ftps::data`] task owns it, records the download and waits for the IQ's
+    /// acknowledgements); `Ok` with the bytes only when the IQ got every one.
+    pub(super) async fn send(
+        &self,
+        reader: Box<dyn AsyncRead + Send + Unpin>,
+        len: u64,
+        record: Option<(Recorder, DownloadRecord)>,
+    ) -> storage::Result<u64> {
+        let lost = || storage::Error::new(storage::ErrorKind::ConnectionClosed, "data connection lost");
+        let jobs = self.conn.take_data().ok_or_else(lost)?;
+        let (done, result) = oneshot::channel();
+        let job = DataJob {
+            reader,
+            len,
+            record,
+            done,
+        };
+        jobs.send(job).await.map_err(|_| lost())?;
+        match result.await {
+            Ok(Ok(n)) => Ok(n),
+            _ => Err(lost()),
         }
     }
 }
