@@ -40,6 +40,7 @@ pub async fn client_config(server: &str, ca: &Path, timeout_secs: u64) -> anyhow
         addr,
         server_name,
         tls: Arc::new(tls_config(ca)?),
+        sessions: crate::iq::resume::shared_store(),
         timeout: Duration::from_secs(timeout_secs.max(1)),
         pause_before_handshake: Duration::ZERO,
         bind_ip: None,

@@ -312,7 +312,11 @@ impl SessionAuthenticator {
 
 #[async_trait]
 impl Authenticator for SessionAuthenticator {
-    async fn authenticate(&self, username: &str, creds: &Credentials) -> Result<Principal, AuthenticationError> {
+    async fn authenticate(
+        &self,
+        username: &str,
+        creds: &Credentials,
+    ) -> Result<Principal, AuthenticationError> {
         let creds = Credentials {
             source_ip: self.conn.peer.ip(),
             ..creds.clone()

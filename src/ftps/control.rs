@@ -84,7 +84,12 @@ async fn write<S: AsyncWrite + Unpin>(s: &mut S, text: &str) -> Result<(), &'sta
     }
 }
 
-async fn session(ctx: &FrontCtx, conn: &Arc<Conn>, tcp: TcpStream, login_deadline: Instant) -> Result<(), &'static str> {
+async fn session(
+    ctx: &FrontCtx,
+    conn: &Arc<Conn>,
+    tcp: TcpStream,
+    login_deadline: Instant,
+) -> Result<(), &'static str> {
     let tls = SessionTls::new(&ctx.tls);
     let setup = async {
         let mut tcp = tcp;
@@ -92,12 +97,17 @@ async fn session(ctx: &FrontCtx, conn: &Arc<Conn>, tcp: TcpStream, login_deadlin
         write(&mut tcp, GREETING).await?;
         let rest = plaintext(&mut tcp, login_deadline).await?;
         let until = login_deadline.min(Instant::now() + TLS_TIMEOUT);
-        let client = match tokio::time::timeout_at(until, tls.control().accept(Prefixed::new(rest, tcp))).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(_)) => return Err("control TLS handshake failed"),
-            Err(_) => return Err("no control TLS handshake in time"),
-        };
-        let mut inner = ctx.inner.connect(conn).await.map_err(|_| "cannot reach the FTP engine")?;
+        let client =
+            match tokio::time::timeout_at(until, tls.control().accept(Prefixed::new(rest, tcp))).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(_)) => return Err("control TLS handshake failed"),
+                Err(_) => return Err("no control TLS handshake in time"),
+            };
+        let mut inner = ctx
+            .inner
+            .connect(conn)
+            .await
+            .map_err(|_| "cannot reach the FTP engine")?;
         let mut greeting = Inbound::default();
         tokio::time::timeout(Duration::from_secs(5), greeting.reply(&mut inner))
             .await
@@ -306,7 +316,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
     }
 
     async fn forward(&mut self, verb: &str, line: &str) -> Result<(), &'static str> {
-        self.pending = Some(Pending { verb: verb.to_owned() });
+        self.pending = Some(Pending {
+            verb: verb.to_owned(),
+        });
         self.to_inner(&format!("{line}\r\n")).await
     }
 
@@ -325,10 +337,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             }
             "PROT" if arg.eq_ignore_ascii_case("C") => {
                 self.prot_p = false;
-                self.to_client("200 PROT OK. Switching data channel to plaintext\r\n").await
+                self.to_client("200 PROT OK. Switching data channel to plaintext\r\n")
+                    .await
             }
             "PROT" => self.to_client("504 PROT S/E not implemented\r\n").await,
-            "CCC" => self.to_client("534 Cannot downgrade connection, TLS enforced.\r\n").await,
+            "CCC" => {
+                self.to_client("534 Cannot downgrade connection, TLS enforced.\r\n")
+                    .await
+            }
             "FEAT" => self.to_client(FEAT).await,
             "STAT" if arg.is_empty() => self.to_client("211 fwdist firmware server\r\n").await,
             "PASV" | "EPSV" | "PORT" | "EPRT" if self.logged_in && !self.prot_p => {
@@ -456,11 +472,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             return self.to_client("425 Cannot open a passive port\r\n").await;
         };
         let host = match (verb, self.public_v4().await) {
-            ("PASV", None) => return self.to_client("425 No IPv4 address to announce; use EPSV\r\n").await,
+            ("PASV", None) => {
+                return self
+                    .to_client("425 No IPv4 address to announce; use EPSV\r\n")
+                    .await;
+            }
             (_, h) => h,
         };
         let conn = self.conn.clone();
-        let Some(claim) = self.ctx.pool.claim(conn.local.ip(), conn.peer.ip(), conn.is_probe()).await else {
+        let Some(claim) = self
+            .ctx
+            .pool
+            .claim(conn.local.ip(), conn.peer.ip(), conn.is_probe())
+            .await
+        else {
             return self
                 .to_client("425 No passive port free right now; try again\r\n")
                 .await;
@@ -514,10 +539,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         match &self.ctx.host {
             PassiveHost::Ip(ip) => Some(*ip),
             PassiveHost::Dns(name) => {
-                let found = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((name.as_str(), 0)))
-                    .await
-                    .ok()?
-                    .ok()?;
+                let found = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    tokio::net::lookup_host((name.as_str(), 0)),
+                )
+                .await
+                .ok()?
+                .ok()?;
                 found
                     .filter_map(|a| match a.ip() {
                         IpAddr::V4(v4) => Some(v4),

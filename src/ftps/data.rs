@@ -171,28 +171,35 @@ async fn bind(
 }
 
 /// Relays a bound data connection until libunftp's side and the transfer are done.
-async fn serve(conn: &Conn, mut tls: Tls, mut internal: TcpStream, jobs: &mut mpsc::Receiver<DataJob>) -> DataEnd {
+async fn serve(
+    conn: &Conn,
+    mut tls: Tls,
+    mut internal: TcpStream,
+    jobs: &mut mpsc::Receiver<DataJob>,
+) -> DataEnd {
     let mut down = vec![0u8; 64 * 1024];
     let mut up = vec![0u8; 16 * 1024];
     let mut upstream_open = true;
+    let mut relayed = false;
     loop {
         tokio::select! {
             Some(job) = jobs.recv() => return send(conn, &mut tls, job).await,
             () = conn.closed() => return DataEnd::Failed(426, CUT),
             r = internal.read(&mut down) => match r {
                 Ok(n) if n > 0 => {
+                    relayed = true;
                     if with_stall(tls.write_all(&down[..n])).await.is_err() {
                         return DataEnd::Failed(426, CUT);
                     }
                 }
                 // libunftp is done with this connection (a listing sent, an upload refused).
-                _ => return finish(tls).await,
+                _ => return finish(tls, relayed).await,
             },
             r = tls.read(&mut up), if upstream_open => match r {
                 Ok(n) if n > 0 => {
                     if internal.write_all(&up[..n]).await.is_err() {
                         // libunftp refused the upload and closed its side.
-                        return finish(tls).await;
+                        return finish(tls, false).await;
                     }
                 }
                 _ => {
@@ -211,8 +218,9 @@ async fn with_stall<T>(f: impl Future<Output = std::io::Result<T>>) -> std::io::
 }
 
 /// Ends the downstream with a TLS close_notify, then reads and discards what the IQ still
-/// sends (at most [`DRAIN_CAP`], for a short while) so closing causes no reset.
-async fn finish(mut tls: Tls) -> DataEnd {
+/// sends (at most [`DRAIN_CAP`], for a short while) so closing causes no reset. Failing to
+/// deliver the end matters only when data was relayed to the IQ (a listing).
+async fn finish(mut tls: Tls, relayed: bool) -> DataEnd {
     let sent = with_stall(async {
         tls.flush().await?;
         tls.shutdown().await
@@ -227,7 +235,11 @@ async fn finish(mut tls: Tls) -> DataEnd {
             _ => break,
         }
     }
-    if sent.is_ok() { DataEnd::Ok } else { DataEnd::Failed(426, CUT) }
+    if sent.is_ok() || !relayed {
+        DataEnd::Ok
+    } else {
+        DataEnd::Failed(426, CUT)
+    }
 }
 
 /// Records a download when dropped before it was finished (the session went away).
@@ -301,7 +313,11 @@ async fn send(conn: &Conn, tls: &mut Tls, job: DataJob) -> DataEnd {
     let acked_raw = counted.wait_acknowledged(stall).await;
     let acked = cps.plain_acked(acked_raw.saturating_sub(start)).min(plain);
     let complete = !cut && !read_failed && acked == len;
-    let outcome = if complete { Outcome::Complete } else { Outcome::Aborted };
+    let outcome = if complete {
+        Outcome::Complete
+    } else {
+        Outcome::Aborted
+    };
     if let Some((rec, r)) = pending.finish(acked, outcome) {
         if complete {
             tracing::info!(device = %r.device, version = %r.version, file = %r.file, offset = r.offset, bytes = acked, "download complete");

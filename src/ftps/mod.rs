@@ -111,7 +111,11 @@ impl SessionFactory {
 }
 
 impl ServerFactory for SessionFactory {
-    fn serve(&self, conn: Arc<Conn>, stream: tokio::net::TcpStream) -> futures_util::future::BoxFuture<'static, ()> {
+    fn serve(
+        &self,
+        conn: Arc<Conn>,
+        stream: tokio::net::TcpStream,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
         let peer = conn.peer;
         match self.server(conn) {
             Ok(server) => Box::pin(async move {

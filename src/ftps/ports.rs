@@ -152,11 +152,7 @@ impl PortPool {
                 listener,
             });
         }
-        Err(if lingering {
-            Busy::Lingering
-        } else {
-            Busy::AllHeld
-        })
+        Err(if lingering { Busy::Lingering } else { Busy::AllHeld })
     }
 }
 
@@ -218,8 +214,14 @@ mod tests {
             pool.try_claim(lo, Holder { ip: a, probe: true }).is_err(),
             "a second probe port from the same address must wait"
         );
-        let _p2 = pool.claim(lo, b, true).await.expect("another address has its own");
-        let _d = pool.claim(lo, a, false).await.expect("a device from that address is not limited");
+        let _p2 = pool
+            .claim(lo, b, true)
+            .await
+            .expect("another address has its own");
+        let _d = pool
+            .claim(lo, a, false)
+            .await
+            .expect("a device from that address is not limited");
         assert_eq!(pool.outstanding(), 3);
         drop(p1);
         assert_eq!(pool.outstanding(), 2);

@@ -75,7 +75,11 @@ mod tests {
         let addr = "192.0.2.1:1000".parse().unwrap();
         let d = DeviceId::parse("aa:bb:cc:00:00:01").unwrap();
         let e = DeviceId::parse("aa:bb:cc:00:00:02").unwrap();
-        let (c1, c2, c3) = (Arc::new(Conn::new(1, addr, addr)), Arc::new(Conn::new(2, addr, addr)), Arc::new(Conn::new(3, addr, addr)));
+        let (c1, c2, c3) = (
+            Arc::new(Conn::new(1, addr, addr)),
+            Arc::new(Conn::new(2, addr, addr)),
+            Arc::new(Conn::new(3, addr, addr)),
+        );
         c1.set_principal(Principal::Device(d));
         c2.set_principal(Principal::Device(e));
         c3.set_principal(Principal::Device(d));

@@ -67,7 +67,10 @@ impl Counted {
     /// connection is gone.
     pub fn acknowledged(&self) -> (u64, bool) {
         match acked(self.inner.as_fd()) {
-            Ok(a) => (a.bytes_acked.saturating_sub(self.base).min(self.written), a.closed),
+            Ok(a) => (
+                a.bytes_acked.saturating_sub(self.base).min(self.written),
+                a.closed,
+            ),
             Err(_) => (0, true),
         }
     }
@@ -101,7 +104,11 @@ impl Counted {
 }
 
 impl AsyncRead for Counted {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -140,7 +147,11 @@ impl Prefixed {
 }
 
 impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.at < self.prefix.len() {
             let n = (self.prefix.len() - self.at).min(buf.remaining());
             let at = self.at;
@@ -190,7 +201,8 @@ impl Checkpoints {
         let (raw0, plain0) = if i == 0 { (0, 0) } else { self.points[i - 1] };
         match self.points.get(i) {
             Some(&(raw1, plain1)) if raw1 > raw0 => {
-                let part = u128::from(raw_acked - raw0) * u128::from(plain1 - plain0) / u128::from(raw1 - raw0);
+                let part =
+                    u128::from(raw_acked - raw0) * u128::from(plain1 - plain0) / u128::from(raw1 - raw0);
                 plain0 + u64::try_from(part).unwrap_or(0)
             }
             _ => plain0,

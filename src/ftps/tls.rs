@@ -102,6 +102,9 @@ const SHARED_SESSIONS: usize = 16 * 1024;
 /// Sessions one control connection can hand to its data connections: the control
 /// connection's own, plus those its data connections issue (TLS 1.3 sends two per handshake).
 const SESSION_OWN: usize = 16;
+/// TLS 1.3 tickets sent on a control connection: as many data connections can resume without
+/// reading anything (rustls clients keep up to 8 per server).
+const CONTROL_TICKETS: usize = 8;
 
 /// TLS for one FTPS session: its control connection and its data connections.
 ///
@@ -121,6 +124,9 @@ impl SessionTls {
     pub fn new(base: &Arc<rustls::ServerConfig>) -> Self {
         let own = rustls::server::ServerSessionMemoryCache::new(SESSION_OWN);
         let mut control = (**base).clone();
+        // TLS 1.3 tickets are single use on the client side, and a client that only uploads
+        // never reads the new ones its data connections are sent: give it a few to start with.
+        control.send_tls13_tickets = CONTROL_TICKETS;
         control.session_storage = Arc::new(ControlStore {
             shared: base.session_storage.clone(),
             own: own.clone(),

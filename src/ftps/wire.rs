@@ -100,9 +100,7 @@ pub fn reply_line(line: &[u8]) -> Option<ReplyLine> {
     if !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let code = digits
-        .iter()
-        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    let code = digits.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
     match line.get(3) {
         None | Some(b' ') => Some(ReplyLine {
             code,
@@ -190,10 +188,7 @@ pub fn epsv_reply(port: u16) -> String {
 
 /// Commands whose reply comes after a data transfer (they use the data connection).
 pub fn is_transfer(verb: &str) -> bool {
-    matches!(
-        verb,
-        "RETR" | "STOR" | "APPE" | "STOU" | "LIST" | "NLST" | "MLSD"
-    )
+    matches!(verb, "RETR" | "STOR" | "APPE" | "STOU" | "LIST" | "NLST" | "MLSD")
 }
 
 #[cfg(test)]
@@ -214,7 +209,11 @@ mod tests {
         assert_eq!(b.next_line(10), Next::TooLong);
         let mut c = LineBuf::default();
         c.extend(b"0123456789\n");
-        assert_eq!(c.next_line(10), Next::TooLong, "the newline must fall inside the cap");
+        assert_eq!(
+            c.next_line(10),
+            Next::TooLong,
+            "the newline must fall inside the cap"
+        );
         let mut d = LineBuf::default();
         d.extend(b"AUTH TLS\r\n\x16\x03\x01");
         assert_eq!(d.next_line(MAX_LINE), Next::Line(b"AUTH TLS".to_vec()));
@@ -258,10 +257,16 @@ mod tests {
         assert_eq!(pasv_port(b"227 (1,2,3,4,256,0)"), None);
         assert_eq!(pasv_port(b"227 (1,2,3,4,5)"), None);
         assert_eq!(pasv_port(b"227 )1,2,3,4,5,6("), None);
-        assert_eq!(epsv_port(b"229 Entering Extended Passive Mode (|||50001|)"), Some(50001));
+        assert_eq!(
+            epsv_port(b"229 Entering Extended Passive Mode (|||50001|)"),
+            Some(50001)
+        );
         assert_eq!(epsv_port(b"229 (|||x|)"), None);
         let ip = Ipv4Addr::new(198, 51, 100, 7);
-        assert_eq!(pasv_port(pasv_reply(ip, 50012).trim_end().as_bytes()), Some(50012));
+        assert_eq!(
+            pasv_port(pasv_reply(ip, 50012).trim_end().as_bytes()),
+            Some(50012)
+        );
         assert_eq!(epsv_port(epsv_reply(2121).trim_end().as_bytes()), Some(2121));
     }
 

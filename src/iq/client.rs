@@ -5,7 +5,8 @@
 //! gets wrong or hides: it never flushes a command written into TLS (measured: a `SIZE` after
 //! a large RETR sat unsent until the next write), it offers no greeting or reply timeouts, and
 //! its errors do not keep the reply code the simulator counts. Every wait here is bounded, and
-//! the data channel resumes the control channel's TLS session (same `ClientConfig`).
+//! every data connection resumes its own control connection's TLS session
+//! ([`super::resume`]), as servers that bind the two require.
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -62,6 +63,9 @@ pub struct ClientConfig {
     /// Name the server certificate must carry (a DNS name or an IP literal).
     pub server_name: ServerName<'static>,
     pub tls: Arc<rustls::ClientConfig>,
+    /// Resumable TLS sessions shared by this process's control connections
+    /// ([`super::resume::shared_store`]).
+    pub sessions: Arc<dyn rustls::client::ClientSessionStore>,
     /// Bound on every single wait (connect, reply, handshake, data read).
     pub timeout: Duration,
     /// Pause between `234` and the ClientHello. libunftp 0.24 reads a ClientHello that
@@ -88,6 +92,7 @@ async fn tcp_connect(addr: SocketAddr, bind_ip: Option<IpAddr>) -> io::Result<Tc
 pub struct FtpsClient {
     ctl: BufReader<TlsStream<TcpStream>>,
     cfg: ClientConfig,
+    tls: super::resume::SessionStores,
     peer: IpAddr,
     greeting: Reply,
 }
@@ -245,7 +250,8 @@ impl FtpsClient {
         if !cfg.pause_before_handshake.is_zero() {
             tokio::time::sleep(cfg.pause_before_handshake).await;
         }
-        let connector = TlsConnector::from(cfg.tls.clone());
+        let stores = super::resume::SessionStores::new(&cfg.tls, &cfg.sessions);
+        let connector = TlsConnector::from(stores.control.clone());
         let tls = bounded(
             t,
             "the TLS handshake",
@@ -266,6 +272,7 @@ impl FtpsClient {
         let mut c = FtpsClient {
             ctl: BufReader::new(tls),
             cfg,
+            tls: stores,
             peer,
             greeting,
         };
@@ -400,7 +407,7 @@ impl FtpsClient {
     ) -> Result<u64> {
         let t = self.cfg.timeout;
         self.cmd(command, &[125, 150]).await?;
-        let connector = TlsConnector::from(self.cfg.tls.clone());
+        let connector = TlsConnector::from(self.tls.data.clone());
         let mut data = bounded(
             t,
             "the data TLS handshake",

@@ -5,5 +5,6 @@
 pub mod client;
 pub mod doctor;
 pub mod fetch;
+pub mod resume;
 pub mod simulate;
 pub mod state;

@@ -130,29 +130,24 @@ async fn curl_downloads_over_explicit_ftps() {
     );
 }
 
+/// Python's ftplib as an IQ would use it against a server that binds data connections to
+/// their session (fwdist, vsftpd's `require_ssl_reuse`): each data connection resumes the
+/// control connection's TLS session (`session=`). No retry: fwdist has no AUTH TLS race.
 const FTPLIB_SCRIPT: &str = r#"
-import ftplib, ssl, sys, time
+import ftplib, ssl, sys
 host, port, user, pw, path, offset, out, cafile = sys.argv[1:]
 ctx = ssl.create_default_context(cafile=cafile)
-for attempt in range(3):
-    try:
-        ftp = ftplib.FTP_TLS(context=ctx, timeout=60)
-        ftp.connect(host, int(port))
-        if attempt == 0:
-            ftp.auth()
-        else:
-            # Same as FTP_TLS.auth(), with a pause after the 234 on retries: libunftp switches
-            # its reader to TLS from a spawned task (the AUTH TLS race in LIBUNFTP.md).
-            ftp.voidcmd("AUTH TLS")
-            time.sleep(0.05 if attempt == 1 else 0.25)
-            ftp.sock = ctx.wrap_socket(ftp.sock, server_hostname=host)
-            ftp.file = ftp.sock.makefile(mode="r", encoding=ftp.encoding)
-        break
-    except (ssl.SSLError, OSError, EOFError) as e:
-        print("retrying after TLS/connect failure:", e, file=sys.stderr)
-        time.sleep(0.2)
-else:
-    sys.exit("AUTH TLS failed 3 times")
+
+class ReusingFTP_TLS(ftplib.FTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+
+ftp = ReusingFTP_TLS(context=ctx, timeout=60)
+ftp.connect(host, int(port))
+ftp.auth()
 ftp.login(user, pw)
 ftp.prot_p()
 ftp.voidcmd("TYPE I")

@@ -66,7 +66,14 @@ pub(crate) fn client_config(
     app: &TestApp,
     tls: Option<&'static rustls::SupportedProtocolVersion>,
 ) -> Arc<rustls::ClientConfig> {
-    let cert = CertificateDer::from_pem_file(app.cert_path()).expect("server cert PEM");
+    client_config_for(&app.cert_path(), tls)
+}
+
+pub(crate) fn client_config_for(
+    cert: &std::path::Path,
+    tls: Option<&'static rustls::SupportedProtocolVersion>,
+) -> Arc<rustls::ClientConfig> {
+    let cert = CertificateDer::from_pem_file(cert).expect("server cert PEM");
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert).unwrap();
     let config =

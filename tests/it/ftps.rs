@@ -88,7 +88,7 @@ async fn device_tree_is_read_only() {
         "/target/manifest.json",
         "/evil.bin",
     ] {
-        let reply = raw.stor(&app, path).await;
+        let reply = raw.stor(path).await;
         if reply != 550 {
             wrong.push(format!("STOR {path} -> {reply}"));
         }

@@ -16,6 +16,7 @@ mod external_clients;
 mod fetch;
 mod firewall;
 mod flushing_tls;
+mod front;
 mod ftp_client;
 mod ftps;
 mod helpers;

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use crate::ftps::device_with_release;
 use crate::helpers::{TestApp, spawn_app, spawn_app_with_env};
-use crate::raw_ctl::{RawCtl, TlsStream, tls_connect};
+use crate::raw_ctl::{RawCtl, TlsStream};
 
 /// `PASV` → the announced port, without connecting to it.
 async fn pasv_port(ctl: &mut RawCtl<TlsStream>) -> Result<u16, (u32, String)> {
@@ -69,7 +69,7 @@ async fn a_busy_address_gets_421_before_the_greeting_and_is_counted() {
 }
 
 #[tokio::test]
-async fn a_passive_offer_nobody_connects_to_ends_the_session_instead_of_hanging() {
+async fn a_passive_offer_nobody_connects_to_gets_425_and_a_second_miss_ends_the_session() {
     let app = spawn_app_with_env(&[("FWDIST_FTPS__DATA_CONNECT_TIMEOUT_SECS", "1")]).await;
     let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:01").await;
     let mut ctl = RawCtl::login(&app, &id, &secret).await;
@@ -78,20 +78,31 @@ async fn a_passive_offer_nobody_connects_to_ends_the_session_instead_of_hanging(
     // 226 until its idle timeout.
     let (code, text) = ctl.cmd("RETR target/manifest.json").await;
     assert_eq!(code, 150, "{text}");
-    let started = Instant::now();
-    let next = ctl.try_reply().await;
-    assert!(next.is_err(), "the session should be closed, got {next:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(8),
-        "closed after {:?}",
-        started.elapsed()
+    let (code, text) = ctl.reply().await;
+    assert_eq!(
+        text.trim(),
+        "425 No data connection arrived on the passive port in time",
+        "{code}"
     );
+    assert_eq!(ctl.cmd("NOOP").await.0, 200, "one miss leaves the session usable");
     let (status, body) = app.get("/api/v1/devices/aabbcc200001").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["diagnostics"]["passive_offers_unused"], 1, "{body}");
     assert_eq!(body["diagnostics"]["last_unused_port"], port, "{body}");
     let (_, diag) = app.get("/api/v1/diagnostics").await;
     assert_eq!(diag["devices"][0]["key"], "aa:bb:cc:20:00:01", "{diag}");
+    // A second offer left unused closes the session: it cannot sit on passive ports.
+    pasv_port(&mut ctl).await.unwrap();
+    let (code, _) = ctl.cmd("RETR target/manifest.json").await;
+    assert_eq!(code, 150);
+    let (code, text) = ctl.reply().await;
+    assert_eq!(code, 425, "{text}");
+    let next = ctl.try_reply().await;
+    assert!(
+        matches!(&next, Err(_)) || matches!(&next, Ok((421, _))),
+        "the session should be closed, got {next:?}"
+    );
+    assert!(ctl.try_cmd("NOOP").await.is_err(), "closed after the second miss");
 }
 
 async fn restart_with_passive(app: &mut TestApp, ports: u16) {
@@ -155,8 +166,8 @@ async fn one_passive_port_serves_a_fleet_in_turn() {
 }
 
 #[tokio::test]
-async fn a_failed_tls_handshake_on_the_data_channel_is_counted_and_ends_the_session() {
-    let app = spawn_app().await;
+async fn a_failed_tls_handshake_on_the_data_channel_is_counted_and_answered_425() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__DATA_CONNECT_TIMEOUT_SECS", "2")]).await;
     let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:03").await;
     let mut ctl = RawCtl::login(&app, &id, &secret).await;
     let mut data = ctl.pasv().await;
@@ -167,20 +178,16 @@ async fn a_failed_tls_handshake_on_the_data_channel_is_counted_and_ends_the_sess
         .unwrap();
     let mut sink = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), data.read_to_end(&mut sink)).await;
-    assert!(ctl.try_cmd("NOOP").await.is_err(), "the wedged session is closed");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (_, body) = app.get("/api/v1/devices/aabbcc200003").await;
-        if body["diagnostics"]["data_tls_failures"] == 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(
-        !app.log().contains("panicked"),
-        "libunftp's panic is reported as a warning, not a stack dump"
+    let (code, text) = ctl.reply().await;
+    assert_eq!(
+        text.trim(),
+        "425 Data connection refused: TLS handshake failed",
+        "{code}"
     );
+    assert_eq!(ctl.cmd("NOOP").await.0, 200, "the session is not wedged");
+    let (_, body) = app.get("/api/v1/devices/aabbcc200003").await;
+    assert_eq!(body["diagnostics"]["data_tls_failures"], 1, "{body}");
+    assert!(!app.log().contains("panicked"), "no panic anywhere");
 }
 
 #[tokio::test]
@@ -195,7 +202,7 @@ async fn the_probe_account_reads_only_probe_bin_and_learns_the_range() {
     let data = ctl.pasv().await;
     let (code, text) = ctl.cmd("RETR /probe.bin").await;
     assert_eq!(code, 150, "{text}");
-    let mut tls = tls_connect(&app, data).await.unwrap();
+    let mut tls = ctl.data_tls(data).await.unwrap();
     let mut got = Vec::new();
     tls.read_to_end(&mut got).await.unwrap();
     assert_eq!(ctl.reply().await.0, 226);
@@ -230,7 +237,7 @@ async fn a_download_after_epsv_records_its_data_port() {
     let data = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let (code, text) = ctl.cmd("RETR /releases/1.0.0/manifest.json").await;
     assert_eq!(code, 150, "{text}");
-    let mut tls = tls_connect(&app, data).await.unwrap();
+    let mut tls = ctl.data_tls(data).await.unwrap();
     let mut got = Vec::new();
     tls.read_to_end(&mut got).await.unwrap();
     assert_eq!(ctl.reply().await.0, 226);
@@ -251,6 +258,8 @@ async fn shutdown_closes_idle_sessions_at_once() {
         .status()
         .unwrap();
     assert!(sent.success());
+    let (code, text) = idle.reply().await;
+    assert_eq!(text.trim(), "421 Session closed by the server", "{code}");
     assert!(idle.try_reply().await.is_err(), "the idle session is closed");
     assert!(
         started.elapsed() < Duration::from_secs(5),

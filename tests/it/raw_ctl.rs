@@ -16,6 +16,11 @@ pub type TlsStream = suppaftp::tokio_rustls::client::TlsStream<TcpStream>;
 /// edge cases and for commands whose final reply suppaftp would hide.
 pub struct RawCtl<S = TcpStream> {
     io: BufReader<S>,
+    /// The TLS configuration of the control connection: data connections use it too, so they
+    /// resume the control connection's session (fwdist refuses a data connection that does not).
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Source address of the control connection; data connections come from it too.
+    bind: Option<std::net::IpAddr>,
 }
 
 impl RawCtl<TcpStream> {
@@ -24,6 +29,8 @@ impl RawCtl<TcpStream> {
         let stream = TcpStream::connect(addr).await.unwrap();
         let mut ctl = RawCtl {
             io: BufReader::new(stream),
+            tls: None,
+            bind: None,
         };
         let (code, text) = ctl.reply().await;
         assert_eq!(code, 220, "greeting: {text}");
@@ -36,9 +43,12 @@ impl RawCtl<TcpStream> {
         assert_eq!(code, 234, "AUTH TLS: {text}");
         tokio::time::sleep(pause_for(attempt)).await;
         let tcp = ctl.io.into_inner();
-        let tls = tls_connect(app, tcp).await?;
+        let config = client_config(app, None);
+        let tls = tls_connect_with(&config, tcp).await?;
         let mut ctl = RawCtl {
             io: BufReader::new(tls),
+            tls: Some(config),
+            bind: None,
         };
         for cmd in ["PBSZ 0", "PROT P"] {
             let (code, text) = ctl.try_cmd(cmd).await?;
@@ -83,6 +93,12 @@ impl RawCtl<TcpStream> {
 }
 
 impl RawCtl<TlsStream> {
+    /// TLS on a data connection, resuming this control connection's session.
+    pub async fn data_tls(&self, tcp: TcpStream) -> Result<TlsStream, String> {
+        let config = self.tls.clone().expect("a TLS control connection");
+        tls_connect_with(&config, tcp).await
+    }
+
     /// `PASV` and a TCP connection to the announced port (TLS comes after the 150).
     pub async fn pasv(&mut self) -> TcpStream {
         let (code, text) = self.cmd("PASV").await;
@@ -93,18 +109,24 @@ impl RawCtl<TlsStream> {
             [n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8],
             n[4] * 256 + n[5],
         ));
-        TcpStream::connect(addr).await.unwrap()
+        connect_from(self.bind, addr).await
+    }
+
+    /// Writes raw bytes (pipelined commands) without reading a reply.
+    pub async fn send_raw(&mut self, text: &str) {
+        self.io.write_all(text.as_bytes()).await.unwrap();
+        self.io.flush().await.unwrap();
     }
 
     /// `STOR path` with a few bytes; returns the final reply code (the 150 is passed over).
-    pub async fn stor(&mut self, app: &TestApp, path: &str) -> u32 {
+    pub async fn stor(&mut self, path: &str) -> u32 {
         let data = self.pasv().await;
         let (code, _) = self.cmd(&format!("STOR {path}")).await;
         if code != 150 && code != 125 {
             return code;
         }
         // libunftp finishes the TLS handshake before it calls the storage backend.
-        if let Ok(mut tls) = tls_connect(app, data).await {
+        if let Ok(mut tls) = self.data_tls(data).await {
             let _ = tls.write_all(b"evil").await;
             let _ = tls.shutdown().await;
         }
@@ -154,10 +176,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawCtl<S> {
     }
 }
 
+/// TLS on a fresh configuration: it resumes nothing (a client without session reuse).
 pub async fn tls_connect(app: &TestApp, tcp: TcpStream) -> Result<TlsStream, String> {
+    tls_connect_with(&client_config(app, None), tcp).await
+}
+
+pub async fn tls_connect_with(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    tcp: TcpStream,
+) -> Result<TlsStream, String> {
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
-    suppaftp::tokio_rustls::TlsConnector::from(client_config(app, None))
+    suppaftp::tokio_rustls::TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
         .map_err(|e| format!("TLS handshake: {e}"))
+}
+
+async fn connect_from(bind: Option<std::net::IpAddr>, addr: SocketAddr) -> TcpStream {
+    match bind {
+        None => TcpStream::connect(addr).await.unwrap(),
+        Some(ip) => {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(SocketAddr::new(ip, 0)).unwrap();
+            s.connect(addr).await.unwrap()
+        }
+    }
+}
+
+/// Logs in over FTPS from `bind` (if set) trusting `cert`, with no retry: fwdist has no AUTH
+/// TLS race. Panics unless the login succeeds.
+pub async fn login_with(
+    addr: SocketAddr,
+    cert: &std::path::Path,
+    bind: Option<std::net::IpAddr>,
+    user: &str,
+    pass: &str,
+) -> RawCtl<TlsStream> {
+    let stream = connect_from(bind, addr).await;
+    let mut ctl = RawCtl {
+        io: BufReader::new(stream),
+        tls: None,
+        bind,
+    };
+    assert_eq!(ctl.reply().await.0, 220);
+    assert_eq!(ctl.cmd("AUTH TLS").await.0, 234);
+    let config = crate::ftp_client::client_config_for(cert, None);
+    let tls = tls_connect_with(&config, ctl.io.into_inner()).await.unwrap();
+    let mut ctl = RawCtl {
+        io: BufReader::new(tls),
+        tls: Some(config),
+        bind,
+    };
+    for cmd in ["PBSZ 0", "PROT P"] {
+        assert_eq!(ctl.cmd(cmd).await.0, 200, "{cmd}");
+    }
+    let (code, text) = ctl.cmd(&format!("USER {user}")).await;
+    assert_eq!(code, 331, "USER: {text}");
+    let (code, text) = ctl.cmd(&format!("PASS {pass}")).await;
+    assert_eq!(code, 230, "PASS: {text}");
+    ctl
+}
+
+pub async fn login_at(addr: SocketAddr, cert: &std::path::Path, user: &str, pass: &str) -> RawCtl<TlsStream> {
+    login_with(addr, cert, None, user, pass).await
+}
+
+pub async fn login_from(app: &TestApp, ip: &str, user: &str, pass: &str) -> RawCtl<TlsStream> {
+    login_with(
+        app.ftp_addr,
+        &app.cert_path(),
+        Some(ip.parse().unwrap()),
+        user,
+        pass,
+    )
+    .await
 }

@@ -168,7 +168,7 @@ async fn a_large_upload_is_streamed_not_buffered() {
     let data = ctl.pasv().await;
     let (code, text) = ctl.cmd("RETR /releases/1.0.0/firmware.bin").await;
     assert_eq!(code, 150, "{text}");
-    let mut tls = crate::raw_ctl::tls_connect(&app, data).await.unwrap();
+    let mut tls = ctl.data_tls(data).await.unwrap();
     let mut got = 0u64;
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -198,7 +198,10 @@ impl StorageBackend<Device> for DeviceVfs {
         let size = file_meta(r, part).len;
         // The front refuses these with 554 before they get here; never record one.
         if start_pos >= size && size > 0 {
-            return Err(storage::Error::new(ErrorKind::PermanentFileNotAvailable, "restart offset past the end"));
+            return Err(storage::Error::new(
+                ErrorKind::PermanentFileNotAvailable,
+                "restart offset past the end",
+            ));
         }
         let reader = self.open(r, part, start_pos).await?;
         let record = self.draft(user, r, part, start_pos, size);

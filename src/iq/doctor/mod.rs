@@ -190,6 +190,7 @@ impl Doctor<'_> {
             addr,
             server_name: self.opts.server_name.clone(),
             tls: self.tls.clone(),
+            sessions: crate::iq::resume::shared_store(),
             timeout: self.opts.timeout,
             pause_before_handshake: Duration::ZERO,
             bind_ip: self.opts.bind_ip,
