@@ -3,6 +3,10 @@
 #
 #   bench/run.sh            full run (a few minutes after the release build)
 #   bench/run.sh --quick    smoke run: tiny loads, checks that every step works
+#   OLD=/path/to/old/fwdist bench/run.sh
+#                           also runs an older fwdist build on a copy of the same data, its
+#                           P1/P2 alternated with the current build's, and its P3: the table
+#                           gets an "old" column and new/old ratios (a change on a hot path)
 #
 # Same certificate (ECDSA P-256) for every server, TLS on control and data channels for both
 # FTP servers, equal passive ranges (50 ports), the same 4 MiB and 1 KiB files, the same load
@@ -26,6 +30,7 @@ log() { printf '\n== %s\n' "$*" >&2; }
 cleanup() {
   [ -n "${FW_PID:-}" ] && kill "$FW_PID" 2>/dev/null || true
   [ -n "${NOREC_PID:-}" ] && kill "$NOREC_PID" 2>/dev/null || true
+  [ -n "${OLD_PID:-}" ] && kill "$OLD_PID" 2>/dev/null || true
   [ -n "${VS_PID:-}" ] && kill "$VS_PID" 2>/dev/null || true
   [ -n "${NG_CONF:-}" ] && nginx -c "$NG_CONF" -s stop 2>/dev/null || true
   userdel benchiq 2>/dev/null || true
@@ -102,6 +107,17 @@ PY
        -d "{\"model\":\"$m\",\"version\":\"1.0.0\",\"percent\":100}"
 done
 
+# ---- the old build (OLD=...): a copy of the same data, its own ports -----------------------
+if [ -n "${OLD:-}" ]; then
+  kill "$FW_PID"; wait "$FW_PID" 2>/dev/null || true
+  cp -a fw fw-old
+  start_fwdist
+  (cd fw-old && exec env RUST_LOG=warn FWDIST_FTPS__LISTEN=127.0.0.1:2303 FWDIST_ADMIN__LISTEN=127.0.0.1:8303 \
+     FWDIST_FTPS__PASSIVE_PORTS=43000-43049 "$OLD" serve --config fwdist.toml >>serve-old.log 2>&1) &
+  OLD_PID=$!
+  for _ in $(seq 100); do curl -sf localhost:8303/healthz >/dev/null && break; sleep 0.1; done
+fi
+
 # ---- vsftpd: a local user whose home holds the same tree ----------------------------------
 useradd -M -d "$W/vs-home" benchiq 2>/dev/null || true
 echo 'benchiq:bench-pass-1' | chpasswd
@@ -172,6 +188,8 @@ p1_fw() { sim --server 127.0.0.1:2300 --devices fw/big-creds.csv -n $P1_N -c 50 
 p1_vs() { sim --server 127.0.0.1:2301 --devices vs-creds.csv -n $P1_N -c 50 --get /releases/1.0.0/firmware.bin | figures; }
 p2_fw() { sim --server 127.0.0.1:2300 --devices fw/small-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
 p2_vs() { sim --server 127.0.0.1:2301 --devices vs-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
+p1_old() { sim --server 127.0.0.1:2303 --devices fw/big-creds.csv -n $P1_N -c 50 --get /releases/1.0.0/firmware.bin | figures; }
+p2_old() { sim --server 127.0.0.1:2303 --devices fw/small-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
 # P4: the same load on a second fwdist (same data, recording off) running alongside.
 p2_norec() { sim --server 127.0.0.1:2302 --devices fw/small-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
 # prints "<sessions/s> <MiB/s> <failed>" and keeps the whole output in runs.txt
@@ -184,8 +202,13 @@ run() { # name command
 }
 for round in $(seq $ROUNDS); do
   log "round $round"
-  run p1_fw p1_fw; run p1_vs p1_vs
-  run p2_fw p2_fw; run p2_vs p2_vs
+  if [ -n "${OLD:-}" ]; then
+    run p1_old p1_old; run p1_fw p1_fw; run p1_vs p1_vs
+    run p2_old p2_old; run p2_fw p2_fw; run p2_vs p2_vs
+  else
+    run p1_fw p1_fw; run p1_vs p1_vs
+    run p2_fw p2_fw; run p2_vs p2_vs
+  fi
 done
 
 log "G: generator ceiling against nginx (HTTPS, same certificate)"
@@ -219,9 +242,14 @@ hold() { # server creds -> prints KiB per session
 fw_pids() { echo "$FW_PID" $(pgrep -P "$FW_PID" 2>/dev/null); }
 P3_FW=$(hold 127.0.0.1:2300 fw/big-creds.csv fw_pids)
 P3_VS=$(hold 127.0.0.1:2301 vs-creds.csv vs_pids)
+P3_OLD="0 0"
+if [ -n "${OLD:-}" ]; then
+  old_pids() { echo "$OLD_PID"; }
+  P3_OLD=$(hold 127.0.0.1:2303 fw/big-creds.csv old_pids)
+fi
 
 # ---- report -----------------------------------------------------------------------------
-python3 - "${R[p1_fw]}" "${R[p1_vs]}" "${R[p2_fw]}" "${R[p2_vs]}" "${R[p2_fw_norec]}" "$G1" "$G2" "$P3_FW" "$P3_VS" "${R[p2_fw_rec]}" <<'PY'
+python3 - "${R[p1_fw]}" "${R[p1_vs]}" "${R[p2_fw]}" "${R[p2_vs]}" "${R[p2_fw_norec]}" "$G1" "$G2" "$P3_FW" "$P3_VS" "${R[p2_fw_rec]}" "${R[p1_old]:-}" "${R[p2_old]:-}" "$P3_OLD" <<'PY'
 import sys, statistics as st
 def runs(s): return [list(map(float, r.split())) for r in s.split(';') if r.strip()]
 p1f, p1v, p2f, p2v, p2n = (runs(a) for a in sys.argv[1:6])
@@ -238,6 +266,17 @@ print(f"| P3 memory per idle session (KiB, PSS) | {p3f[0]} ({p3f[1]} held) | {p3
 over = (med(p2n,0) - med(p2r,0)) / max(med(p2n,0), 1e-9) * 100
 print(f"| P4 recording cost (P2 on vs off, sessions/s) | {med(p2r,0):.0f} on / {med(p2n,0):.0f} off | | {over:+.1f} % | ≤ 5 % |")
 print(f"| G generator vs nginx HTTPS: 4 MiB (MiB/s), 1 KiB (sessions/s) | {g1[1]:.0f} MiB/s, {g2[0]:.0f} /s | | | > every FTP figure |")
+p1o, p2o = runs(sys.argv[11]), runs(sys.argv[12])
+p3o = list(map(int, sys.argv[13].split()))
+if p1o:
+    print("\n| figure (same run, alternated) | old build | this build | new/old |")
+    print("|---|---|---|---|")
+    print(f"| P1 throughput, 50 × 4 MiB (MiB/s) | {med(p1o,1):.0f} | {med(p1f,1):.0f} | {med(p1f,1)/max(med(p1o,1),1e-9):.3f} |")
+    print(f"| P2 session rate, 200 concurrent, 1 KiB (sessions/s) | {med(p2o,0):.0f} | {med(p2f,0):.0f} | {med(p2f,0)/max(med(p2o,0),1e-9):.3f} |")
+    print(f"| P3 memory per idle session (KiB, PSS) | {p3o[0]} ({p3o[1]} held) | {p3f[0]} ({p3f[1]} held) | {p3f[0]/max(p3o[0],1):.2f} |")
+    print("per-round P1 MiB/s old/new:", [f"{a[1]:.0f}/{b[1]:.0f}" for a, b in zip(p1o, p1f)],
+          " P2 sessions/s old/new:", [f"{a[0]:.0f}/{b[0]:.0f}" for a, b in zip(p2o, p2f)])
+    print(f"failed sessions after 3 retries: old P1 {fails(p1o)} P2 {fails(p2o)}")
 print(f"\nfailed sessions after 3 retries: fwdist P1 {fails(p1f)} P2 {fails(p2f)} (P4 on {fails(p2r)} off {fails(p2n)}); vsftpd P1 {fails(p1v)} P2 {fails(p2v)}; nginx {int(g1[2]+g2[2])}")
 PY
 echo

@@ -304,11 +304,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         }
     }
 
-    async fn to_client(&mut self, text: &str) -> Result<(), &'static str> {
+    async fn reply_client(&mut self, text: &str) -> Result<(), &'static str> {
         write(&mut self.client, text).await
     }
 
-    async fn to_inner(&mut self, text: &str) -> Result<(), &'static str> {
+    async fn send_inner(&mut self, text: &str) -> Result<(), &'static str> {
         self.inner
             .write_all(text.as_bytes())
             .await
@@ -319,36 +319,38 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         self.pending = Some(Pending {
             verb: verb.to_owned(),
         });
-        self.to_inner(&format!("{line}\r\n")).await
+        self.send_inner(&format!("{line}\r\n")).await
     }
 
     /// One command line from the IQ.
     async fn command(&mut self, line: &[u8]) -> Result<(), &'static str> {
         let Some(cmd) = wire::command(line) else {
-            return self.to_client("500 Syntax error, command unrecognized\r\n").await;
+            return self
+                .reply_client("500 Syntax error, command unrecognized\r\n")
+                .await;
         };
         let arg = cmd.arg.trim();
         match cmd.verb.as_str() {
-            "AUTH" => self.to_client("503 TLS is already active\r\n").await,
-            "PBSZ" => self.to_client("200 PBSZ=0\r\n").await,
+            "AUTH" => self.reply_client("503 TLS is already active\r\n").await,
+            "PBSZ" => self.reply_client("200 PBSZ=0\r\n").await,
             "PROT" if arg.eq_ignore_ascii_case("P") => {
                 self.prot_p = true;
-                self.to_client("200 PROT OK. Securing data channel\r\n").await
+                self.reply_client("200 PROT OK. Securing data channel\r\n").await
             }
             "PROT" if arg.eq_ignore_ascii_case("C") => {
                 self.prot_p = false;
-                self.to_client("200 PROT OK. Switching data channel to plaintext\r\n")
+                self.reply_client("200 PROT OK. Switching data channel to plaintext\r\n")
                     .await
             }
-            "PROT" => self.to_client("504 PROT S/E not implemented\r\n").await,
+            "PROT" => self.reply_client("504 PROT S/E not implemented\r\n").await,
             "CCC" => {
-                self.to_client("534 Cannot downgrade connection, TLS enforced.\r\n")
+                self.reply_client("534 Cannot downgrade connection, TLS enforced.\r\n")
                     .await
             }
-            "FEAT" => self.to_client(FEAT).await,
-            "STAT" if arg.is_empty() => self.to_client("211 fwdist firmware server\r\n").await,
+            "FEAT" => self.reply_client(FEAT).await,
+            "STAT" if arg.is_empty() => self.reply_client("211 fwdist firmware server\r\n").await,
             "PASV" | "EPSV" | "PORT" | "EPRT" if self.logged_in && !self.prot_p => {
-                self.to_client(DATA_TLS_REQUIRED).await
+                self.reply_client(DATA_TLS_REQUIRED).await
             }
             "USER" => {
                 let user = if arg.eq_ignore_ascii_case(crate::probe::USER) {
@@ -366,7 +368,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                     self.forward("REST", &format!("REST {n}")).await
                 }
                 _ => {
-                    self.to_client("501 REST needs a byte offset from 0 to 9223372036854775807\r\n")
+                    self.reply_client("501 REST needs a byte offset from 0 to 9223372036854775807\r\n")
                         .await
                 }
             },
@@ -381,7 +383,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
     /// `REST n` then `RETR path`: refused with `554` when `n` is at or past the end (RFC 3659
     /// §5.5), before libunftp answers `150` and sends nothing.
     async fn retr_after_rest(&mut self, path: &str) -> Result<(), &'static str> {
-        self.to_inner(&format!("SIZE {path}\r\n")).await?;
+        self.send_inner(&format!("SIZE {path}\r\n")).await?;
         let size = self.from_inner.reply(&mut self.inner).await?;
         let size = (size.code == 213)
             .then(|| size.text.get(4..).and_then(|t| t.trim().parse::<u64>().ok()))
@@ -390,11 +392,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             && self.rest >= size
         {
             let rest = self.rest;
-            self.to_inner("REST 0\r\n").await?;
+            self.send_inner("REST 0\r\n").await?;
             self.from_inner.reply(&mut self.inner).await?;
             self.rest = 0;
             return self
-                .to_client(&format!(
+                .reply_client(&format!(
                     "554 Restart offset {rest} is at or past the end of the file ({size} bytes)\r\n"
                 ))
                 .await;
@@ -408,10 +410,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         let text = format!("{}\r\n", String::from_utf8_lossy(&line));
         let code = match step {
             Step::Done(code) if code >= 200 => code,
-            _ => return self.to_client(&text).await,
+            _ => return self.reply_client(&text).await,
         };
         let Some(p) = self.pending.take() else {
-            return self.to_client(&text).await;
+            return self.reply_client(&text).await;
         };
         match p.verb.as_str() {
             "PASV" | "EPSV" if code == 227 || code == 229 => self.open_data(&p.verb, &line).await,
@@ -426,7 +428,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
                 if verb == "REST" {
                     self.rest = if code == 350 { self.rest_asked } else { 0 };
                 }
-                self.to_client(&text).await
+                self.reply_client(&text).await
             }
         }
     }
@@ -434,7 +436,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
     /// The final reply of a transfer: the data connection's end decides what the IQ hears.
     async fn finish_transfer(&mut self, code: u16, text: &str) -> Result<(), &'static str> {
         let Some(mut dc) = self.data.take() else {
-            return self.to_client(text).await;
+            return self.reply_client(text).await;
         };
         self.conn.set_data(None);
         let wait = if (200..300).contains(&code) {
@@ -454,8 +456,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             }
         };
         match end {
-            DataEnd::Failed(c, why) => self.to_client(&format!("{c} {why}\r\n")).await,
-            DataEnd::Ok => self.to_client(text).await,
+            DataEnd::Failed(c, why) => self.reply_client(&format!("{c} {why}\r\n")).await,
+            DataEnd::Ok => self.reply_client(text).await,
         }
     }
 
@@ -469,12 +471,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         };
         self.end_data(Duration::ZERO).await;
         let Some(internal) = internal else {
-            return self.to_client("425 Cannot open a passive port\r\n").await;
+            return self.reply_client("425 Cannot open a passive port\r\n").await;
         };
         let host = match (verb, self.public_v4().await) {
             ("PASV", None) => {
                 return self
-                    .to_client("425 No IPv4 address to announce; use EPSV\r\n")
+                    .reply_client("425 No IPv4 address to announce; use EPSV\r\n")
                     .await;
             }
             (_, h) => h,
@@ -487,7 +489,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             .await
         else {
             return self
-                .to_client("425 No passive port free right now; try again\r\n")
+                .reply_client("425 No passive port free right now; try again\r\n")
                 .await;
         };
         let inner = match tokio::time::timeout(
@@ -497,7 +499,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
         .await
         {
             Ok(Ok(s)) => s,
-            _ => return self.to_client("425 Cannot open a passive port\r\n").await,
+            _ => return self.reply_client("425 Cannot open a passive port\r\n").await,
         };
         let _ = inner.set_nodelay(true);
         let port = claim.port;
@@ -521,7 +523,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> Relay<'_, C> {
             Some(ip) if verb == "PASV" => wire::pasv_reply(ip, port),
             _ => wire::epsv_reply(port),
         };
-        self.to_client(&reply).await
+        self.reply_client(&reply).await
     }
 
     /// Ends the current data connection, after at most `wait` (a new PASV replaces it at

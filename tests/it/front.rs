@@ -56,7 +56,7 @@ async fn cut_download(app: &TestApp, id: &str, secret: &str, offset: u64, keep: 
         assert!(n > 0, "the server closed early at {got}");
         got += n as u64;
     }
-    tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    tcp.set_zero_linger().unwrap();
     drop(tcp);
     let (code, text) = ctl.reply().await;
     assert_eq!(code, 426, "a cut transfer is not a 226: {text}");
