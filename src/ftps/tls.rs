@@ -99,9 +99,11 @@ pub fn server_config(cfg: &FtpsConfig) -> Result<Arc<rustls::ServerConfig>, TlsE
 
 /// Sessions remembered across control connections (an IQ that reconnects resumes).
 const SHARED_SESSIONS: usize = 16 * 1024;
-/// Sessions one control connection can hand to its data connections: the control
-/// connection's own, plus those its data connections issue (TLS 1.3 sends two per handshake).
+/// Sessions one control connection can hand to its data connections: those of the control
+/// connection itself (its TLS 1.2 session, its TLS 1.3 tickets).
 const SESSION_OWN: usize = 16;
+/// Sessions issued on the session's data connections (TLS 1.3 sends two per handshake).
+const SESSION_ISSUED: usize = 16;
 /// TLS 1.3 tickets sent on a control connection: as many data connections can resume without
 /// reading anything (rustls clients keep up to 8 per server).
 const CONTROL_TICKETS: usize = 8;
@@ -123,6 +125,7 @@ pub struct SessionTls {
 impl SessionTls {
     pub fn new(base: &Arc<rustls::ServerConfig>) -> Self {
         let own = rustls::server::ServerSessionMemoryCache::new(SESSION_OWN);
+        let issued = rustls::server::ServerSessionMemoryCache::new(SESSION_ISSUED);
         let mut control = (**base).clone();
         // TLS 1.3 tickets are single use on the client side, and a client that only uploads
         // never reads the new ones its data connections are sent: give it a few to start with.
@@ -132,7 +135,7 @@ impl SessionTls {
             own: own.clone(),
         });
         let mut data = (**base).clone();
-        data.session_storage = Arc::new(DataStore { own });
+        data.session_storage = Arc::new(DataStore { own, issued });
         SessionTls {
             control: Arc::new(control),
             data: Arc::new(data),
@@ -180,23 +183,25 @@ impl rustls::server::StoresServerSessions for ControlStore {
     }
 }
 
-/// A data connection's store: this session's sessions only.
+/// A data connection's store: this session's sessions only — the control connection's, which
+/// the tickets data connections are issued (kept apart) never push out.
 #[derive(Debug)]
 struct DataStore {
     own: Arc<rustls::server::ServerSessionMemoryCache>,
+    issued: Arc<rustls::server::ServerSessionMemoryCache>,
 }
 
 impl rustls::server::StoresServerSessions for DataStore {
     fn put(&self, key: Vec<u8>, value: Vec<u8>) -> bool {
-        self.own.put(key, value)
+        self.issued.put(key, value)
     }
 
     fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.own.get(key)
+        self.own.get(key).or_else(|| self.issued.get(key))
     }
 
     fn take(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.own.get(key)
+        self.get(key)
     }
 
     fn can_cache(&self) -> bool {
@@ -207,4 +212,54 @@ impl rustls::server::StoresServerSessions for DataStore {
 /// Whether a finished server handshake resumed a session (see [`SessionTls`]).
 pub fn resumed(conn: &rustls::ServerConnection) -> bool {
     conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::server::StoresServerSessions;
+
+    fn stores() -> (Arc<dyn StoresServerSessions>, ControlStore, DataStore) {
+        let shared: Arc<dyn StoresServerSessions> = rustls::server::ServerSessionMemoryCache::new(64);
+        let own = rustls::server::ServerSessionMemoryCache::new(SESSION_OWN);
+        let control = ControlStore {
+            shared: shared.clone(),
+            own: own.clone(),
+        };
+        let data = DataStore {
+            own,
+            issued: rustls::server::ServerSessionMemoryCache::new(SESSION_ISSUED),
+        };
+        (shared, control, data)
+    }
+
+    #[test]
+    fn data_connections_resume_only_their_own_control_connections_sessions() {
+        let (shared, control, data) = stores();
+        control.put(b"mine".to_vec(), b"v".to_vec());
+        assert_eq!(data.get(b"mine"), Some(b"v".to_vec()));
+        // Another session's control connection wrote to the shared cache only.
+        shared.put(b"theirs".to_vec(), b"w".to_vec());
+        assert_eq!(
+            data.get(b"theirs"),
+            None,
+            "another session's TLS session must not bind"
+        );
+        // A control connection that resumes a shared session can hand it to its data connections.
+        assert_eq!(control.take(b"theirs"), Some(b"w".to_vec()));
+        assert_eq!(data.get(b"theirs"), Some(b"w".to_vec()));
+    }
+
+    #[test]
+    fn tickets_issued_on_data_connections_never_push_out_the_control_connections() {
+        let (_, control, data) = stores();
+        control.put(b"control".to_vec(), b"v".to_vec());
+        for i in 0..1000u32 {
+            data.put(i.to_be_bytes().to_vec(), b"d".to_vec());
+        }
+        // A client (Python's `session=`) offering the control connection's ticket every time.
+        for _ in 0..100 {
+            assert_eq!(data.take(b"control"), Some(b"v".to_vec()));
+        }
+    }
 }
