@@ -49,8 +49,9 @@ const CHUNK: usize = 256 * 1024;
 pub struct DataJob {
     pub reader: Box<dyn AsyncRead + Send + Unpin>,
     pub len: u64,
-    /// The download record to complete (`None`: not recorded, e.g. the probe file).
-    pub record: Option<(Recorder, DownloadRecord)>,
+    /// The download record to complete (not recorded: the probe file). Recorded `aborted`
+    /// even if the job is dropped unsent (its data connection never came).
+    pub record: Pending,
     /// Plaintext bytes the IQ acknowledged, when it got all of them.
     pub done: oneshot::Sender<Result<u64, ()>>,
 }
@@ -242,12 +243,17 @@ async fn finish(mut tls: Tls, relayed: bool) -> DataEnd {
     }
 }
 
-/// Records a download when dropped before it was finished (the session went away).
-struct Pending {
+/// A download record to complete; recorded `aborted` (with the bytes known so far) when
+/// dropped before it was finished: the session went away, or the data connection never came.
+pub struct Pending {
     record: Option<(Recorder, DownloadRecord)>,
 }
 
 impl Pending {
+    pub fn new(record: Option<(Recorder, DownloadRecord)>) -> Self {
+        Pending { record }
+    }
+
     fn finish(&mut self, bytes: u64, outcome: Outcome) -> Option<(Recorder, DownloadRecord)> {
         let (rec, mut r) = self.record.take()?;
         r.bytes = bytes;
@@ -274,7 +280,7 @@ async fn send(conn: &Conn, tls: &mut Tls, job: DataJob) -> DataEnd {
         record,
         done,
     } = job;
-    let mut pending = Pending { record };
+    let mut pending = record;
     let start = tls.get_ref().0.written();
     let mut cps = Checkpoints::default();
     let mut buf = vec![0u8; usize::try_from(len).unwrap_or(CHUNK).clamp(1, CHUNK)];

@@ -16,7 +16,7 @@ use crate::db::releases::ReleaseRow;
 use crate::domain::{Outcome, now_ms};
 use crate::ftps::auth::Device;
 use crate::ftps::conn::Conn;
-use crate::ftps::data::DataJob;
+use crate::ftps::data::{DataJob, Pending};
 use crate::ftps::records::Recorder;
 use crate::store::READ_BUFFER;
 
@@ -113,7 +113,7 @@ impl DeviceVfs {
         let job = DataJob {
             reader,
             len,
-            record,
+            record: Pending::new(record),
             done,
         };
         jobs.send(job).await.map_err(|_| lost())?;
