@@ -19,7 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::conn::Conn;
 use super::control::{self, FrontCtx};
-use super::inner::{Inner, ServerFactory};
+use super::inner::Inner;
 use super::sessions::Sessions;
 use crate::diagnostics::{Diagnostics, Event};
 
@@ -88,14 +88,13 @@ pub struct Front {
     pub sessions: Arc<Sessions>,
     pub ctx: Arc<FrontCtx>,
     pub inner_listener: TcpListener,
-    pub factory: Arc<dyn ServerFactory>,
 }
 
 impl Front {
     /// Accepts until `shutdown` resolves, then drains for at most `grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send, grace: Duration) {
         let inner: Arc<Inner> = self.ctx.inner.clone();
-        let engine = tokio::spawn(inner.run(self.inner_listener, self.factory.clone()));
+        let engine = tokio::spawn(inner.run(self.inner_listener));
         let next_id = AtomicU64::new(1);
         tokio::pin!(shutdown);
         loop {

@@ -75,6 +75,8 @@ impl SiteCommandHandler<DeviceVfs, Device> for SitePorts {
 
 /// libunftp's passive listener for one session: an ephemeral loopback port, which only the
 /// front's data task connects to (the IQ is offered a public port, see [`control`]).
+/// `SO_REUSEADDR` lets the port search pass over ports whose last connection lingers in
+/// TIME_WAIT.
 #[derive(Debug)]
 struct LoopbackBinder;
 
@@ -82,6 +84,7 @@ struct LoopbackBinder;
 impl libunftp::options::Binder for LoopbackBinder {
     async fn bind(&mut self, _local: IpAddr, _range: RangeInclusive<u16>) -> std::io::Result<TcpSocket> {
         let s = TcpSocket::new_v4()?;
+        s.set_reuseaddr(true)?;
         s.bind((Ipv4Addr::LOCALHOST, 0).into())?;
         Ok(s)
     }
@@ -147,7 +150,6 @@ pub async fn build(
         .probe_enabled
         .then(|| ProbeLimit::new(cfg.probe_logins_per_minute));
     let range = cfg.passive_range()?;
-    let (inner, inner_listener) = Inner::bind().await?;
     let factory = SessionFactory {
         authenticator: Arc::new(DeviceAuthenticator::new(
             shared.db.clone(),
@@ -160,6 +162,7 @@ pub async fn build(
         ports_reply: crate::probe::ports_reply(&range),
         idle_secs: cfg.idle_timeout_secs,
     };
+    let (inner, inner_listener) = Inner::bind(Arc::new(factory)).await?;
     let ctx = FrontCtx {
         tls: tls::server_config(cfg)?,
         inner,
@@ -175,6 +178,5 @@ pub async fn build(
         sessions,
         ctx: Arc::new(ctx),
         inner_listener,
-        factory: Arc::new(factory),
     })
 }

@@ -77,10 +77,15 @@ impl Counted {
 
     /// Waits until the peer has acknowledged everything written, the connection is gone, or
     /// acknowledgements stop for `stall`; returns how much was acknowledged.
+    ///
+    /// A client that has read everything answers with its `close_notify` or FIN, which also
+    /// acknowledges the last bytes: that arrival is awaited first (no polling on the common
+    /// path), then the counters are polled with a growing pause.
     pub async fn wait_acknowledged(&self, stall: Duration) -> u64 {
-        let mut pause = Duration::from_micros(200);
+        let mut pause = Duration::from_millis(1);
         let mut last = 0;
         let mut since = tokio::time::Instant::now();
+        let mut heard = false;
         loop {
             let (acked, closed) = self.acknowledged();
             if acked >= self.written || closed {
@@ -89,11 +94,19 @@ impl Counted {
             if acked > last {
                 last = acked;
                 since = tokio::time::Instant::now();
-                pause = Duration::from_micros(200);
+                pause = Duration::from_millis(1);
             } else if since.elapsed() >= stall {
                 return acked;
             }
-            tokio::time::sleep(pause).await;
+            if heard {
+                tokio::time::sleep(pause).await;
+            } else {
+                // Readiness stays set until the data is read, so this is awaited only once.
+                tokio::select! {
+                    _ = self.inner.readable() => heard = true,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
             pause = (pause * 2).min(Duration::from_millis(20));
         }
     }

@@ -97,7 +97,7 @@ async fn doctor_passes_every_step_and_every_passive_port_of_a_healthy_server() {
 async fn doctor_with_device_credentials_logs_in_as_the_device() {
     let app = spawn_app().await;
     let dev = app.create_device("aa:bb:cc:0d:00:01", "iq2").await;
-    let out = doctor(&app, &["--device", &dev.id, "--secret", &dev.secret]).await;
+    let out = doctor(&app, &["--device", &dev.id, &format!("--secret={}", dev.secret)]).await;
     assert_exit(&out, WORKS);
     assert_line(&out, "ok  ", "login", &dev.id);
     for p in passive_ports(&app) {

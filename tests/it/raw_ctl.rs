@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::ftp_client::{client_config, pause_for};
@@ -129,6 +129,10 @@ impl RawCtl<TlsStream> {
         if let Ok(mut tls) = self.data_tls(data).await {
             let _ = tls.write_all(b"evil").await;
             let _ = tls.shutdown().await;
+            // Reading to the server's close_notify also takes in the TLS 1.3 tickets this
+            // data connection was sent (the next data connection resumes with one).
+            let mut sink = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut sink)).await;
         }
         self.reply().await.0
     }
