@@ -1,18 +1,18 @@
 //! One FTPS session as the front knows it: the IQ's real address, who logged in, the passive
-//! offer it holds, and the handle through which its storage backend sends a file down the
-//! session's data connection. Shared by the control relay ([`super::control`]), the data
-//! connection task ([`super::data`]), the libunftp session behind them (its authenticator
-//! and storage backend) and the registry that closes a device's sessions.
+//! offer it holds and its deadline, whether a transfer runs. Shared by the control relay
+//! ([`super::control`]), the data connection task ([`super::data`]), the libunftp session
+//! behind them (its authenticator and storage backend) and the registry that closes a
+//! device's sessions.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::data::DataJob;
+use super::auth::Device;
 use crate::domain::DeviceId;
 
 /// Who is logged in on a session.
@@ -28,14 +28,14 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Our address on the control connection: passive ports are opened on it.
     pub local: SocketAddr,
-    principal: Mutex<Option<Principal>>,
+    /// Who logged in (set by the libunftp session's storage backend at login).
+    user: Mutex<Option<Device>>,
     transfers: AtomicU32,
     /// The passive port last offered to this session; 0 = none yet.
     passive_port: AtomicU32,
     /// When the session's current unused offer was first made (re-sending PASV keeps it).
     unused_since: Mutex<Option<Instant>>,
     misses: AtomicU32,
-    data: Mutex<Option<mpsc::Sender<DataJob>>>,
     closing: watch::Sender<bool>,
     closed_flag: AtomicBool,
 }
@@ -59,23 +59,32 @@ impl Conn {
             id,
             peer,
             local,
-            principal: Mutex::new(None),
+            user: Mutex::new(None),
             transfers: AtomicU32::new(0),
             passive_port: AtomicU32::new(0),
             unused_since: Mutex::new(None),
             misses: AtomicU32::new(0),
-            data: Mutex::new(None),
             closing: watch::Sender::new(false),
             closed_flag: AtomicBool::new(false),
         }
     }
 
     pub fn principal(&self) -> Option<Principal> {
-        *lock(&self.principal)
+        lock(&self.user).as_ref().map(|u| {
+            if u.probe {
+                Principal::Probe
+            } else {
+                Principal::Device(u.id)
+            }
+        })
     }
 
-    pub fn set_principal(&self, p: Principal) {
-        *lock(&self.principal) = Some(p);
+    pub fn set_user(&self, user: Device) {
+        *lock(&self.user) = Some(user);
+    }
+
+    pub fn user(&self) -> Option<Device> {
+        lock(&self.user).clone()
     }
 
     pub fn device(&self) -> Option<DeviceId> {
@@ -133,15 +142,6 @@ impl Conn {
         if self.misses.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_MISSES {
             self.close();
         }
-    }
-
-    pub fn set_data(&self, jobs: Option<mpsc::Sender<DataJob>>) {
-        *lock(&self.data) = jobs;
-    }
-
-    /// The sender for a file down the current data connection; each connection takes one.
-    pub fn take_data(&self) -> Option<mpsc::Sender<DataJob>> {
-        lock(&self.data).take()
     }
 
     pub fn transfer_started(&self) {

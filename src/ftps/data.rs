@@ -6,11 +6,12 @@
 //!    ([`super::tls::SessionTls`]) within `data_connect_timeout_secs` of its accept. Anyone
 //!    else — another host, a stranger at the same NAT address, a client that never starts TLS
 //!    — is dropped and counted, and the offer stays open for the IQ until it expires.
-//! 2. **Serve**: a `RETR` of a release part arrives as a [`DataJob`] from the storage backend
-//!    and is sent straight from the store into the TLS stream; the download is `complete` only
+//! 2. **Serve**: a `RETR` of a release part arrives as a [`DataJob`] from the control relay
+//!    (libunftp never sees it) and is sent straight from the store into the TLS stream; the download is `complete` only
 //!    when the IQ's TCP stack has acknowledged every byte ([`super::tcp`]), and the record is
 //!    written here, by the owner of the socket, whether the transfer ends or is cut. Listings
-//!    and uploads are relayed between the IQ and libunftp's loopback data connection; a
+//!    and uploads are relayed between the IQ and libunftp's loopback data connection (opened
+//!    only for them, see [`super::control`]); a
 //!    refused upload is drained (up to [`DRAIN_CAP`]) and closed with a TLS `close_notify`, so
 //!    the IQ sees the `550`, not a reset.
 //!
@@ -52,8 +53,6 @@ pub struct DataJob {
     /// The download record to complete (not recorded: the probe file). Recorded `aborted`
     /// even if the job is dropped unsent (its data connection never came).
     pub record: Pending,
-    /// Plaintext bytes the IQ acknowledged, when it got all of them.
-    pub done: oneshot::Sender<Result<u64, ()>>,
 }
 
 /// How the data connection ended, for the transfer's final reply.
@@ -75,7 +74,8 @@ pub struct DataParams {
     pub deadline: Instant,
     pub handshake: Duration,
     pub tls: tokio_rustls::TlsAcceptor,
-    pub internal: TcpStream,
+    /// libunftp's loopback data connection, for what libunftp serves (listings, uploads).
+    pub attach: oneshot::Receiver<TcpStream>,
     pub jobs: mpsc::Receiver<DataJob>,
     pub diagnostics: Arc<Diagnostics>,
 }
@@ -87,7 +87,7 @@ pub async fn run(p: DataParams) -> DataEnd {
         deadline,
         handshake,
         tls,
-        internal,
+        attach,
         mut jobs,
         diagnostics,
     } = p;
@@ -110,7 +110,7 @@ pub async fn run(p: DataParams) -> DataEnd {
     };
     conn.offer_used();
     drop(claim);
-    serve(&conn, tls, internal, &mut jobs).await
+    serve(&conn, tls, attach, &mut jobs).await
 }
 
 /// Accepts until a connection of this session is bound, or the offer expires.
@@ -171,20 +171,31 @@ async fn bind(
     }
 }
 
-/// Relays a bound data connection until libunftp's side and the transfer are done.
+/// Serves a bound data connection: a file the front sends itself (a `RETR`), or a relay to
+/// libunftp's loopback data connection (listings, uploads), whichever comes first.
 async fn serve(
     conn: &Conn,
     mut tls: Tls,
-    mut internal: TcpStream,
+    attach: oneshot::Receiver<TcpStream>,
     jobs: &mut mpsc::Receiver<DataJob>,
 ) -> DataEnd {
+    let internal = tokio::select! {
+        Some(job) = jobs.recv() => return send(conn, &mut tls, job).await,
+        Ok(internal) = attach => internal,
+        () = conn.closed() => return DataEnd::Failed(426, CUT),
+        else => return finish(tls, false).await,
+    };
+    relay(conn, tls, internal).await
+}
+
+/// Relays between the IQ and libunftp until libunftp's side is done.
+async fn relay(conn: &Conn, mut tls: Tls, mut internal: TcpStream) -> DataEnd {
     let mut down = vec![0u8; 64 * 1024];
     let mut up = vec![0u8; 16 * 1024];
     let mut upstream_open = true;
     let mut relayed = false;
     loop {
         tokio::select! {
-            Some(job) = jobs.recv() => return send(conn, &mut tls, job).await,
             () = conn.closed() => return DataEnd::Failed(426, CUT),
             r = internal.read(&mut down) => match r {
                 Ok(n) if n > 0 => {
@@ -254,6 +265,11 @@ impl Pending {
         Pending { record }
     }
 
+    /// Nothing was attempted (no data connection): no record.
+    pub fn discard(mut self) {
+        self.record = None;
+    }
+
     fn finish(&mut self, bytes: u64, outcome: Outcome) -> Option<(Recorder, DownloadRecord)> {
         let (rec, mut r) = self.record.take()?;
         r.bytes = bytes;
@@ -278,7 +294,6 @@ async fn send(conn: &Conn, tls: &mut Tls, job: DataJob) -> DataEnd {
         mut reader,
         len,
         record,
-        done,
     } = job;
     let mut pending = record;
     let start = tls.get_ref().0.written();
@@ -332,7 +347,6 @@ async fn send(conn: &Conn, tls: &mut Tls, job: DataJob) -> DataEnd {
         }
         rec.record(r).await;
     }
-    let _ = done.send(if complete { Ok(acked) } else { Err(()) });
     if complete {
         DataEnd::Ok
     } else if read_failed {

@@ -158,7 +158,7 @@ pub async fn build(
             probe,
         )),
         logger: log::SlogBridge::logger(),
-        shared,
+        shared: shared.clone(),
         ports_reply: crate::probe::ports_reply(&range),
         idle_secs: cfg.idle_timeout_secs,
     };
@@ -170,6 +170,7 @@ pub async fn build(
         diagnostics: diagnostics.clone(),
         host: cfg.passive_host()?,
         data_timeout: Duration::from_secs(cfg.data_connect_timeout_secs),
+        shared,
     };
     Ok(Front {
         listener,

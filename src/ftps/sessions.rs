@@ -60,7 +60,18 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ftps::conn::Principal;
+    use crate::domain::Model;
+    use crate::ftps::auth::Device;
+
+    fn device(id: DeviceId) -> Device {
+        Device {
+            id,
+            model: Model::parse("iq2").unwrap(),
+            ip: "192.0.2.1".parse().unwrap(),
+            serial: 1,
+            probe: false,
+        }
+    }
 
     #[test]
     fn serials_are_unique() {
@@ -80,9 +91,9 @@ mod tests {
             Arc::new(Conn::new(2, addr, addr)),
             Arc::new(Conn::new(3, addr, addr)),
         );
-        c1.set_principal(Principal::Device(d));
-        c2.set_principal(Principal::Device(e));
-        c3.set_principal(Principal::Device(d));
+        c1.set_user(device(d));
+        c2.set_user(device(e));
+        c3.set_user(device(d));
         for c in [&c1, &c2, &c3] {
             s.register(c.clone());
         }

@@ -406,3 +406,49 @@ async fn pipelined_commands_get_their_own_replies_in_order() {
     let mut w = TcpStream::connect(app.ftp_addr).await.unwrap();
     let _ = w.write_all(b"QUIT\r\n").await;
 }
+
+/// The front serves `RETR` itself, so it must join paths to the directory exactly as libunftp
+/// keeps it (`CWD` joins, `CDUP` pops, `..` resolves within the device tree).
+#[tokio::test]
+async fn retr_follows_cwd_and_cdup_as_libunftp_does() {
+    let app = spawn_app().await;
+    let (id, secret) = crate::ftps::device_with_release(&app, "aa:bb:cc:0e:00:0c").await;
+    let mut ctl = RawCtl::login(&app, &id, &secret).await;
+    for (cwds, path, want) in [
+        (vec!["CWD /releases/1.0.0"], "manifest.json", 226),
+        (
+            vec!["CWD /releases/1.0.0", "CDUP", "CWD 1.0.0"],
+            "manifest.json",
+            226,
+        ),
+        (
+            vec!["CWD /releases", "CWD 1.0.0", "CWD .."],
+            "1.0.0/manifest.json",
+            226,
+        ),
+        (
+            vec!["CWD /releases/1.0.0"],
+            "../../../../releases/1.0.0/manifest.json",
+            226,
+        ),
+        (vec!["CWD /releases/1.0.0"], "firmware.bin.x", 550),
+        (vec!["CWD /nope"], "releases/1.0.0/manifest.json", 226),
+    ] {
+        ctl.cmd("CWD /").await;
+        for c in &cwds {
+            ctl.cmd(c).await;
+        }
+        let data = ctl.pasv().await;
+        let (code, text) = ctl.cmd(&format!("RETR {path}")).await;
+        if want == 550 {
+            assert_eq!(code, 550, "{cwds:?} RETR {path}: {text}");
+            continue;
+        }
+        assert_eq!(code, 150, "{cwds:?} RETR {path}: {text}");
+        let mut tls = ctl.data_tls(data).await.unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).await.unwrap();
+        assert_eq!(ctl.reply().await.0, 226, "{cwds:?} RETR {path}");
+        assert!(got.starts_with(b"{"), "{cwds:?} RETR {path} got a manifest");
+    }
+}

@@ -102,6 +102,12 @@ async fn a_passive_offer_nobody_connects_to_gets_425_and_a_second_miss_ends_the_
     let (code, _) = ctl.cmd("RETR /releases/1.0.0/manifest.json").await;
     assert_eq!(code, 150);
     let (code, text) = ctl.reply().await;
+    assert_eq!(
+        text.trim(),
+        "425 No data connection arrived on the passive port in time",
+        "{code}"
+    );
+    let (code, text) = ctl.reply().await;
     assert_eq!(text.trim(), "421 Session closed by the server", "{code}");
     assert!(ctl.try_cmd("NOOP").await.is_err(), "closed after the second miss");
 }
@@ -172,7 +178,7 @@ async fn a_failed_tls_handshake_on_the_data_channel_is_counted_and_answered_425(
     let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:03").await;
     let mut ctl = RawCtl::login(&app, &id, &secret).await;
     let mut data = ctl.pasv().await;
-    let (code, text) = ctl.cmd("RETR target/manifest.json").await;
+    let (code, text) = ctl.cmd("RETR /releases/1.0.0/manifest.json").await;
     assert_eq!(code, 150, "{text}");
     data.write_all(b"this is not a TLS ClientHello\r\n\r\n")
         .await

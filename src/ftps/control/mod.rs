@@ -60,6 +60,8 @@ pub struct FrontCtx {
     pub diagnostics: Arc<Diagnostics>,
     pub host: PassiveHost,
     pub data_timeout: Duration,
+    /// What the storage backends share: the front opens `RETR`s with it itself.
+    pub shared: Arc<crate::ftps::vfs::FtpsShared>,
 }
 
 /// Serves one control connection until it ends.

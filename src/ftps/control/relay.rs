@@ -4,30 +4,54 @@
 //! connection's end (see the parent module).
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::{DATA_TLS_REQUIRED, FEAT, FrontCtx, Inbound, write};
 use crate::config::PassiveHost;
 use crate::domain::DeviceId;
+use crate::ftps::auth::Device;
 use crate::ftps::conn::Conn;
-use crate::ftps::data::{self, DataEnd, DataParams};
+use crate::ftps::data::{self, DataEnd, DataJob, DataParams};
 use crate::ftps::tls::SessionTls;
+use crate::ftps::vfs::{DeviceVfs, RetrError};
 use crate::ftps::wire::{self, LineBuf, Next, Step};
 
 struct Pending {
     verb: String,
+    arg: String,
 }
 
 /// The session's current data connection.
 struct DataChannel {
     task: JoinHandle<DataEnd>,
+    /// A file for the data connection to send (`RETR`, served here).
+    jobs: mpsc::Sender<DataJob>,
+    /// libunftp's loopback data connection, once a command libunftp serves needs it.
+    attach: Option<oneshot::Sender<TcpStream>>,
+}
+
+/// Counts a transfer on the connection while it lives (shutdown lets transfers finish).
+struct Busy<'a>(&'a Conn);
+
+impl<'a> Busy<'a> {
+    fn new(c: &'a Conn) -> Self {
+        c.transfer_started();
+        Busy(c)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.transfer_ended();
+    }
 }
 
 pub(super) struct Relay<'a, C> {
@@ -50,6 +74,9 @@ pub(super) struct Relay<'a, C> {
     skip: u32,
     data: Option<DataChannel>,
     login_deadline: Instant,
+    /// The session's directory, as libunftp keeps it (`CWD` joins, `CDUP` pops): `RETR`
+    /// paths are joined to it here, as libunftp would.
+    cwd: PathBuf,
 }
 
 impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
@@ -79,6 +106,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             skip: 0,
             data: None,
             login_deadline,
+            cwd: PathBuf::from("/"),
         }
     }
 
@@ -138,8 +166,13 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
     }
 
     async fn forward(&mut self, verb: &str, line: &str) -> Result<(), &'static str> {
+        let arg = line
+            .split_once(' ')
+            .map(|(_, a)| a.to_owned())
+            .unwrap_or_default();
         self.pending = Some(Pending {
             verb: verb.to_owned(),
+            arg,
         });
         self.send_inner(&format!("{line}\r\n")).await
     }
@@ -173,6 +206,12 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             "STAT" if arg.is_empty() => self.reply_client("211 fwdist firmware server\r\n").await,
             "PASV" | "EPSV" | "PORT" | "EPRT" if self.logged_in && !self.prot_p => {
                 self.reply_client(DATA_TLS_REQUIRED).await
+            }
+            "PASV" | "EPSV" if self.logged_in => self.offer(&cmd.verb).await,
+            "RETR" if self.logged_in => self.retr(&cmd.arg).await,
+            verb if self.logged_in && wire::is_transfer(verb) => {
+                self.attach_engine().await?;
+                self.forward(verb, &format!("{verb} {}", cmd.arg)).await
             }
             // Answered here, and sent on with PASS (one round trip to libunftp, not two).
             "USER" if !self.logged_in => {
@@ -211,7 +250,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                         .await
                 }
             },
-            "RETR" if self.rest > 0 => self.retr_after_rest(arg).await,
             verb => {
                 let line = format!("{verb}{}{}", if cmd.arg.is_empty() { "" } else { " " }, cmd.arg);
                 self.forward(verb, &line).await
@@ -219,28 +257,86 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
         }
     }
 
-    /// `REST n` then `RETR path`: refused with `554` when `n` is at or past the end (RFC 3659
-    /// §5.5), before libunftp answers `150` and sends nothing.
-    async fn retr_after_rest(&mut self, path: &str) -> Result<(), &'static str> {
-        self.send_inner(&format!("SIZE {path}\r\n")).await?;
-        let size = self.from_inner.reply(&mut self.inner).await?;
-        let size = (size.code == 213)
-            .then(|| size.text.get(4..).and_then(|t| t.trim().parse::<u64>().ok()))
-            .flatten();
-        if let Some(size) = size
-            && self.rest >= size
-        {
-            let rest = self.rest;
+    /// `RETR`, served here: the part goes from the store straight into the data connection
+    /// (see [`data`]); `REST n` at or past its end is refused with `554` (RFC 3659 §5.5) before
+    /// anything is sent or recorded. libunftp never sees a `RETR`.
+    async fn retr(&mut self, arg: &str) -> Result<(), &'static str> {
+        let Some(user) = self.conn.user() else {
+            return self.reply_client("530 Please authenticate\r\n").await;
+        };
+        let offset = std::mem::take(&mut self.rest);
+        let path = self.cwd.join(arg);
+        let r = self.serve_retr(&user, &path, offset).await;
+        if offset > 0 {
+            // libunftp accepted the REST too; clear it for whatever it serves next.
             self.send_inner("REST 0\r\n").await?;
             self.from_inner.reply(&mut self.inner).await?;
-            self.rest = 0;
-            return self
-                .reply_client(&format!(
-                    "554 Restart offset {rest} is at or past the end of the file ({size} bytes)\r\n"
-                ))
-                .await;
         }
-        self.forward("RETR", &format!("RETR {path}")).await
+        r
+    }
+
+    async fn serve_retr(&mut self, user: &Device, path: &Path, offset: u64) -> Result<(), &'static str> {
+        let vfs = DeviceVfs::new(self.ctx.shared.clone(), self.conn.clone());
+        let opened = match vfs.retr(user, path, offset).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(dc) = self.data.take() {
+                    dc.task.abort();
+                }
+                let reply = match e {
+                    RetrError::NotFound => "550 File not found\r\n".to_owned(),
+                    RetrError::PastEnd { size } => format!(
+                        "554 Restart offset {offset} is at or past the end of the file ({size} bytes)\r\n"
+                    ),
+                    RetrError::Local(e) => {
+                        tracing::error!(device = %user.id, error = %e, "opening a release part failed");
+                        "451 Local error\r\n".to_owned()
+                    }
+                };
+                return self.reply_client(&reply).await;
+            }
+        };
+        let Some(mut dc) = self.data.take() else {
+            opened.record.discard();
+            return self.reply_client("425 No data connection established\r\n").await;
+        };
+        self.reply_client("150 Sending data\r\n").await?;
+        let _busy = Busy::new(self.conn);
+        let job = DataJob {
+            reader: opened.reader,
+            len: opened.len,
+            record: opened.record,
+        };
+        // A send fails only if the data task ended already; its end says why.
+        let _ = dc.jobs.send(job).await;
+        let end = (&mut dc.task).await.unwrap_or(DataEnd::Failed(426, data::CUT));
+        match end {
+            DataEnd::Ok => self.reply_client("226 Successfully sent\r\n").await,
+            DataEnd::Failed(c, why) => self.reply_client(&format!("{c} {why}\r\n")).await,
+        }
+    }
+
+    /// Before a listing or upload: libunftp opens its (loopback) data connection, which the
+    /// data task then relays to the IQ's.
+    async fn attach_engine(&mut self) -> Result<(), &'static str> {
+        let Some(attach) = self.data.as_mut().and_then(|d| d.attach.take()) else {
+            return Ok(());
+        };
+        self.send_inner("PASV\r\n").await?;
+        let reply = self.from_inner.reply(&mut self.inner).await?;
+        let port = (reply.code == 227)
+            .then(|| wire::pasv_port(reply.text.trim_end().as_bytes()))
+            .flatten();
+        let Some(port) = port else {
+            tracing::error!(reply = %reply.text.trim_end(), "the FTP engine opened no data connection");
+            return Ok(());
+        };
+        let connect = TcpStream::connect((Ipv4Addr::LOCALHOST, port));
+        if let Ok(Ok(internal)) = tokio::time::timeout(Duration::from_secs(2), connect).await {
+            let _ = internal.set_nodelay(true);
+            let _ = attach.send(internal);
+        }
+        Ok(())
     }
 
     /// One line from libunftp.
@@ -261,7 +357,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             return self.reply_client(&text).await;
         };
         match p.verb.as_str() {
-            "PASV" | "EPSV" if code == 227 || code == 229 => self.open_data(&p.verb, &line).await,
             verb if wire::is_transfer(verb) => {
                 self.rest = 0;
                 self.finish_transfer(code, &text).await
@@ -273,6 +368,12 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                 if verb == "REST" {
                     self.rest = if code == 350 { self.rest_asked } else { 0 };
                 }
+                if verb == "CWD" && code == 250 {
+                    self.cwd = self.cwd.join(&p.arg);
+                }
+                if verb == "CDUP" && (200..300).contains(&code) {
+                    self.cwd.pop();
+                }
                 self.reply_client(&text).await
             }
         }
@@ -283,7 +384,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
         let Some(mut dc) = self.data.take() else {
             return self.reply_client(text).await;
         };
-        self.conn.set_data(None);
         let wait = if (200..300).contains(&code) {
             data::STALL
         } else {
@@ -306,18 +406,11 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
         }
     }
 
-    /// libunftp listens for a data connection on loopback: offer the IQ a public port instead
-    /// and connect the two through a [`data`] task.
-    async fn open_data(&mut self, verb: &str, line: &[u8]) -> Result<(), &'static str> {
-        let internal = if verb == "PASV" {
-            wire::pasv_port(line)
-        } else {
-            wire::epsv_port(line)
-        };
+    /// `PASV`/`EPSV`, answered here: a port of the public range, and a [`data`] task that
+    /// binds the IQ's connection to this session. libunftp opens a data connection of its own
+    /// only if a command it serves needs one ([`Self::attach_engine`]).
+    async fn offer(&mut self, verb: &str) -> Result<(), &'static str> {
         self.end_data(Duration::ZERO).await;
-        let Some(internal) = internal else {
-            return self.reply_client("425 Cannot open a passive port\r\n").await;
-        };
         let host = match (verb, self.public_v4().await) {
             ("PASV", None) => {
                 return self
@@ -337,32 +430,24 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                 .reply_client("425 No passive port free right now; try again\r\n")
                 .await;
         };
-        let inner = match tokio::time::timeout(
-            Duration::from_secs(2),
-            TcpStream::connect((Ipv4Addr::LOCALHOST, internal)),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            _ => return self.reply_client("425 Cannot open a passive port\r\n").await,
-        };
-        let _ = inner.set_nodelay(true);
         let port = claim.port;
         conn.set_passive_port(port);
-        let (tx, jobs) = mpsc::channel(1);
-        conn.set_data(Some(tx));
+        let (jobs, job_rx) = mpsc::channel(1);
+        let (attach, attach_rx) = oneshot::channel();
         let params = DataParams {
             deadline: conn.offer_deadline(self.ctx.data_timeout),
             conn,
             claim,
             handshake: self.ctx.data_timeout,
             tls: self.tls.data(),
-            internal: inner,
-            jobs,
+            attach: attach_rx,
+            jobs: job_rx,
             diagnostics: self.ctx.diagnostics.clone(),
         };
         self.data = Some(DataChannel {
             task: tokio::spawn(data::run(params)),
+            jobs,
+            attach: Some(attach),
         });
         let reply = match host {
             Some(ip) if verb == "PASV" => wire::pasv_reply(ip, port),
@@ -374,7 +459,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
     /// Ends the current data connection, after at most `wait` (a new PASV replaces it at
     /// once; a closing session lets a transfer record itself).
     pub(super) async fn end_data(&mut self, wait: Duration) {
-        self.conn.set_data(None);
         if let Some(mut dc) = self.data.take()
             && tokio::time::timeout(wait, &mut dc.task).await.is_err()
         {

@@ -6,13 +6,13 @@
 //! and opened by the database row's model, version and file name — never by a path the
 //! client typed. Every mutating call is refused with `PermissionDenied` (550).
 //!
-//! Recording: RETR goes through `get_into`, which opens the part and hands it, with the
-//! download record, to the front's data connection ([`crate::ftps::data`]): that task owns
-//! the IQ's socket, sends the bytes, waits for the IQ's acknowledgements and records the
-//! outcome. libunftp's own data stream (loopback) carries nothing for a RETR.
+//! `RETR` never reaches libunftp: the front ([`crate::ftps::control`]) opens the part with
+//! [`DeviceVfs::retr`] (the same tree, resolution and lookups as every other call here) and
+//! its data connection task ([`crate::ftps::data`]) sends it, waits for the IQ's
+//! acknowledgements and records the download.
 //!
 //! Inside: `view` (what a device sees and its metadata), `probe` (the probe account's tree)
-//! and `transfer` (opening a part and sending it).
+//! and `transfer` (opening a part, and its download record).
 
 mod probe;
 mod transfer;
@@ -29,14 +29,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, StorageBackend};
 
 use super::auth::Device;
-use super::conn::{Conn, Principal};
+use super::conn::Conn;
 use super::path::resolve;
 use super::records::Recorder;
 use super::sessions::Sessions;
 use crate::db::Db;
+use crate::ftps::data::Pending;
 use crate::store::FsStore;
 use probe::{ProbeNode, probe_from, probe_meta, probe_node};
-use transfer::Busy;
 pub use view::Meta;
 use view::{Found, dir_meta, file_meta, part_name};
 
@@ -88,17 +88,71 @@ fn local(e: impl std::error::Error + Send + Sync + 'static) -> storage::Error {
     storage::Error::new(ErrorKind::LocalError, e)
 }
 
+/// What a `RETR` of a path opens: the bytes from the restart offset, and the download
+/// record to complete (none for the probe file).
+pub struct Retr {
+    pub reader: Box<dyn AsyncRead + Send + Unpin>,
+    /// Bytes to send: the part's size less the offset.
+    pub len: u64,
+    pub record: Pending,
+}
+
+pub enum RetrError {
+    NotFound,
+    /// The restart offset is at or past the end of a part of `size` bytes (RFC 3659: 554).
+    PastEnd {
+        size: u64,
+    },
+    Local(storage::Error),
+}
+
+impl DeviceVfs {
+    /// Opens `path` (already joined to the session's directory) for a `RETR` from `offset`.
+    ///
+    /// # Errors
+    /// Not in the device's tree, an offset at or past the end, a store or database failure.
+    pub async fn retr(&self, user: &Device, path: &Path, offset: u64) -> Result<Retr, RetrError> {
+        if user.probe {
+            if probe_node(path) != Some(ProbeNode::File) {
+                return Err(RetrError::NotFound);
+            }
+            let bytes = probe_from(offset);
+            if bytes.is_empty() {
+                return Err(RetrError::PastEnd {
+                    size: crate::probe::SIZE as u64,
+                });
+            }
+            return Ok(Retr {
+                len: bytes.len() as u64,
+                reader: Box::new(Cursor::new(bytes)),
+                record: Pending::new(None),
+            });
+        }
+        let node = resolve(path).ok_or(RetrError::NotFound)?;
+        let view = self.view(user).await.map_err(|e| RetrError::Local(local(e)))?;
+        let Some(Found::File(r, part)) = view.lookup(&node) else {
+            return Err(RetrError::NotFound);
+        };
+        let size = file_meta(r, part).len;
+        if offset >= size && size > 0 {
+            return Err(RetrError::PastEnd { size });
+        }
+        let reader = self.open(r, part, offset).await.map_err(RetrError::Local)?;
+        Ok(Retr {
+            reader,
+            len: size - offset.min(size),
+            record: Pending::new(self.draft(user, r, part, offset, size)),
+        })
+    }
+}
+
 #[async_trait]
 impl StorageBackend<Device> for DeviceVfs {
     type Metadata = Meta;
 
     fn enter(&mut self, user: &Device) -> std::io::Result<()> {
         self.serial = Some(user.serial);
-        self.conn.set_principal(if user.probe {
-            Principal::Probe
-        } else {
-            Principal::Device(user.id)
-        });
+        self.conn.set_user(user.clone());
         Ok(())
     }
 
@@ -180,32 +234,13 @@ impl StorageBackend<Device> for DeviceVfs {
         W: AsyncWrite + Unpin + Sync + Send,
         P: AsRef<Path> + Send + Debug,
     {
-        let _busy = Busy::new(&self.conn);
-        if user.probe {
-            if probe_node(path.as_ref()) != Some(ProbeNode::File) {
-                return Err(not_found());
-            }
-            let bytes = probe_from(start_pos);
-            return self
-                .send(Box::new(Cursor::new(bytes)), bytes.len() as u64, None)
-                .await;
-        }
-        let node = resolve(path.as_ref()).ok_or_else(not_found)?;
-        let view = self.view(user).await.map_err(local)?;
-        let Some(Found::File(r, part)) = view.lookup(&node) else {
-            return Err(not_found());
-        };
-        let size = file_meta(r, part).len;
-        // The front refuses these with 554 before they get here; never record one.
-        if start_pos >= size && size > 0 {
-            return Err(storage::Error::new(
-                ErrorKind::PermanentFileNotAvailable,
-                "restart offset past the end",
-            ));
-        }
-        let reader = self.open(r, part, start_pos).await?;
-        let record = self.draft(user, r, part, start_pos, size);
-        self.send(reader, size - start_pos.min(size), record).await
+        // The front answers every RETR itself (see `crate::ftps::control`): it opens the part
+        // with `retr` and sends it down the data connection it owns. libunftp never gets one.
+        let _ = (user, path, start_pos);
+        Err(storage::Error::new(
+            ErrorKind::PermissionDenied,
+            "RETR is served by the FTPS front",
+        ))
     }
 
     async fn put<P: AsRef<Path> + Send + Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(

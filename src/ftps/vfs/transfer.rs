@@ -1,12 +1,10 @@
-//! Reading a release part and sending it: [`DeviceVfs::open`] opens the bytes (from the
-//! database row or the store), [`DeviceVfs::send`] hands them to the session's data
-//! connection with the download record to complete, and [`Busy`] marks the connection as
-//! transferring so shutdown lets the transfer finish.
+//! Reading a release part: [`DeviceVfs::open`] opens the bytes (from the database row or
+//! the store) and [`DeviceVfs::draft`] starts the download record the data connection task
+//! completes.
 
 use std::io::Cursor;
 
 use tokio::io::{AsyncRead, BufReader};
-use tokio::sync::oneshot;
 use unftp_core::storage;
 
 use super::view::{Part, part_bytes, part_name};
@@ -15,26 +13,8 @@ use crate::db::downloads::DownloadRecord;
 use crate::db::releases::ReleaseRow;
 use crate::domain::{Outcome, now_ms};
 use crate::ftps::auth::Device;
-use crate::ftps::conn::Conn;
-use crate::ftps::data::{DataJob, Pending};
 use crate::ftps::records::Recorder;
 use crate::store::READ_BUFFER;
-
-/// Counts a transfer in progress on the connection while it lives (shutdown lets those finish).
-pub(super) struct Busy<'a>(&'a Conn);
-
-impl<'a> Busy<'a> {
-    pub(super) fn new(c: &'a Conn) -> Self {
-        c.transfer_started();
-        Busy(c)
-    }
-}
-
-impl Drop for Busy<'_> {
-    fn drop(&mut self) {
-        self.0.transfer_ended();
-    }
-}
 
 impl DeviceVfs {
     /// Opens a release part from `offset`.
@@ -96,30 +76,5 @@ impl DeviceVfs {
                 },
             )
         })
-    }
-
-    /// Sends `len` bytes of `reader` down the session's data connection (the front's
-    /// [`crate::ftps::data`] task owns it, records the download and waits for the IQ's
-    /// acknowledgements); `Ok` with the bytes only when the IQ got every one.
-    pub(super) async fn send(
-        &self,
-        reader: Box<dyn AsyncRead + Send + Unpin>,
-        len: u64,
-        record: Option<(Recorder, DownloadRecord)>,
-    ) -> storage::Result<u64> {
-        let lost = || storage::Error::new(storage::ErrorKind::ConnectionClosed, "data connection lost");
-        let jobs = self.conn.take_data().ok_or_else(lost)?;
-        let (done, result) = oneshot::channel();
-        let job = DataJob {
-            reader,
-            len,
-            record: Pending::new(record),
-            done,
-        };
-        jobs.send(job).await.map_err(|_| lost())?;
-        match result.await {
-            Ok(Ok(n)) => Ok(n),
-            _ => Err(lost()),
-        }
     }
 }
