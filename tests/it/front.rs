@@ -3,7 +3,6 @@
 //! long lines, stalled TLS, wedged and stolen data connections, port hogs, a disabled device's
 //! open session, `USER` in the log — each shown to do no harm.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,14 +22,7 @@ async fn device_with_image(app: &TestApp, mac: &str) -> (String, String) {
 /// `PASV`, then a TCP connection to the announced port with a small receive buffer, so that
 /// what the client's TCP stack acknowledges stays close to what it read.
 async fn pasv_small(ctl: &mut RawCtl<TlsStream>) -> TcpStream {
-    let (code, text) = ctl.cmd("PASV").await;
-    assert_eq!(code, 227, "{text}");
-    let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
-    let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().unwrap()).collect();
-    let addr = SocketAddr::from((
-        [n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8],
-        n[4] * 256 + n[5],
-    ));
+    let addr = ctl.pasv_addr().await;
     let s = TcpSocket::new_v4().unwrap();
     // The kernel doubles it and keeps a floor of about 2 KiB: the window stays far below
     // the 6 KiB of TLS framing the last cut leaves unread.
@@ -253,11 +245,7 @@ async fn a_stranger_at_the_same_address_cannot_take_the_data_connection() {
     let app = spawn_app().await;
     let (id, secret) = device_with_image(&app, "aa:bb:cc:0e:00:06").await;
     let mut ctl = RawCtl::login(&app, &id, &secret).await;
-    let (code, text) = ctl.cmd("PASV").await;
-    assert_eq!(code, 227, "{text}");
-    let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
-    let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().unwrap()).collect();
-    let port = n[4] * 256 + n[5];
+    let port = ctl.pasv_addr().await.port();
     // The intruder connects first and completes a TLS handshake of its own (no login).
     let intruder = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let mut intruder = tls_connect(&app, intruder).await.unwrap();

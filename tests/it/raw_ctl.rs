@@ -99,16 +99,21 @@ impl RawCtl<TlsStream> {
         tls_connect_with(&config, tcp).await
     }
 
-    /// `PASV` and a TCP connection to the announced port (TLS comes after the 150).
-    pub async fn pasv(&mut self) -> TcpStream {
+    /// `PASV` (which must succeed): the announced address.
+    pub async fn pasv_addr(&mut self) -> SocketAddr {
         let (code, text) = self.cmd("PASV").await;
         assert_eq!(code, 227, "PASV: {text}");
         let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
         let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().unwrap()).collect();
-        let addr = SocketAddr::from((
+        SocketAddr::from((
             [n[0] as u8, n[1] as u8, n[2] as u8, n[3] as u8],
             n[4] * 256 + n[5],
-        ));
+        ))
+    }
+
+    /// `PASV` and a TCP connection to the announced port (TLS comes after the 150).
+    pub async fn pasv(&mut self) -> TcpStream {
+        let addr = self.pasv_addr().await;
         connect_from(self.bind, addr).await
     }
 
