@@ -133,9 +133,12 @@ impl Inner {
                     tokio::spawn(self.factory.serve(conn, stream));
                 }
                 None => {
-                    let me = self.clone();
+                    // Weak: a pending timer must not keep the engine (and the recorder it
+                    // holds) alive past shutdown.
+                    let me = Arc::downgrade(&self);
                     tokio::spawn(async move {
                         tokio::time::sleep(UNCLAIMED).await;
+                        let Some(me) = me.upgrade() else { return };
                         let mut t = me.table();
                         if matches!(t.get(&port), Some(Half::Stream(_, i)) if *i == id) {
                             t.remove(&port);
