@@ -75,7 +75,9 @@ impl Inner {
     /// # Errors
     /// The loopback connection failed.
     pub async fn connect(&self, conn: &Arc<Conn>) -> io::Result<TcpStream> {
-        let s = TcpStream::connect(self.addr).await?;
+        let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         s.set_nodelay(true)?;
         let port = s.local_addr()?.port();
         let accepted = {

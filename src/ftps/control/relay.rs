@@ -38,6 +38,9 @@ struct DataChannel {
     attach: Option<oneshot::Sender<TcpStream>>,
 }
 
+/// For libunftp's answer to a command the front sent it itself (it answers at once).
+const ENGINE_REPLY: Duration = Duration::from_secs(10);
+
 /// Counts a transfer on the connection while it lives (shutdown lets transfers finish).
 struct Busy<'a>(&'a Conn);
 
@@ -152,6 +155,13 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                 }
             }
         }
+    }
+
+    /// A reply from libunftp to a command the front sent it for itself.
+    async fn engine_reply(&mut self) -> Result<super::Reply, &'static str> {
+        tokio::time::timeout(ENGINE_REPLY, self.from_inner.reply(&mut self.inner))
+            .await
+            .map_err(|_| "the FTP engine did not answer")?
     }
 
     async fn reply_client(&mut self, text: &str) -> Result<(), &'static str> {
@@ -270,7 +280,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
         if offset > 0 {
             // libunftp accepted the REST too; clear it for whatever it serves next.
             self.send_inner("REST 0\r\n").await?;
-            self.from_inner.reply(&mut self.inner).await?;
+            self.engine_reply().await?;
         }
         r
     }
@@ -323,7 +333,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             return Ok(());
         };
         self.send_inner("PASV\r\n").await?;
-        let reply = self.from_inner.reply(&mut self.inner).await?;
+        let reply = self.engine_reply().await?;
         let port = (reply.code == 227)
             .then(|| wire::pasv_port(reply.text.trim_end().as_bytes()))
             .flatten();
