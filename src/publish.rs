@@ -11,9 +11,9 @@ use time::OffsetDateTime;
 
 use crate::db::releases::{NewRelease, ReleaseRow};
 use crate::db::{Db, DbError};
-use crate::store::manifest::Manifest;
-use crate::store::signing::TrustedKeys;
 use crate::store::{FsStore, ReleaseFiles, Staged, StagedImage, StoreError};
+use fwdist_release::manifest::Manifest;
+use fwdist_release::signing::TrustedKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {

@@ -12,8 +12,8 @@ use super::{AppState, Listing, PageQuery};
 use crate::db::releases::ReleaseRow;
 use crate::domain::{Model, Version, format_ms};
 use crate::publish::Published;
-use crate::store::manifest::MAX_MANIFEST_BYTES;
 use crate::store::{Staged, StagedImage};
+use fwdist_release::manifest::MAX_MANIFEST_BYTES;
 
 pub fn router(max_image_bytes: u64) -> Router<AppState> {
     let upload_limit = usize::try_from(max_image_bytes)

@@ -1,4 +1,4 @@
-//! `fwdist doctor HOST:PORT`: arguments and printing; the steps are in [`crate::iq::doctor`].
+//! `fwdist doctor HOST:PORT`: arguments and printing; the steps are in [`fwdist_iq::doctor`].
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -13,7 +13,7 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
 use crate::domain::DeviceId;
-use crate::iq::doctor::{self, DoctorOptions, Line, Login};
+use fwdist_iq::doctor::{self, DoctorOptions, Line, Login};
 
 /// Exit code for bad arguments (clap uses it too).
 const BAD_ARGUMENTS: u8 = 2;

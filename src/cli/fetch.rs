@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::domain::{DeviceId, Model};
-use crate::iq::fetch::{self, FetchOptions, Fetched, Outcome};
-use crate::store::signing::TrustedKeys;
+use fwdist_iq::fetch::{self, FetchOptions, Fetched, Outcome};
+use fwdist_release::signing::TrustedKeys;
 
 #[derive(Debug, clap::Args)]
 pub struct FetchArgs {

@@ -94,7 +94,8 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        #[arg(long, value_enum)]
+        /// viewer, publisher or admin
+        #[arg(long, value_parser = |s: &str| Role::parse(s).map_err(|e| e.0))]
         role: Role,
         #[arg(long)]
         config: Option<PathBuf>,

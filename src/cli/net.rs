@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::iq::client::ClientConfig;
+use fwdist_iq::client::ClientConfig;
 
 /// `HOST:PORT` → the address to connect to and the name the certificate must carry.
 ///
@@ -40,7 +40,7 @@ pub async fn client_config(server: &str, ca: &Path, timeout_secs: u64) -> anyhow
         addr,
         server_name,
         tls: Arc::new(tls_config(ca)?),
-        sessions: crate::iq::resume::shared_store(),
+        sessions: fwdist_iq::resume::shared_store(),
         timeout: Duration::from_secs(timeout_secs.max(1)),
         pause_before_handshake: Duration::ZERO,
         bind_ip: None,

@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::domain::{Model, Sha256Digest, Version};
-use crate::store::manifest::{MANIFEST_NAME, Manifest, SIGNATURE_NAME, is_valid_file_name};
-use crate::store::signing::{self, TrustedKeys};
+use fwdist_release::manifest::{MANIFEST_NAME, Manifest, SIGNATURE_NAME, is_valid_file_name};
+use fwdist_release::signing::{self, TrustedKeys};
 
 #[derive(Debug, clap::Args)]
 pub struct SignArgs {

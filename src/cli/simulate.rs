@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::iq::simulate::{self, Mode, Plan};
-use crate::store::signing::TrustedKeys;
+use fwdist_iq::simulate::{self, Mode, Plan};
+use fwdist_release::signing::TrustedKeys;
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {

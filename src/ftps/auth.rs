@@ -2,7 +2,7 @@
 //! secret. Unknown, disabled and wrong-secret devices all get the same 530; the secret is
 //! compared in constant time against its stored hash and never logged.
 //!
-//! The built-in `probe` account (see [`crate::probe`]) logs in with a public password, at
+//! The built-in `probe` account (see [`fwdist_release::probe`]) logs in with a public password, at
 //! most `ftps.probe_logins_per_minute` times per client IP, and sees only `/probe.bin`.
 //!
 //! Repeated failures lock that device out from that client IP for a while. libunftp has such
@@ -51,7 +51,7 @@ impl fmt::Display for Device {
     /// `MAC#SERIAL` (`probe#SERIAL`): libunftp logs this on login, see [`super::sessions`].
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.probe {
-            write!(f, "{}#{}", crate::probe::USER, self.serial)
+            write!(f, "{}#{}", fwdist_release::probe::USER, self.serial)
         } else {
             write!(f, "{}#{}", self.id, self.serial)
         }
@@ -212,7 +212,7 @@ impl DeviceAuthenticator {
             tracing::warn!(%ip, "probe login refused: the probe account is disabled");
             return Err(AuthenticationError::BadUser);
         };
-        if creds.password.as_deref() != Some(crate::probe::PASSWORD) {
+        if creds.password.as_deref() != Some(fwdist_release::probe::PASSWORD) {
             return Err(AuthenticationError::BadPassword);
         }
         if !limit.allow(ip) {
@@ -221,7 +221,7 @@ impl DeviceAuthenticator {
         }
         let device = Device {
             id: DeviceId::from_bytes([0; 6]),
-            model: Model::parse(crate::probe::USER).map_err(|_| AuthenticationError::BadUser)?,
+            model: Model::parse(fwdist_release::probe::USER).map_err(|_| AuthenticationError::BadUser)?,
             ip,
             serial: self.sessions.allocate(),
             probe: true,
@@ -241,7 +241,7 @@ impl Authenticator for DeviceAuthenticator {
         username: &str,
         creds: &Credentials,
     ) -> Result<Principal, AuthenticationError> {
-        if username.trim().eq_ignore_ascii_case(crate::probe::USER) {
+        if username.trim().eq_ignore_ascii_case(fwdist_release::probe::USER) {
             return self.probe_login(creds);
         }
         let password = Secret::from_client(creds.password.clone().unwrap_or_default());

@@ -106,7 +106,7 @@ impl SessionFactory {
             .idle_session_timeout(self.idle_secs)
             // Devices verify images themselves; SITE MD5 would let one read whole images into CPU.
             .sitemd5(SiteMd5::None)
-            .site_command(crate::probe::SITE_PORTS, SitePorts(self.ports_reply.clone()))
+            .site_command(fwdist_release::probe::SITE_PORTS, SitePorts(self.ports_reply.clone()))
             .metrics()
             .binder(LoopbackBinder)
             .build()
@@ -159,7 +159,7 @@ pub async fn build(
         )),
         logger: log::SlogBridge::logger(),
         shared: shared.clone(),
-        ports_reply: crate::probe::ports_reply(&range),
+        ports_reply: fwdist_release::probe::ports_reply(&range),
         idle_secs: cfg.idle_timeout_secs,
     };
     let (inner, inner_listener) = Inner::bind(Arc::new(factory)).await?;

@@ -14,7 +14,7 @@
 
 use std::path::{Component, Path};
 
-use crate::store::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
+use fwdist_release::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 
 /// A node of the virtual tree, before checking it against the device's releases.
 #[derive(Debug, Clone, PartialEq, Eq)]

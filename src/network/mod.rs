@@ -14,7 +14,7 @@ mod render;
 use serde::Serialize;
 
 use crate::config::{ConfigError, FtpsConfig, PassiveHost};
-use crate::probe;
+use fwdist_release::probe;
 
 pub use format::{Chain, Format, InvalidChain, UnknownFormat};
 

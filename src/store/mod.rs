@@ -15,16 +15,13 @@
 //!
 //! Knows nothing of FTP, HTTP or SQL.
 
-pub mod manifest;
-pub mod signing;
-
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncSeekExt, AsyncWriteExt, BufWriter};
 
 use crate::domain::{Model, Sha256Digest, Version};
-use manifest::{MANIFEST_NAME, SIGNATURE_NAME};
+use fwdist_release::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 
 /// Buffer for reads served to IQs: measured ~2.5× faster than 4 KiB on libunftp.
 pub const READ_BUFFER: usize = 1024 * 1024;

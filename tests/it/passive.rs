@@ -213,8 +213,8 @@ async fn the_probe_account_reads_only_probe_bin_and_learns_the_range() {
     let mut got = Vec::new();
     tls.read_to_end(&mut got).await.unwrap();
     assert_eq!(ctl.reply().await.0, 226);
-    assert_eq!(got.len(), fwdist::probe::SIZE);
-    assert_eq!(hex(&Sha256::digest(&got)), fwdist::probe::sha256_hex());
+    assert_eq!(got.len(), fwdist_release::probe::SIZE);
+    assert_eq!(hex(&Sha256::digest(&got)), fwdist_release::probe::sha256_hex());
     for path in ["target/manifest.json", "/releases", "../probe.bin.x"] {
         let (code, _) = ctl.cmd(&format!("SIZE {path}")).await;
         assert_eq!(code, 550, "probe must not see {path}");

@@ -225,8 +225,8 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             }
             // Answered here, and sent on with PASS (one round trip to libunftp, not two).
             "USER" if !self.logged_in => {
-                self.user = Some(if arg.eq_ignore_ascii_case(crate::probe::USER) {
-                    crate::probe::USER.to_owned()
+                self.user = Some(if arg.eq_ignore_ascii_case(fwdist_release::probe::USER) {
+                    fwdist_release::probe::USER.to_owned()
                 } else {
                     // Never pass on what was typed: a client that swapped user and password
                     // would have its secret logged by libunftp.

@@ -119,7 +119,7 @@ impl DeviceVfs {
             let bytes = probe_from(offset);
             if bytes.is_empty() {
                 return Err(RetrError::PastEnd {
-                    size: crate::probe::SIZE as u64,
+                    size: fwdist_release::probe::SIZE as u64,
                 });
             }
             return Ok(Retr {
@@ -183,7 +183,7 @@ impl StorageBackend<Device> for DeviceVfs {
         if user.probe {
             probe_node(path.as_ref()).ok_or_else(not_found)?;
             return Ok(vec![Fileinfo {
-                path: PathBuf::from(crate::probe::FILE),
+                path: PathBuf::from(fwdist_release::probe::FILE),
                 metadata: probe_meta(ProbeNode::File),
             }]);
         }

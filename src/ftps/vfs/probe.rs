@@ -1,4 +1,4 @@
-//! The built-in probe account's tree (see [`crate::probe`]): `/` holding the probe file,
+//! The built-in probe account's tree (see [`fwdist_release::probe`]): `/` holding the probe file,
 //! served from memory and never recorded as a download.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ pub(super) enum ProbeNode {
 pub(super) fn probe_node(path: &Path) -> Option<ProbeNode> {
     match path.to_str()?.trim_start_matches('/') {
         "" | "." => Some(ProbeNode::Root),
-        f if f == crate::probe::FILE => Some(ProbeNode::File),
+        f if f == fwdist_release::probe::FILE => Some(ProbeNode::File),
         _ => None,
     }
 }
@@ -25,7 +25,7 @@ pub(super) fn probe_meta(n: ProbeNode) -> Meta {
     match n {
         ProbeNode::Root => dir_meta(UNIX_EPOCH),
         ProbeNode::File => Meta {
-            len: crate::probe::SIZE as u64,
+            len: fwdist_release::probe::SIZE as u64,
             dir: false,
             modified: UNIX_EPOCH,
         },
@@ -33,6 +33,6 @@ pub(super) fn probe_meta(n: ProbeNode) -> Meta {
 }
 
 pub(super) fn probe_from(start: u64) -> &'static [u8] {
-    let b = crate::probe::cached();
+    let b = fwdist_release::probe::cached();
     &b[usize::try_from(start).unwrap_or(usize::MAX).min(b.len())..]
 }

@@ -18,9 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::client::{ClientConfig, ClientError, FtpsClient};
 use super::state::{State, StateError};
-use crate::domain::{Model, Sha256Digest};
-use crate::store::manifest::{MAX_MANIFEST_BYTES, Manifest};
-use crate::store::signing::TrustedKeys;
+use fwdist_release::id::{Model, Sha256Digest};
+use fwdist_release::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use fwdist_release::signing::TrustedKeys;
 
 /// The process exit codes of `fwdist fetch`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! `greeting`, `tls`, `certificate`, `login`, `passive-range`, then one `port N` line per
 //! passive port (PASV, data connection, TLS, `RETR /probe.bin`, SHA-256), then `summary`.
 //! It talks through the reference IQ's own client ([`super::client`]) and shares the probe
-//! account's facts with the server through [`crate::probe`]; it prints nothing itself.
+//! account's facts with the server through [`fwdist_release::probe`]; it prints nothing itself.
 //!
 //! The pure parts — the verdict, the rule text, the PASV address check, the certificate
 //! assessment — have their unit tests next to them; `tests/it/doctor.rs` runs the whole
@@ -32,7 +32,7 @@ use rustls::pki_types::ServerName;
 use serde::Serialize;
 
 use super::client::ClientConfig;
-use crate::probe;
+use fwdist_release::probe;
 use verdict::summary;
 
 pub use cert::{CertFacts, CertInspector, EXPIRY_WARN_DAYS, assess_cert};
@@ -190,7 +190,7 @@ impl Doctor<'_> {
             addr,
             server_name: self.opts.server_name.clone(),
             tls: self.tls.clone(),
-            sessions: crate::iq::resume::shared_store(),
+            sessions: crate::resume::shared_store(),
             timeout: self.opts.timeout,
             pause_before_handshake: Duration::ZERO,
             bind_ip: self.opts.bind_ip,

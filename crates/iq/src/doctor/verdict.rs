@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use serde::Serialize;
 
-use crate::iq::client::ClientError;
+use crate::client::ClientError;
 
 /// How one passive port fared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

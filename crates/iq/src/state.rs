@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::domain::Sha256Digest;
-use crate::store::manifest::Manifest;
+use fwdist_release::id::Sha256Digest;
+use fwdist_release::manifest::Manifest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
 use super::client::{ClientConfig, ClientError, FtpsClient};
-use crate::store::manifest::{MAX_MANIFEST_BYTES, Manifest};
-use crate::store::signing::TrustedKeys;
+use fwdist_release::manifest::{MAX_MANIFEST_BYTES, Manifest};
+use fwdist_release::signing::TrustedKeys;
 
 /// What each simulated session does.
 #[derive(Debug, Clone)]

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::domain::{Model, Sha256Digest, Version};
+use crate::id::{Model, Sha256Digest, Version};
 
 /// Names an IQ reads beside the image; the image may not take them.
 pub const MANIFEST_NAME: &str = "manifest.json";

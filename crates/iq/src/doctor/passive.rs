@@ -10,8 +10,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::verdict::{blocked_text, connect_failure, data_target};
 use super::{Doctor, DoctorOptions, Login, PortResult, PortTest, Status, pasv_host_warning};
-use crate::iq::client::{ClientConfig, ClientError, FtpsClient};
-use crate::probe;
+use crate::client::{ClientConfig, ClientError, FtpsClient};
+use fwdist_release::probe;
 
 /// Passive ports tried when the range is unknown (no `SITE PORTS`, no `--passive-ports`).
 const DISCOVERY_ATTEMPTS: usize = 8;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::verdict::{allow_rule, blocked_text, connect_failure, rule_line};
 use super::{CertFacts, Doctor, Login, Status, assess_cert};
-use crate::iq::client::{ClientConfig, ClientError, FtpsClient, Stage, StageError};
-use crate::probe;
+use crate::client::{ClientConfig, ClientError, FtpsClient, Stage, StageError};
+use fwdist_release::probe;
 
 impl Doctor<'_> {
     pub(super) async fn resolve(&mut self) -> Option<SocketAddr> {
