@@ -73,7 +73,9 @@ impl App {
             publisher: Arc::new(publisher),
             ftp_addr: cfg.ftps.listen,
             max_image_bytes: cfg.store.max_image_bytes,
-            network: Arc::new(crate::network::NetworkRequirements::from_config(&cfg.ftps)?),
+            network: Arc::new(crate::network::NetworkRequirements::new(
+                &cfg.ftps.network_site()?,
+            )),
             diagnostics,
             sessions,
         };

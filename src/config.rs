@@ -294,6 +294,26 @@ impl FtpsConfig {
         self.public_port.unwrap_or(self.listen.port())
     }
 
+    /// What decides an IQ's firewall rules, for [`crate::network`].
+    ///
+    /// # Errors
+    /// An invalid passive range or host (already refused at startup).
+    pub fn network_site(&self) -> Result<crate::network::Site, ConfigError> {
+        let (host, host_is_dns_name) = match self.passive_host()? {
+            PassiveHost::Ip(ip) => (ip.to_string(), false),
+            PassiveHost::Dns(name) => (name, true),
+        };
+        Ok(crate::network::Site {
+            host,
+            host_is_dns_name,
+            control_port: self.public_control_port(),
+            passive_ports: self.passive_range()?,
+            max_sessions_per_ip: self.max_sessions_per_ip,
+            data_connect_timeout_secs: self.data_connect_timeout_secs,
+            probe_enabled: self.probe_enabled,
+        })
+    }
+
     /// # Errors
     /// An IPv6 literal (PASV can only announce IPv4) or an invalid DNS name.
     pub fn passive_host(&self) -> Result<PassiveHost, ConfigError> {
@@ -410,5 +430,41 @@ mod tests {
             Config::load(Some(&dir.path().join("nope.toml"))),
             Err(ConfigError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn the_default_site_is_what_network_tests_assume() {
+        let mut c = Config::default();
+        assert_eq!(
+            c.ftps.network_site().unwrap(),
+            crate::network::tests::default_site()
+        );
+        c.ftps.public_port = Some(21);
+        c.ftps.public_host = "fw.example.com".into();
+        let site = c.ftps.network_site().unwrap();
+        assert_eq!((site.control_port, site.host_is_dns_name), (21, true));
+    }
+
+    /// The README's "Firewall requirements" block is what `fwdist network-requirements`
+    /// prints for the default configuration.
+    #[test]
+    fn readme_shows_the_text_for_the_default_config() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        let begin = "<!-- network-requirements:begin -->\n```text\n";
+        let end = "```\n<!-- network-requirements:end -->";
+        let start = readme
+            .find(begin)
+            .expect("README has the begin marker and ```text fence")
+            + begin.len();
+        let stop = readme[start..].find(end).expect("README has the end marker") + start;
+        let want = crate::network::NetworkRequirements::new(&Config::default().ftps.network_site().unwrap())
+            .render_text();
+        assert!(
+            readme[start..stop] == want,
+            "README.md's firewall block is out of date. Replace the lines between the markers \
+             (inside the ```text fence) with the output of\n  \
+             cargo run -q -- network-requirements --format text\n\
+             run with no --config and no FWDIST_* variables set, i.e. with:\n{want}"
+        );
     }
 }

@@ -20,6 +20,8 @@ pub enum Role {
 }
 
 impl Role {
+    pub const NAMES: [&'static str; 3] = ["viewer", "publisher", "admin"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",

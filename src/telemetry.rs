@@ -1,6 +1,6 @@
 //! Logging setup: `tracing` to standard error, filtered by `RUST_LOG`
-//! (default `info,unftp=warn`). libunftp's own slog records arrive through
-//! [`crate::ftps::log`] under the `unftp` target. libunftp also instruments its functions
+//! (default `info,unftp=warn`). libunftp's own slog records arrive (bridged by the FTPS
+//! front) under the `unftp` target. libunftp also instruments its functions
 //! with `tracing` spans that carry `Debug` dumps of whole sessions: the log output never shows
 //! them. Nothing here is needed for correctness: a server without it logs nothing, that is all.
 

@@ -18,6 +18,7 @@ use clap::{Parser, Subcommand};
 use crate::app::App;
 use crate::config::Config;
 use crate::domain::Role;
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -94,8 +95,7 @@ pub enum TokenCommand {
     Create {
         #[arg(long)]
         name: String,
-        /// viewer, publisher or admin
-        #[arg(long, value_parser = |s: &str| Role::parse(s).map_err(|e| e.0))]
+        #[arg(long, value_parser = PossibleValuesParser::new(Role::NAMES).try_map(|s| Role::parse(&s)))]
         role: Role,
         #[arg(long)]
         config: Option<PathBuf>,

@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 
 use crate::config::Config;
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+
 use crate::network::{Chain, Format, NetworkRequirements};
 
 #[derive(Debug, clap::Args)]
@@ -16,7 +18,7 @@ pub struct NetReqArgs {
     pub config: Option<PathBuf>,
     /// Output format: text (a few lines), json (as the API answers), nftables (`nft -f FILE`)
     /// or iptables (`iptables-restore --noflush < FILE`).
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    #[arg(long, default_value = "text", value_parser = PossibleValuesParser::new(Format::NAMES).try_map(|s| Format::parse(&s)))]
     pub format: Format,
     /// Chain for the nftables/iptables rules (default forward / FORWARD: the site's gateway;
     /// `output` for a firewall on the IQ host itself).
@@ -30,7 +32,7 @@ pub struct NetReqArgs {
 /// An invalid configuration (as one line) or a failed write to stdout.
 pub fn run(args: &NetReqArgs) -> anyhow::Result<()> {
     let cfg = Config::load(args.config.as_deref()).map_err(|e| anyhow::anyhow!(one_line(&e.to_string())))?;
-    let req = NetworkRequirements::from_config(&cfg.ftps)?;
+    let req = NetworkRequirements::new(&cfg.ftps.network_site()?);
     let out = req.render(args.format, args.chain.as_ref())?;
     std::io::stdout()
         .lock()

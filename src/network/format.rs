@@ -2,7 +2,7 @@
 //! iptables rules go into, both validated: they come from the API query and the command line.
 
 /// How the requirements are printed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     /// The JSON document of `GET /api/v1/network-requirements`.
     Json,

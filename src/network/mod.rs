@@ -1,6 +1,7 @@
 //! What an IQ's network must allow, derived from the live FTPS configuration (SPEC §6
 //! `GET /network-requirements`, `fwdist network-requirements`), and the same answer rendered
-//! as text, as nftables rules and as iptables rules. Pure: no I/O.
+//! as text, as nftables rules and as iptables rules. Pure: no I/O, and it takes plain values
+//! ([`Site`]), not the configuration: `config` builds a `Site` from `[ftps]`.
 //!
 //! The rules are outbound only: IQs use passive mode, so every connection is one the IQ
 //! opens, and the server's packets are return traffic of those connections.
@@ -13,7 +14,8 @@ mod render;
 
 use serde::Serialize;
 
-use crate::config::{ConfigError, FtpsConfig, PassiveHost};
+use std::ops::RangeInclusive;
+
 use fwdist_release::probe;
 
 pub use format::{Chain, Format, InvalidChain, UnknownFormat};
@@ -61,24 +63,34 @@ pub struct PortRange {
     pub last: u16,
 }
 
-impl NetworkRequirements {
-    /// # Errors
-    /// An invalid passive range or host (already refused at startup).
-    pub fn from_config(cfg: &FtpsConfig) -> Result<Self, ConfigError> {
-        let (host, host_is_dns_name) = match cfg.passive_host()? {
-            PassiveHost::Ip(ip) => (ip.to_string(), false),
-            PassiveHost::Dns(name) => (name, true),
-        };
-        let passive = cfg.passive_range()?;
-        let passive_ports = PortRange {
-            first: *passive.start(),
-            last: *passive.end(),
-        };
-        let control = cfg.public_control_port();
-        let check = format!("fwdist doctor {host}:{control} --ca SERVER-CA.pem");
-        let notes = notes(cfg, &host, host_is_dns_name, &check);
+/// The facts of a server's FTPS setup that decide what an IQ's network must allow, as IQs
+/// see them (already validated).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    /// The IPv4 address or DNS name IQs connect to (`ftps.public_host`).
+    pub host: String,
+    pub host_is_dns_name: bool,
+    /// The control port as IQs see it.
+    pub control_port: u16,
+    pub passive_ports: RangeInclusive<u16>,
+    pub max_sessions_per_ip: u32,
+    pub data_connect_timeout_secs: u64,
+    pub probe_enabled: bool,
+}
 
-        Ok(NetworkRequirements {
+impl NetworkRequirements {
+    pub fn new(site: &Site) -> Self {
+        let host = site.host.clone();
+        let host_is_dns_name = site.host_is_dns_name;
+        let passive_ports = PortRange {
+            first: *site.passive_ports.start(),
+            last: *site.passive_ports.end(),
+        };
+        let control = site.control_port;
+        let check = format!("fwdist doctor {host}:{control} --ca SERVER-CA.pem");
+        let notes = notes(site, &check);
+
+        NetworkRequirements {
             direction: "outbound",
             inbound: "none",
             rules: vec![
@@ -102,17 +114,18 @@ impl NetworkRequirements {
             host_is_dns_name,
             control_port: control,
             passive_ports,
-            max_sessions_per_ip: cfg.max_sessions_per_ip,
-            data_connect_timeout_secs: cfg.data_connect_timeout_secs,
-            probe_enabled: cfg.probe_enabled,
+            max_sessions_per_ip: site.max_sessions_per_ip,
+            data_connect_timeout_secs: site.data_connect_timeout_secs,
+            probe_enabled: site.probe_enabled,
             check,
             notes,
-        })
+        }
     }
 }
 
 /// What else the IQ's network must allow or know, in the order the text format lists it.
-fn notes(cfg: &FtpsConfig, host: &str, host_is_dns_name: bool, check: &str) -> Vec<String> {
+fn notes(site: &Site, check: &str) -> Vec<String> {
+    let host = &site.host;
     let mut notes = vec![
         "explicit FTPS (AUTH TLS); TLS 1.2 or 1.3 on the control and on every data connection".to_owned(),
         "nothing inbound: passive mode only, so the server's replies are return traffic of \
@@ -122,7 +135,7 @@ fn notes(cfg: &FtpsConfig, host: &str, host_is_dns_name: bool, check: &str) -> V
          the passive range explicitly"
             .to_owned(),
     ];
-    if host_is_dns_name {
+    if site.host_is_dns_name {
         notes.push(format!(
             "the IQ's DNS must resolve {host}; nft and iptables resolve it when the rules are \
              loaded, so reload them when its address changes"
@@ -133,21 +146,21 @@ fn notes(cfg: &FtpsConfig, host: &str, host_is_dns_name: bool, check: &str) -> V
          fwdist device id"
             .to_owned(),
     );
-    notes.push(match cfg.max_sessions_per_ip {
+    notes.push(match site.max_sessions_per_ip {
         0 => "no limit on how many IQs behind one NAT address are served at once".to_owned(),
         1 => "at most 1 IQ behind one NAT address is served at once; more get 421 and retry".to_owned(),
         n => format!("at most {n} IQs behind one NAT address are served at once; more get 421 and retry"),
     });
     notes.push(format!(
         "the IQ must open each data connection within {} s of the PASV/EPSV reply",
-        cfg.data_connect_timeout_secs
+        site.data_connect_timeout_secs
     ));
     notes.push(
         "the control connection idles during a download: firewall/NAT TCP idle timeouts must \
          outlast the longest download"
             .to_owned(),
     );
-    notes.push(if cfg.probe_enabled {
+    notes.push(if site.probe_enabled {
         format!(
             "check a site from the IQ's network: `{check}` (logs in as the built-in probe \
              account, user {}, password {})",
@@ -164,12 +177,25 @@ fn notes(cfg: &FtpsConfig, host: &str, host_is_dns_name: bool, check: &str) -> V
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The site of the default configuration (`config` checks that it is).
+    pub(crate) fn default_site() -> Site {
+        Site {
+            host: "127.0.0.1".into(),
+            host_is_dns_name: false,
+            control_port: 2121,
+            passive_ports: 50000..=50049,
+            max_sessions_per_ip: 16,
+            data_connect_timeout_secs: 5,
+            probe_enabled: true,
+        }
+    }
 
     #[test]
     fn defaults_name_the_control_port_and_the_passive_range() {
-        let r = NetworkRequirements::from_config(&FtpsConfig::default()).unwrap();
+        let r = NetworkRequirements::new(&default_site());
         assert_eq!(r.rules[0].first_port, 2121);
         assert_eq!((r.rules[1].first_port, r.rules[1].last_port), (50000, 50049));
         assert!(
@@ -184,11 +210,11 @@ mod tests {
 
     #[test]
     fn the_public_port_is_the_control_port() {
-        let cfg = FtpsConfig {
-            public_port: Some(21),
-            ..FtpsConfig::default()
+        let site = Site {
+            control_port: 21,
+            ..default_site()
         };
-        let r = NetworkRequirements::from_config(&cfg).unwrap();
+        let r = NetworkRequirements::new(&site);
         assert_eq!((r.rules[0].first_port, r.rules[0].last_port), (21, 21));
         assert_eq!(r.control_port, 21);
         assert!(r.render_nftables(None).contains("tcp dport 21 accept\n"));
@@ -196,14 +222,15 @@ mod tests {
 
     #[test]
     fn a_dns_name_and_other_settings_show_in_the_notes() {
-        let cfg = FtpsConfig {
-            public_host: "fw.example.com".into(),
+        let site = Site {
+            host: "fw.example.com".into(),
+            host_is_dns_name: true,
             max_sessions_per_ip: 0,
             probe_enabled: false,
             data_connect_timeout_secs: 9,
-            ..FtpsConfig::default()
+            ..default_site()
         };
-        let r = NetworkRequirements::from_config(&cfg).unwrap();
+        let r = NetworkRequirements::new(&site);
         assert!(r.host_is_dns_name);
         let text = r.render_text();
         for want in [
@@ -223,38 +250,14 @@ mod tests {
             r.render_iptables(None)
                 .contains("# iptables resolves fw.example.com")
         );
-        let one = FtpsConfig {
+        let one = Site {
             max_sessions_per_ip: 1,
-            ..FtpsConfig::default()
+            ..default_site()
         };
-        let text = NetworkRequirements::from_config(&one).unwrap().render_text();
+        let text = NetworkRequirements::new(&one).render_text();
         assert!(
             text.contains("at most 1 IQ behind one NAT address is served"),
             "{text}"
-        );
-    }
-
-    /// The README's "Firewall requirements" block is what `fwdist network-requirements`
-    /// prints for the default configuration.
-    #[test]
-    fn readme_shows_the_text_for_the_default_config() {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-        let begin = "<!-- network-requirements:begin -->\n```text\n";
-        let end = "```\n<!-- network-requirements:end -->";
-        let start = readme
-            .find(begin)
-            .expect("README has the begin marker and ```text fence")
-            + begin.len();
-        let stop = readme[start..].find(end).expect("README has the end marker") + start;
-        let want = NetworkRequirements::from_config(&crate::config::Config::default().ftps)
-            .unwrap()
-            .render_text();
-        assert!(
-            readme[start..stop] == want,
-            "README.md's firewall block is out of date. Replace the lines between the markers \
-             (inside the ```text fence) with the output of\n  \
-             cargo run -q -- network-requirements --format text\n\
-             run with no --config and no FWDIST_* variables set, i.e. with:\n{want}"
         );
     }
 }

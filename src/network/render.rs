@@ -160,16 +160,16 @@ impl NetworkRequirements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::FtpsConfig;
+    use crate::network::Site;
+    use crate::network::tests::default_site;
 
     /// The sample of the unit tests: a public address, control 2121, passive 50000-50003.
     fn sample() -> NetworkRequirements {
-        let cfg = FtpsConfig {
-            passive_ports: "50000-50003".into(),
-            public_host: "203.0.113.5".into(),
-            ..FtpsConfig::default()
-        };
-        NetworkRequirements::from_config(&cfg).unwrap()
+        NetworkRequirements::new(&Site {
+            passive_ports: 50000..=50003,
+            host: "203.0.113.5".into(),
+            ..default_site()
+        })
     }
 
     fn rule_lines(text: &str) -> Vec<&str> {
@@ -203,12 +203,11 @@ add rule inet filter forward ip daddr 203.0.113.5 tcp dport 50000-50003 accept
 
     #[test]
     fn nftables_output_chain_and_single_port() {
-        let cfg = FtpsConfig {
-            passive_ports: "50000-50000".into(),
-            public_host: "203.0.113.5".into(),
-            ..FtpsConfig::default()
-        };
-        let r = NetworkRequirements::from_config(&cfg).unwrap();
+        let r = NetworkRequirements::new(&Site {
+            passive_ports: 50000..=50000,
+            host: "203.0.113.5".into(),
+            ..default_site()
+        });
         let chain = Chain::parse("OUTPUT").unwrap();
         let got = r.render_nftables(Some(&chain));
         assert_eq!(
