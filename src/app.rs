@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::diagnostics::Diagnostics;
 use crate::ftps::{self, records, sessions::Sessions, tls, vfs::FtpsShared};
-use crate::publish::Publisher;
-use crate::store::FsStore;
+use crate::services::{Services, Wiring};
+use crate::store::{FsStore, ReleaseStore};
 
 /// How long sessions and requests get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -38,16 +38,27 @@ impl App {
         }
         std::fs::create_dir_all(&cfg.signing.trusted_keys)
             .with_context(|| format!("creating {}", cfg.signing.trusted_keys.display()))?;
-        let store = FsStore::open(&cfg.store.root)
-            .await
-            .context("opening the firmware store")?;
+        let store: Arc<dyn ReleaseStore> = Arc::new(
+            FsStore::open(&cfg.store.root)
+                .await
+                .context("opening the firmware store")?,
+        );
         let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
         let (recorder, recorder_task) = records::spawn_writer(db.clone());
-        let shared = Arc::new(FtpsShared {
+        let sessions = Arc::new(Sessions::default());
+        let services = Services::new(Wiring {
             db: db.clone(),
             store: store.clone(),
+            trusted_keys: cfg.signing.trusted_keys.clone(),
+            max_image_bytes: cfg.store.max_image_bytes,
+            sessions: Some(sessions.clone()),
+        });
+        let shared = Arc::new(FtpsShared {
+            db: db.clone(),
+            store,
+            targeting: services.targeting.clone(),
             recorder,
-            sessions: Arc::new(Sessions::default()),
+            sessions,
             node: cfg.node.clone(),
             record: cfg.ftps.record_downloads,
         });
@@ -56,28 +67,20 @@ impl App {
             .with_context(|| format!("binding the FTPS control port {}", cfg.ftps.listen))?;
         let (stop, _) = watch::channel(false);
         let diagnostics = Arc::new(Diagnostics::default());
-        let sessions = shared.sessions.clone();
         let ftps = ftps::build(&cfg.ftps, shared, diagnostics.clone(), ftp_listener).await?;
         let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
             .await
             .with_context(|| format!("binding the admin API to {}", cfg.admin.listen))?;
         let api_addr = listener.local_addr()?;
-        let publisher = Publisher::new(
-            db.clone(),
-            store,
-            cfg.signing.trusted_keys.clone(),
-            cfg.store.max_image_bytes,
-        );
         let state = AppState {
             db: db.clone(),
-            publisher: Arc::new(publisher),
+            services,
             ftp_addr: cfg.ftps.listen,
             max_image_bytes: cfg.store.max_image_bytes,
             network: Arc::new(crate::network::NetworkRequirements::new(
                 &cfg.ftps.network_site()?,
             )),
             diagnostics,
-            sessions,
         };
         Ok(App {
             ftp_addr: cfg.ftps.listen,

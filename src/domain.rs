@@ -61,6 +61,38 @@ impl Outcome {
     }
 }
 
+/// Whether a rollout is running (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RolloutState {
+    Active,
+    Paused,
+    Aborted,
+}
+
+impl RolloutState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutState::Active => "active",
+            RolloutState::Paused => "paused",
+            RolloutState::Aborted => "aborted",
+        }
+    }
+
+    /// # Errors
+    /// For anything but `active`, `paused`, `aborted`.
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        match s {
+            "active" => Ok(Self::Active),
+            "paused" => Ok(Self::Paused),
+            "aborted" => Ok(Self::Aborted),
+            _ => Err(InvalidInput(format!(
+                "invalid state {s:?}: expected active, paused or aborted"
+            ))),
+        }
+    }
+}
+
 /// Now, as unix milliseconds (the database's time unit).
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();

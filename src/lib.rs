@@ -24,7 +24,6 @@
 
 pub mod api;
 pub mod app;
-pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod db;
@@ -32,8 +31,7 @@ pub mod diagnostics;
 pub mod domain;
 pub mod ftps;
 pub mod network;
-pub mod publish;
-pub mod rollout;
 pub mod secret;
+pub mod services;
 pub mod store;
 pub mod telemetry;

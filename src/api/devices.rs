@@ -11,12 +11,11 @@ use super::auth::{Admin, Authorized, Viewer};
 use super::downloads::DownloadView;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::{AppState, Listing, PageQuery};
-use crate::catalog;
 use crate::db::Page;
 use crate::db::devices::DeviceRow;
 use crate::db::downloads::DownloadFilter;
 use crate::domain::{DeviceId, Model, format_ms};
-use crate::secret::Secret;
+use crate::services::devices::NewDevice as Registration;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -25,8 +24,6 @@ pub fn router() -> Router<AppState> {
         .route("/devices/{id}/disable", post(disable))
 }
 
-const MAX_LABELS: usize = 32;
-const MAX_LABEL_LEN: usize = 64;
 const RECENT_DOWNLOADS: u32 = 10;
 
 #[derive(Debug, Deserialize)]
@@ -94,31 +91,12 @@ async fn create(
     State(st): State<AppState>,
     ApiJson(body): ApiJson<NewDevice>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
-    let id = DeviceId::parse(&body.id)?;
-    let model = Model::parse(&body.model)?;
-    if body.labels.len() > MAX_LABELS
-        || body
-            .labels
-            .iter()
-            .any(|l| l.is_empty() || l.len() > MAX_LABEL_LEN)
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "labels: at most {MAX_LABELS}, each 1-{MAX_LABEL_LEN} characters"
-        )));
-    }
-    let secret = Secret::generate("").map_err(|e| ApiError::Internal(e.to_string().into()))?;
-    let row = match st
-        .db
-        .insert_device(&id, &model, &body.labels, &secret.hash())
-        .await
-    {
-        Ok(r) => r,
-        Err(e) if e.is_unique_violation() => {
-            return Err(ApiError::Conflict(format!("device {id} already exists")));
-        }
-        Err(e) => return Err(e.into()),
+    let reg = Registration {
+        id: DeviceId::parse(&body.id)?,
+        model: Model::parse(&body.model)?,
+        labels: body.labels,
     };
-    tracing::info!(device = %id, model = %model, "device registered");
+    let (row, secret) = st.services.devices.register(&reg).await?;
     let created = Created {
         id: row.id,
         model: row.model.to_string(),
@@ -156,12 +134,7 @@ async fn show(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let id = parse_path_id(&id)?;
-    let d = st
-        .db
-        .device(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no such device: {id}")))?;
-    let target = catalog::target_of(&st.db, &d.id, &d.model).await?;
+    let (d, target) = st.services.devices.show(&id).await?;
     let filter = DownloadFilter {
         device: Some(d.id),
         ..Default::default()
@@ -198,15 +171,6 @@ async fn disable(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeviceView>, ApiError> {
     let id = parse_path_id(&id)?;
-    if !st.db.disable_device(&id).await? {
-        return Err(ApiError::NotFound(format!("no such device: {id}")));
-    }
-    let d = st
-        .db
-        .device(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no such device: {id}")))?;
-    let closed = st.sessions.close_device(id);
-    tracing::info!(device = %id, sessions_closed = closed, "device disabled");
+    let d = st.services.devices.disable(&id).await?;
     Ok(Json(DeviceView::new(&d)))
 }

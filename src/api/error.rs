@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::db::DbError;
 use crate::domain::{InvalidInput, Role};
-use crate::publish::PublishError;
-use crate::store::StoreError;
+use crate::services::ServiceError;
+use crate::services::publish::{PublishError, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -81,7 +81,19 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
-            StoreError::Io { .. } => ApiError::Internal(Box::new(e)),
+            StoreError::Io { .. } | StoreError::Missing(_) => ApiError::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(m) => ApiError::Unprocessable(m),
+            ServiceError::NotFound(m) => ApiError::NotFound(m),
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Db(d) => d.into(),
+            ServiceError::Internal(m) => ApiError::Internal(m.into()),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The admin HTTP API (SPEC §6), axum. One file per resource; each exposes `router()`.
 //!
-//! Depends inward on `db`, `publish`, `catalog`, `rollout`, `domain`; knows nothing of FTP
-//! except the address `/healthz` probes.
+//! Translates HTTP to calls of `services` (which own the rules) and plain reads of `db`;
+//! knows nothing of FTP except the address `/healthz` probes, and reaches the firmware store
+//! only through `services::publish`.
 
 pub mod auth;
 pub mod devices;
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
 
 use crate::db::{Db, Page};
-use crate::publish::Publisher;
+use crate::services::Services;
 use error::ApiError;
 
 /// Largest JSON body accepted (release uploads have their own limit).
@@ -31,14 +32,12 @@ pub const MAX_JSON_BODY: usize = 256 * 1024;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub db: Db,
-    pub publisher: Arc<Publisher>,
+    pub services: Services,
     /// Where `/healthz` checks that the FTPS server greets.
     pub ftp_addr: SocketAddr,
     pub max_image_bytes: u64,
     pub network: Arc<crate::network::NetworkRequirements>,
     pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
-    /// Open FTPS sessions: disabling a device closes its own.
-    pub sessions: Arc<crate::ftps::sessions::Sessions>,
 }
 
 pub fn router(state: AppState) -> Router {

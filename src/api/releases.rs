@@ -11,8 +11,7 @@ use super::error::{ApiError, ApiPath, ApiQuery};
 use super::{AppState, Listing, PageQuery};
 use crate::db::releases::ReleaseRow;
 use crate::domain::{Model, Version, format_ms};
-use crate::publish::Published;
-use crate::store::{Staged, StagedImage};
+use crate::services::publish::{Published, Staged, StagedImage};
 use fwdist_release::manifest::MAX_MANIFEST_BYTES;
 
 pub fn router(max_image_bytes: u64) -> Router<AppState> {
@@ -106,7 +105,7 @@ async fn upload(
             return Err(missing(name));
         }
     };
-    match st.publisher.publish(&manifest, &signature, image).await? {
+    match st.services.publish.publish(&manifest, &signature, image).await? {
         Published::Created(r) => Ok((StatusCode::CREATED, Json(ReleaseView::new(&r, true)))),
         Published::Unchanged(r) => Ok((StatusCode::OK, Json(ReleaseView::new(&r, true)))),
     }
@@ -124,7 +123,7 @@ async fn read_parts(st: &AppState, mp: &mut Multipart, parts: &mut Parts) -> Res
                         "multipart part \"image\" given twice".into(),
                     ));
                 }
-                let mut staged = st.publisher.stage().await?;
+                let mut staged = st.services.publish.stage().await?;
                 match stream_into(&mut field, &mut staged).await {
                     Ok(()) => parts.image = Some(staged.finish().await?),
                     Err(e) => {
@@ -219,14 +218,6 @@ async fn yank(
     ApiPath((model, version)): ApiPath<(String, String)>,
 ) -> Result<Json<ReleaseView>, ApiError> {
     let (m, v) = parse_key(&model, &version)?;
-    if !st.db.yank_release(&m, &v).await? {
-        return Err(ApiError::NotFound(format!("no release {m} {v}")));
-    }
-    let r = st
-        .db
-        .release(&m, &v)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no release {m} {v}")))?;
-    tracing::info!(model = %m, version = %v, "release yanked");
+    let r = st.services.publish.yank(&m, &v).await?;
     Ok(Json(ReleaseView::new(&r, true)))
 }

@@ -13,9 +13,10 @@ use anyhow::{Context as _, bail};
 use crate::config::Config;
 use crate::db::Db;
 use crate::domain::{DeviceId, Model};
-use crate::secret::{Secret, SecretHash};
+use crate::services::devices::{Devices, NewDevice, check_labels};
+use crate::services::targeting::Targeting;
 
-type Row = (DeviceId, Model, Vec<String>);
+type Row = NewDevice;
 
 /// Parses the CSV; every error names its line.
 ///
@@ -48,7 +49,8 @@ pub fn parse_csv(text: &str) -> anyhow::Result<Vec<Row>> {
         if !seen.insert(id) {
             bail!("line {n}: device {id} is listed twice");
         }
-        rows.push((id, model, labels));
+        check_labels(&labels).with_context(|| format!("line {n}"))?;
+        rows.push(NewDevice { id, model, labels });
     }
     Ok(rows)
 }
@@ -59,22 +61,17 @@ pub async fn import(cfg: &Config, file: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let rows = parse_csv(&text)?;
     let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
-    let mut secrets = Vec::with_capacity(rows.len());
-    let mut batch: Vec<(DeviceId, Model, Vec<String>, SecretHash)> = Vec::with_capacity(rows.len());
-    for (id, model, labels) in rows {
-        let secret = Secret::generate("").context("no randomness")?;
-        batch.push((id, model, labels, secret.hash()));
-        secrets.push((id, secret));
-    }
-    match db.insert_devices(&batch).await {
-        Ok(()) => {}
-        Err(e) if e.is_unique_violation() => bail!(
+    let devices = Devices::new(db.clone(), Targeting::new(db.clone()), None);
+    let result = devices.import(&rows).await;
+    db.close().await;
+    let secrets = match result {
+        Ok(s) => s,
+        Err(crate::services::ServiceError::Conflict(_)) => bail!(
             "a device in {} is already registered; nothing was imported",
             file.display()
         ),
         Err(e) => return Err(e.into()),
-    }
-    db.close().await;
+    };
     let mut out = std::io::stdout().lock();
     writeln!(out, "id,secret")?;
     for (id, secret) in &secrets {
@@ -96,12 +93,16 @@ mod tests {
         let rows = parse_csv("id,model,labels\naa:bb:cc:00:00:01,iq2,site-a;lab\n\n# c\nAABBCC000002, iq2\n")
             .unwrap();
         assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].2, vec!["site-a".to_owned(), "lab".to_owned()]);
+        assert_eq!(rows[0].labels, vec!["site-a".to_owned(), "lab".to_owned()]);
         let e = parse_csv("aa:bb:cc:00:00:01,iq2\nnot-a-mac,iq2\n").unwrap_err();
         assert!(format!("{e:#}").contains("line 2"), "{e:#}");
         let e = parse_csv("aa:bb:cc:00:00:01,iq2\naa-bb-cc-00-00-01,iq2\n").unwrap_err();
         assert!(format!("{e:#}").contains("twice"), "{e:#}");
         assert!(parse_csv("aa:bb:cc:00:00:01,IQ2\n").is_err());
         assert!(parse_csv("aa:bb:cc:00:00:01,iq2,x,y\n").is_err());
+        // The API's label limits hold for an import too.
+        let long = format!("aa:bb:cc:00:00:01,iq2,{}\n", "x".repeat(65));
+        let e = parse_csv(&long).unwrap_err();
+        assert!(format!("{e:#}").contains("line 1: labels: at most 32"), "{e:#}");
     }
 }

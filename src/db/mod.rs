@@ -1,11 +1,16 @@
 //! Metadata database: tokens, devices, releases, rollouts, download records.
 //!
 //! [`Db`] is the one interface callers use; each table's queries live in their own file as
-//! `impl Db` blocks. The embedded default is SQLite (WAL mode, one file). The SQL is kept
-//! portable (`$n` parameters, integer times, no SQLite-only functions) so a PostgreSQL
-//! backend can be added behind the same methods without touching callers.
+//! `impl Db` blocks. It holds a [`Backend`]: the embedded default is SQLite (WAL mode, one
+//! file); PostgreSQL (scale-out) is another arm of it, so callers never change. Queries use
+//! `$n` parameters and integer unix-millisecond times, which both dialects read alike.
+//! The schema is not shared: each backend has its own migrations, `migrations/<backend>/`
+//! (SQLite's `INTEGER PRIMARY KEY AUTOINCREMENT` and `BLOB` are not PostgreSQL; the first
+//! SQLite migration's header calls itself portable, which it is not, but a migration that
+//! has been applied cannot be edited: sqlx checks its checksum at every start).
 //!
-//! Knows nothing of FTP or HTTP.
+//! Stores and returns rows; knows no rule about them (which rollout targets whom, what is
+//! served: that is `services`). Knows nothing of FTP or HTTP.
 
 pub mod devices;
 pub mod downloads;
@@ -22,7 +27,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database URL {0:?} is not supported (use sqlite://PATH; postgres:// is planned)")]
+    #[error("database URL {0:?} is not supported (use sqlite://PATH; postgres:// is not available yet)")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
@@ -46,18 +51,31 @@ pub type DbResult<T> = Result<T, DbError>;
 /// Handle to the metadata database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
-    pool: SqlitePool,
+    backend: Backend,
+}
+
+/// The database behind [`Db`], chosen by the URL's scheme.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
 }
 
 impl Db {
-    /// Opens the database at `url`, creating the file and applying migrations.
+    /// Opens the database at `url` and applies its backend's migrations.
     ///
     /// # Errors
     /// Unsupported URL, unreadable file, or a failed migration.
     pub async fn connect(url: &str) -> DbResult<Self> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .ok_or_else(|| DbError::UnsupportedUrl(url.to_owned()))?;
+        match url.split_once("://") {
+            Some(("sqlite", path)) => Ok(Db {
+                backend: Backend::Sqlite(Self::connect_sqlite(path).await?),
+            }),
+            _ => Err(DbError::UnsupportedUrl(url.to_owned())),
+        }
+    }
+
+    /// Opens (creating the file if needed) the SQLite database at `path`.
+    async fn connect_sqlite(path: &str) -> DbResult<SqlitePool> {
         let path = path.split('?').next().unwrap_or(path);
         if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DbError::Dir(dir.display().to_string(), e))?;
@@ -83,7 +101,7 @@ impl Db {
                 Err(e) => return Err(e),
             }
         };
-        Ok(Db { pool })
+        Ok(pool)
     }
 
     async fn open_and_migrate(opts: SqliteConnectOptions) -> DbResult<SqlitePool> {
@@ -91,7 +109,7 @@ impl Db {
             .max_connections(8)
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(pool)
     }
 
@@ -100,16 +118,21 @@ impl Db {
     /// # Errors
     /// When the database does not answer.
     pub async fn ping(&self) -> DbResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(self.pool()).await?;
         Ok(())
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.backend {
+            Backend::Sqlite(p) => p.close().await,
+        }
     }
 
+    /// The SQLite pool the table files run their queries on.
     pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+        match &self.backend {
+            Backend::Sqlite(p) => p,
+        }
     }
 }
 

@@ -127,7 +127,7 @@ impl Db {
     ///
     /// # Errors
     /// Database failure.
-    pub async fn servable_releases(&self, model: &Model) -> DbResult<Vec<ReleaseRow>> {
+    pub async fn unyanked_releases(&self, model: &Model) -> DbResult<Vec<ReleaseRow>> {
         let raws: Vec<Raw> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM releases WHERE model = $1 AND yanked_at IS NULL ORDER BY sequence"
         ))

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use sqlx::FromRow;
 
 use super::{Db, DbError, DbResult, Page};
-use crate::domain::{DeviceId, Model, Version, now_ms};
-use crate::rollout::{RolloutState, Rule};
+use crate::domain::{DeviceId, Model, RolloutState, Version, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct RolloutRow {
@@ -48,6 +47,17 @@ impl Raw {
 }
 
 const COLUMNS: &str = "id, model, version, percent_bp, state, created_at, updated_at";
+
+/// A rollout as targeting sees it for one device.
+#[derive(Debug, Clone)]
+pub struct RolloutCandidate {
+    pub id: i64,
+    pub version: Version,
+    pub percent_bp: u16,
+    /// The device is on the rollout's explicit list.
+    pub listed: bool,
+    pub release_yanked: bool,
+}
 
 /// Per-device download progress on one release's image.
 #[derive(Debug, Clone, Copy, Default)]
@@ -160,35 +170,39 @@ impl Db {
         Ok(r.rows_affected() > 0)
     }
 
-    /// The active rollouts of `model` whose release is still served, newest first, each with
-    /// whether `device` is on its explicit list.
+    /// The rollouts of `model` in `state`, newest first, each with whether `device` is on its
+    /// explicit list and whether its release is yanked.
     ///
     /// # Errors
     /// Database failure.
-    pub async fn active_rules(&self, model: &Model, device: &DeviceId) -> DbResult<Vec<(Rule, Version)>> {
-        let rows: Vec<(i64, String, i64, bool)> = sqlx::query_as(
+    pub async fn rollouts_for_device(
+        &self,
+        model: &Model,
+        device: &DeviceId,
+        state: RolloutState,
+    ) -> DbResult<Vec<RolloutCandidate>> {
+        let rows: Vec<(i64, String, i64, bool, bool)> = sqlx::query_as(
             "SELECT r.id, r.version, r.percent_bp,
-                    EXISTS (SELECT 1 FROM rollout_devices d WHERE d.rollout_id = r.id AND d.device = $2)
+                    EXISTS (SELECT 1 FROM rollout_devices d WHERE d.rollout_id = r.id AND d.device = $2),
+                    rel.yanked_at IS NOT NULL
              FROM rollouts r JOIN releases rel ON rel.model = r.model AND rel.version = r.version
-             WHERE r.model = $1 AND r.state = 'active' AND rel.yanked_at IS NULL
+             WHERE r.model = $1 AND r.state = $3
              ORDER BY r.id DESC",
         )
         .bind(model.as_str())
         .bind(device.to_string())
+        .bind(state.as_str())
         .fetch_all(self.pool())
         .await?;
         rows.into_iter()
-            .map(|(id, version, bp, listed)| {
-                let version = Version::parse(&version).map_err(|e| DbError::Corrupt(e.0))?;
-                let percent_bp = u16::try_from(bp).map_err(|_| DbError::Corrupt("percent".into()))?;
-                Ok((
-                    Rule {
-                        id,
-                        percent_bp,
-                        listed,
-                    },
-                    version,
-                ))
+            .map(|(id, version, bp, listed, release_yanked)| {
+                Ok(RolloutCandidate {
+                    id,
+                    version: Version::parse(&version).map_err(|e| DbError::Corrupt(e.0))?,
+                    percent_bp: u16::try_from(bp).map_err(|_| DbError::Corrupt("percent".into()))?,
+                    listed,
+                    release_yanked,
+                })
             })
             .collect()
     }

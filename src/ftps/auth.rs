@@ -13,83 +13,26 @@
 //! [`SessionAuthenticator`] gives [`DeviceAuthenticator`] the IQ's real address from the
 //! session's [`Conn`] instead, for the lockout, the probe limit and the records.
 //!
-//! libunftp's `UserDetailProvider` only sees the `Principal`, so the authenticator packs what
-//! the session needs (device, model, client IP, session serial) into `Principal.username`
-//! and [`DeviceProvider`] unpacks it.
+//! A successful login stores its [`SessionUser`] in the session's [`Conn`];
+//! [`SessionUserProvider`] hands that value to libunftp, so nothing travels as a string.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use unftp_core::auth::{
-    AuthenticationError, Authenticator, Credentials, Principal, UserDetail, UserDetailError,
+    AuthenticationError, Authenticator, Credentials, Principal as FtpPrincipal, UserDetailError,
     UserDetailProvider,
 };
 
 use super::conn::Conn;
+use super::principal::{DeviceLogin, Principal, SessionUser};
 use super::sessions::Sessions;
 use crate::db::Db;
-use crate::domain::{DeviceId, Model};
+use crate::domain::DeviceId;
 use crate::secret::{Secret, SecretHash};
-
-/// A logged-in device: the `User` of every storage call in its session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Device {
-    pub id: DeviceId,
-    pub model: Model,
-    pub ip: IpAddr,
-    /// Unique per session; links libunftp's log records to this session.
-    pub serial: u64,
-    /// The built-in probe account: `id` and `model` mean nothing, only `/probe.bin` exists.
-    pub probe: bool,
-}
-
-impl fmt::Display for Device {
-    /// `MAC#SERIAL` (`probe#SERIAL`): libunftp logs this on login, see [`super::sessions`].
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.probe {
-            write!(f, "{}#{}", fwdist_release::probe::USER, self.serial)
-        } else {
-            write!(f, "{}#{}", self.id, self.serial)
-        }
-    }
-}
-
-impl UserDetail for Device {}
-
-impl Device {
-    fn to_principal(&self) -> Principal {
-        Principal {
-            username: format!(
-                "{}|{}|{}|{}|{}",
-                self.id,
-                self.model,
-                self.ip,
-                self.serial,
-                u8::from(self.probe)
-            ),
-        }
-    }
-
-    fn from_principal(p: &Principal) -> Option<Device> {
-        let mut it = p.username.split('|');
-        let id = DeviceId::parse(it.next()?).ok()?;
-        let model = Model::parse(it.next()?).ok()?;
-        let ip = it.next()?.parse().ok()?;
-        let serial = it.next()?.parse().ok()?;
-        let probe = it.next()? == "1";
-        Some(Device {
-            id,
-            model,
-            ip,
-            serial,
-            probe,
-        })
-    }
-}
 
 /// Failed logins per (user, client IP): after `max` failures in `period`, that pair is
 /// refused for `period`. In memory; bounded.
@@ -206,7 +149,7 @@ impl DeviceAuthenticator {
         }
     }
 
-    fn probe_login(&self, creds: &Credentials) -> Result<Principal, AuthenticationError> {
+    fn probe_login(&self, creds: &Credentials) -> Result<SessionUser, AuthenticationError> {
         let ip = creds.source_ip;
         let Some(limit) = &self.probe else {
             tracing::warn!(%ip, "probe login refused: the probe account is disabled");
@@ -219,28 +162,28 @@ impl DeviceAuthenticator {
             tracing::warn!(%ip, "probe login refused: rate limit");
             return Err(AuthenticationError::IpDisallowed);
         }
-        let device = Device {
-            id: DeviceId::from_bytes([0; 6]),
-            model: Model::parse(fwdist_release::probe::USER).map_err(|_| AuthenticationError::BadUser)?,
+        tracing::info!(%ip, "probe account logged in");
+        Ok(SessionUser {
+            principal: Principal::Probe,
             ip,
             serial: self.sessions.allocate(),
-            probe: true,
-        };
-        tracing::info!(%ip, "probe account logged in");
-        Ok(device.to_principal())
+        })
     }
 }
 
 /// Compared against when the device is unknown, so that answer takes as long as a wrong secret.
 const NO_DEVICE: SecretHash = SecretHash([0u8; 32]);
 
-#[async_trait]
-impl Authenticator for DeviceAuthenticator {
-    async fn authenticate(
+impl DeviceAuthenticator {
+    /// Checks a login; `creds.source_ip` must be the IQ's real address.
+    ///
+    /// # Errors
+    /// The same 530 reasons libunftp maps: bad user, bad password, refused address.
+    pub async fn login(
         &self,
         username: &str,
         creds: &Credentials,
-    ) -> Result<Principal, AuthenticationError> {
+    ) -> Result<SessionUser, AuthenticationError> {
         if username.trim().eq_ignore_ascii_case(fwdist_release::probe::USER) {
             return self.probe_login(creds);
         }
@@ -267,16 +210,13 @@ impl Authenticator for DeviceAuthenticator {
         let secret_ok = hash.matches(&password);
         match found {
             Some(c) if usable && secret_ok => {
-                let device = Device {
-                    id,
-                    model: c.model,
-                    ip: creds.source_ip,
-                    serial: self.sessions.allocate(),
-                    probe: false,
-                };
                 self.lockout.succeeded(&key, creds.source_ip);
                 tracing::info!(device = %id, ip = %creds.source_ip, "device logged in");
-                Ok(device.to_principal())
+                Ok(SessionUser {
+                    principal: Principal::Device(DeviceLogin { id, model: c.model }),
+                    ip: creds.source_ip,
+                    serial: self.sessions.allocate(),
+                })
             }
             Some(_) if !usable => {
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: device disabled");
@@ -316,51 +256,45 @@ impl Authenticator for SessionAuthenticator {
         &self,
         username: &str,
         creds: &Credentials,
-    ) -> Result<Principal, AuthenticationError> {
+    ) -> Result<FtpPrincipal, AuthenticationError> {
         let creds = Credentials {
             source_ip: self.conn.peer.ip(),
             ..creds.clone()
         };
-        self.inner.authenticate(username, &creds).await
+        let user = self.inner.login(username, &creds).await?;
+        let username = user.to_string();
+        self.conn.set_user(user);
+        Ok(FtpPrincipal { username })
     }
 }
 
+/// Gives libunftp the [`SessionUser`] the session's login stored in its [`Conn`].
 #[derive(Debug)]
-pub struct DeviceProvider;
+pub struct SessionUserProvider {
+    conn: Arc<Conn>,
+}
+
+impl SessionUserProvider {
+    pub fn new(conn: Arc<Conn>) -> Self {
+        SessionUserProvider { conn }
+    }
+}
 
 #[async_trait]
-impl UserDetailProvider for DeviceProvider {
-    type User = Device;
+impl UserDetailProvider for SessionUserProvider {
+    type User = SessionUser;
 
-    async fn provide_user_detail(&self, principal: &Principal) -> Result<Device, UserDetailError> {
-        Device::from_principal(principal).ok_or_else(|| UserDetailError::new("malformed principal"))
+    async fn provide_user_detail(&self, principal: &FtpPrincipal) -> Result<SessionUser, UserDetailError> {
+        match self.conn.user() {
+            Some(u) if u.to_string() == principal.username => Ok(u),
+            _ => Err(UserDetailError::new("no login on this session")),
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn principal_round_trip() {
-        let d = Device {
-            id: DeviceId::parse("aabbccddeeff").unwrap(),
-            model: Model::parse("iq2").unwrap(),
-            ip: "198.51.100.7".parse().unwrap(),
-            serial: 42,
-            probe: false,
-        };
-        assert_eq!(Device::from_principal(&d.to_principal()), Some(d.clone()));
-        assert_eq!(d.to_string(), "aa:bb:cc:dd:ee:ff#42");
-        let v6 = Device {
-            ip: "2001:db8::1".parse().unwrap(),
-            ..d
-        };
-        assert_eq!(Device::from_principal(&v6.to_principal()), Some(v6.clone()));
-        let probe = Device { probe: true, ..v6 };
-        assert_eq!(Device::from_principal(&probe.to_principal()), Some(probe.clone()));
-        assert_eq!(probe.to_string(), "probe#42");
-    }
 
     #[test]
     fn lockout_after_max_failures_for_that_pair_only() {

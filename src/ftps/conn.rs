@@ -12,15 +12,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::auth::Device;
+use super::principal::{Principal, SessionUser};
 use crate::domain::DeviceId;
-
-/// Who is logged in on a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Principal {
-    Device(DeviceId),
-    Probe,
-}
 
 pub struct Conn {
     pub id: u64,
@@ -28,8 +21,8 @@ pub struct Conn {
     pub peer: SocketAddr,
     /// Our address on the control connection: passive ports are opened on it.
     pub local: SocketAddr,
-    /// Who logged in (set by the libunftp session's storage backend at login).
-    user: Mutex<Option<Device>>,
+    /// Who logged in (set by the session's authenticator).
+    user: Mutex<Option<SessionUser>>,
     transfers: AtomicU32,
     /// The passive port last offered to this session; 0 = none yet.
     passive_port: AtomicU32,
@@ -69,33 +62,22 @@ impl Conn {
         }
     }
 
-    pub fn principal(&self) -> Option<Principal> {
-        lock(&self.user).as_ref().map(|u| {
-            if u.probe {
-                Principal::Probe
-            } else {
-                Principal::Device(u.id)
-            }
-        })
-    }
-
-    pub fn set_user(&self, user: Device) {
+    pub fn set_user(&self, user: SessionUser) {
         *lock(&self.user) = Some(user);
     }
 
-    pub fn user(&self) -> Option<Device> {
+    pub fn user(&self) -> Option<SessionUser> {
         lock(&self.user).clone()
     }
 
     pub fn device(&self) -> Option<DeviceId> {
-        match self.principal() {
-            Some(Principal::Device(d)) => Some(d),
-            _ => None,
-        }
+        lock(&self.user).as_ref().and_then(|u| u.device().map(|d| d.id))
     }
 
     pub fn is_probe(&self) -> bool {
-        self.principal() == Some(Principal::Probe)
+        lock(&self.user)
+            .as_ref()
+            .is_some_and(|u| u.principal == Principal::Probe)
     }
 
     /// Ends the session (control and data connections) from outside.

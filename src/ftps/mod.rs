@@ -14,6 +14,7 @@ pub mod inner;
 pub mod log;
 pub mod path;
 pub mod ports;
+pub mod principal;
 pub mod records;
 pub mod sessions;
 pub mod tcp;
@@ -33,12 +34,13 @@ use tokio::net::TcpSocket;
 
 use crate::config::FtpsConfig;
 use crate::diagnostics::Diagnostics;
-use auth::{Device, DeviceAuthenticator, DeviceProvider, Lockout, ProbeLimit, SessionAuthenticator};
+use auth::{DeviceAuthenticator, Lockout, ProbeLimit, SessionAuthenticator, SessionUserProvider};
 use conn::Conn;
 use control::FrontCtx;
 use front::{Front, IpGate};
 use inner::{Inner, ServerFactory};
 use ports::PortPool;
+use principal::SessionUser;
 use vfs::{DeviceVfs, FtpsShared};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +69,8 @@ struct SessionFactory {
 struct SitePorts(String);
 
 #[async_trait]
-impl SiteCommandHandler<DeviceVfs, Device> for SitePorts {
-    async fn handle(&self, _ctx: &SiteCommandContext<DeviceVfs, Device>) -> Reply {
+impl SiteCommandHandler<DeviceVfs, SessionUser> for SitePorts {
+    async fn handle(&self, _ctx: &SiteCommandContext<DeviceVfs, SessionUser>) -> Reply {
         Reply::new_with_string(ReplyCode::CommandOkay, self.0.clone())
     }
 }
@@ -91,11 +93,17 @@ impl libunftp::options::Binder for LoopbackBinder {
 }
 
 impl SessionFactory {
-    fn server(&self, conn: Arc<Conn>) -> Result<libunftp::Server<DeviceVfs, Device>, libunftp::ServerError> {
+    fn server(
+        &self,
+        conn: Arc<Conn>,
+    ) -> Result<libunftp::Server<DeviceVfs, SessionUser>, libunftp::ServerError> {
         let shared = self.shared.clone();
         let c = conn.clone();
         let generator = Box::new(move || DeviceVfs::new(shared.clone(), c.clone()));
-        ServerBuilder::<DeviceVfs, Device>::with_user_detail_provider(generator, Arc::new(DeviceProvider))
+        ServerBuilder::<DeviceVfs, SessionUser>::with_user_detail_provider(
+            generator,
+            Arc::new(SessionUserProvider::new(conn.clone())),
+        )
             .authenticator(Arc::new(SessionAuthenticator::new(self.authenticator.clone(), conn)))
             .logger(Some(self.logger.clone()))
             // The front greets the IQ; this greeting only crosses loopback.

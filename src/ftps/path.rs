@@ -6,6 +6,7 @@
 //! /releases/<version>/manifest.json
 //! /releases/<version>/manifest.json.sig
 //! /releases/<version>/<file>
+//! /report.json                      write-only: the IQ's install report (SPEC §7)
 //! ```
 //! libunftp hands us `cwd.join(arg)` without normalising it, so `..` is resolved here one
 //! component at a time and clamped at the root: nothing can climb out of the tree, and a
@@ -27,7 +28,12 @@ pub enum Node {
     VersionDir(String),
     /// A file in `/releases/<version>/`: a manifest file or the image (by name).
     ReleaseFile(String, ReleaseFile),
+    /// `/report.json`, the one path a device may write (SPEC §7); never listed or read.
+    Report,
 }
+
+/// The name of the install report an IQ uploads to the root of its tree.
+pub const REPORT_NAME: &str = "report.json";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaFile {
@@ -85,6 +91,7 @@ pub fn resolve(path: &Path) -> Option<Node> {
         ["target"] => Some(Node::TargetDir),
         ["target", f] => MetaFile::from_name(f).map(Node::TargetFile),
         ["releases"] => Some(Node::ReleasesDir),
+        [REPORT_NAME] => Some(Node::Report),
         ["releases", v] => Some(Node::VersionDir((*v).to_owned())),
         ["releases", v, f] => {
             let file = match MetaFile::from_name(f) {
@@ -130,6 +137,12 @@ mod tests {
         );
         assert_eq!(r("/releases/1.0.0/x/y"), None);
         assert_eq!(r("/etc/passwd"), None);
+        assert_eq!(r("/report.json"), Some(Node::Report));
+        assert_eq!(r("/target/../report.json"), Some(Node::Report));
+        assert_eq!(
+            r("/releases/report.json"),
+            Some(Node::VersionDir("report.json".into()))
+        );
     }
 
     #[test]
@@ -176,6 +189,7 @@ mod tests {
                 if let Some(n) = node {
                     let depth_ok = match &n {
                         Node::Root => parts.is_empty(),
+                        Node::Report => parts == [REPORT_NAME],
                         Node::TargetDir | Node::ReleasesDir => parts.len() == 1,
                         Node::TargetFile(_) | Node::VersionDir(_) => parts.len() == 2,
                         Node::ReleaseFile(..) => parts.len() == 3 && parts[0] == "releases",

@@ -57,19 +57,26 @@ impl Sessions {
     }
 }
 
+impl crate::services::devices::DeviceSessions for Sessions {
+    fn close_device(&self, id: DeviceId) -> usize {
+        Sessions::close_device(self, id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::Model;
-    use crate::ftps::auth::Device;
+    use crate::ftps::principal::{DeviceLogin, Principal, SessionUser};
 
-    fn device(id: DeviceId) -> Device {
-        Device {
-            id,
-            model: Model::parse("iq2").unwrap(),
+    fn device(id: DeviceId) -> SessionUser {
+        SessionUser {
+            principal: Principal::Device(DeviceLogin {
+                id,
+                model: Model::parse("iq2").unwrap(),
+            }),
             ip: "192.0.2.1".parse().unwrap(),
             serial: 1,
-            probe: false,
         }
     }
 

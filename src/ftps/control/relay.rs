@@ -17,9 +17,9 @@ use tokio::time::Instant;
 use super::{DATA_TLS_REQUIRED, FEAT, FrontCtx, Inbound, write};
 use crate::config::PassiveHost;
 use crate::domain::DeviceId;
-use crate::ftps::auth::Device;
 use crate::ftps::conn::Conn;
 use crate::ftps::data::{self, DataEnd, DataJob, DataParams};
+use crate::ftps::principal::SessionUser;
 use crate::ftps::tls::SessionTls;
 use crate::ftps::vfs::{DeviceVfs, RetrError};
 use crate::ftps::wire::{self, LineBuf, Next, Step};
@@ -285,7 +285,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
         r
     }
 
-    async fn serve_retr(&mut self, user: &Device, path: &Path, offset: u64) -> Result<(), &'static str> {
+    async fn serve_retr(&mut self, user: &SessionUser, path: &Path, offset: u64) -> Result<(), &'static str> {
         let vfs = DeviceVfs::new(self.ctx.shared.clone(), self.conn.clone());
         let opened = match vfs.retr(user, path, offset).await {
             Ok(r) => r,
@@ -299,7 +299,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                         "554 Restart offset {offset} is at or past the end of the file ({size} bytes)\r\n"
                     ),
                     RetrError::Local(e) => {
-                        tracing::error!(device = %user.id, error = %e, "opening a release part failed");
+                        tracing::error!(user = %user, error = %e, "opening a release part failed");
                         "451 Local error\r\n".to_owned()
                     }
                 };

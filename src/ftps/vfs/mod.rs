@@ -11,15 +11,16 @@
 //! its data connection task ([`crate::ftps::data`]) sends it, waits for the IQ's
 //! acknowledgements and records the download.
 //!
-//! Inside: `view` (what a device sees and its metadata), `probe` (the probe account's tree)
-//! and `transfer` (opening a part, and its download record).
+//! Every call dispatches on the session's [`Principal`]: a device gets its tree (`view`: what
+//! it sees and its metadata; `transfer`: opening a part and its download record), the probe
+//! account gets its own (`probe`). The one writable path of the device tree, `/report.json`
+//! (SPEC §7), resolves to its own node and is refused until install reports are built.
 
 mod probe;
 mod transfer;
 mod view;
 
 use std::fmt::Debug;
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -28,15 +29,15 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
 use unftp_core::storage::{self, ErrorKind, FEATURE_RESTART, Fileinfo, StorageBackend};
 
-use super::auth::Device;
 use super::conn::Conn;
-use super::path::resolve;
+use super::path::{Node, resolve};
+use super::principal::{Principal, SessionUser};
 use super::records::Recorder;
 use super::sessions::Sessions;
 use crate::db::Db;
 use crate::ftps::data::Pending;
-use crate::store::FsStore;
-use probe::{ProbeNode, probe_from, probe_meta, probe_node};
+use crate::services::targeting::Targeting;
+use crate::store::ReleaseStore;
 pub use view::Meta;
 use view::{Found, dir_meta, file_meta, part_name};
 
@@ -44,7 +45,8 @@ use view::{Found, dir_meta, file_meta, part_name};
 #[derive(Debug)]
 pub struct FtpsShared {
     pub db: Db,
-    pub store: FsStore,
+    pub store: Arc<dyn ReleaseStore>,
+    pub targeting: Targeting,
     pub recorder: Recorder,
     pub sessions: Arc<Sessions>,
     pub node: String,
@@ -76,7 +78,7 @@ impl DeviceVfs {
     }
 }
 
-fn not_found() -> storage::Error {
+pub(super) fn not_found() -> storage::Error {
     storage::Error::from(ErrorKind::PermanentFileNotAvailable)
 }
 
@@ -111,25 +113,13 @@ impl DeviceVfs {
     ///
     /// # Errors
     /// Not in the device's tree, an offset at or past the end, a store or database failure.
-    pub async fn retr(&self, user: &Device, path: &Path, offset: u64) -> Result<Retr, RetrError> {
-        if user.probe {
-            if probe_node(path) != Some(ProbeNode::File) {
-                return Err(RetrError::NotFound);
-            }
-            let bytes = probe_from(offset);
-            if bytes.is_empty() {
-                return Err(RetrError::PastEnd {
-                    size: fwdist_release::probe::SIZE as u64,
-                });
-            }
-            return Ok(Retr {
-                len: bytes.len() as u64,
-                reader: Box::new(Cursor::new(bytes)),
-                record: Pending::new(None),
-            });
-        }
+    pub async fn retr(&self, user: &SessionUser, path: &Path, offset: u64) -> Result<Retr, RetrError> {
+        let device = match &user.principal {
+            Principal::Probe => return probe::retr(path, offset),
+            Principal::Device(d) => d,
+        };
         let node = resolve(path).ok_or(RetrError::NotFound)?;
-        let view = self.view(user).await.map_err(|e| RetrError::Local(local(e)))?;
+        let view = self.view(device).await.map_err(|e| RetrError::Local(local(e)))?;
         let Some(Found::File(r, part)) = view.lookup(&node) else {
             return Err(RetrError::NotFound);
         };
@@ -141,18 +131,17 @@ impl DeviceVfs {
         Ok(Retr {
             reader,
             len: size - offset.min(size),
-            record: Pending::new(self.draft(user, r, part, offset, size)),
+            record: Pending::new(self.draft(user, device, r, part, offset, size)),
         })
     }
 }
 
 #[async_trait]
-impl StorageBackend<Device> for DeviceVfs {
+impl StorageBackend<SessionUser> for DeviceVfs {
     type Metadata = Meta;
 
-    fn enter(&mut self, user: &Device) -> std::io::Result<()> {
+    fn enter(&mut self, user: &SessionUser) -> std::io::Result<()> {
         self.serial = Some(user.serial);
-        self.conn.set_user(user.clone());
         Ok(())
     }
 
@@ -164,11 +153,16 @@ impl StorageBackend<Device> for DeviceVfs {
         FEATURE_RESTART
     }
 
-    async fn metadata<P: AsRef<Path> + Send + Debug>(&self, user: &Device, path: P) -> storage::Result<Meta> {
-        if user.probe {
-            return probe_node(path.as_ref()).map(probe_meta).ok_or_else(not_found);
-        }
-        self.found(user, path.as_ref(), |f| match f {
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> storage::Result<Meta> {
+        let device = match &user.principal {
+            Principal::Probe => return probe::metadata(path.as_ref()),
+            Principal::Device(d) => d,
+        };
+        self.found(device, path.as_ref(), |f| match f {
             Found::Dir(_) => Ok(dir_meta(SystemTime::now())),
             Found::File(r, p) => Ok(file_meta(r, p)),
         })
@@ -177,17 +171,14 @@ impl StorageBackend<Device> for DeviceVfs {
 
     async fn list<P: AsRef<Path> + Send + Debug>(
         &self,
-        user: &Device,
+        user: &SessionUser,
         path: P,
     ) -> storage::Result<Vec<Fileinfo<PathBuf, Meta>>> {
-        if user.probe {
-            probe_node(path.as_ref()).ok_or_else(not_found)?;
-            return Ok(vec![Fileinfo {
-                path: PathBuf::from(fwdist_release::probe::FILE),
-                metadata: probe_meta(ProbeNode::File),
-            }]);
-        }
-        self.found(user, path.as_ref(), |f| match f {
+        let device = match &user.principal {
+            Principal::Probe => return probe::list(path.as_ref()),
+            Principal::Device(d) => d,
+        };
+        self.found(device, path.as_ref(), |f| match f {
             Found::Dir(entries) => Ok(entries
                 .into_iter()
                 .map(|(n, metadata)| Fileinfo {
@@ -205,27 +196,21 @@ impl StorageBackend<Device> for DeviceVfs {
 
     async fn get<P: AsRef<Path> + Send + Debug>(
         &self,
-        user: &Device,
+        user: &SessionUser,
         path: P,
         start_pos: u64,
     ) -> storage::Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
-        if user.probe {
-            return match probe_node(path.as_ref()) {
-                Some(ProbeNode::File) => Ok(Box::new(Cursor::new(probe_from(start_pos)))),
-                _ => Err(not_found()),
-            };
-        }
-        let node = resolve(path.as_ref()).ok_or_else(not_found)?;
-        let view = self.view(user).await.map_err(local)?;
-        match view.lookup(&node) {
-            Some(Found::File(r, p)) => self.open(r, p, start_pos).await,
-            _ => Err(not_found()),
-        }
+        // Only reached through `get_into`, which refuses: the front serves every RETR.
+        let _ = (user, path, start_pos);
+        Err(storage::Error::new(
+            ErrorKind::PermissionDenied,
+            "RETR is served by the FTPS front",
+        ))
     }
 
     async fn get_into<'a, P, W: ?Sized>(
         &self,
-        user: &Device,
+        user: &SessionUser,
         path: P,
         start_pos: u64,
         _output: &'a mut W,
@@ -245,43 +230,49 @@ impl StorageBackend<Device> for DeviceVfs {
 
     async fn put<P: AsRef<Path> + Send + Debug, R: AsyncRead + Send + Sync + Unpin + 'static>(
         &self,
-        _user: &Device,
+        user: &SessionUser,
         _input: R,
-        _path: P,
+        path: P,
         _start_pos: u64,
     ) -> storage::Result<u64> {
+        match (&user.principal, resolve(path.as_ref())) {
+            // SPEC §7's install report lands here in the next step; until then it is refused
+            // like every other write.
+            (Principal::Device(_), Some(Node::Report)) => Err(storage::Error::new(
+                ErrorKind::PermissionDenied,
+                "install reports are not accepted yet",
+            )),
+            _ => Err(read_only()),
+        }
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(&self, _user: &SessionUser, _path: P) -> storage::Result<()> {
         Err(read_only())
     }
 
-    async fn del<P: AsRef<Path> + Send + Debug>(&self, _user: &Device, _path: P) -> storage::Result<()> {
-        Err(read_only())
-    }
-
-    async fn mkd<P: AsRef<Path> + Send + Debug>(&self, _user: &Device, _path: P) -> storage::Result<()> {
+    async fn mkd<P: AsRef<Path> + Send + Debug>(&self, _user: &SessionUser, _path: P) -> storage::Result<()> {
         Err(read_only())
     }
 
     async fn rename<P: AsRef<Path> + Send + Debug>(
         &self,
-        _user: &Device,
+        _user: &SessionUser,
         _from: P,
         _to: P,
     ) -> storage::Result<()> {
         Err(read_only())
     }
 
-    async fn rmd<P: AsRef<Path> + Send + Debug>(&self, _user: &Device, _path: P) -> storage::Result<()> {
+    async fn rmd<P: AsRef<Path> + Send + Debug>(&self, _user: &SessionUser, _path: P) -> storage::Result<()> {
         Err(read_only())
     }
 
-    async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &Device, path: P) -> storage::Result<()> {
-        if user.probe {
-            return match probe_node(path.as_ref()) {
-                Some(ProbeNode::Root) => Ok(()),
-                _ => Err(storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
-            };
-        }
-        self.found(user, path.as_ref(), |f| match f {
+    async fn cwd<P: AsRef<Path> + Send + Debug>(&self, user: &SessionUser, path: P) -> storage::Result<()> {
+        let device = match &user.principal {
+            Principal::Probe => return probe::cwd(path.as_ref()),
+            Principal::Device(d) => d,
+        };
+        self.found(device, path.as_ref(), |f| match f {
             Found::Dir(_) => Ok(()),
             Found::File(..) => Err(storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
         })

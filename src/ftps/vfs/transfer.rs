@@ -4,7 +4,6 @@
 
 use std::io::Cursor;
 
-use tokio::io::{AsyncRead, BufReader};
 use unftp_core::storage;
 
 use super::view::{Part, part_bytes, part_name};
@@ -12,18 +11,13 @@ use super::{DeviceVfs, local};
 use crate::db::downloads::DownloadRecord;
 use crate::db::releases::ReleaseRow;
 use crate::domain::{Outcome, now_ms};
-use crate::ftps::auth::Device;
+use crate::ftps::principal::{DeviceLogin, SessionUser};
 use crate::ftps::records::Recorder;
-use crate::store::READ_BUFFER;
+use crate::store::{FileRef, PartReader};
 
 impl DeviceVfs {
     /// Opens a release part from `offset`.
-    pub(super) async fn open(
-        &self,
-        r: &ReleaseRow,
-        part: Part,
-        offset: u64,
-    ) -> storage::Result<Box<dyn AsyncRead + Send + Sync + Unpin>> {
+    pub(super) async fn open(&self, r: &ReleaseRow, part: Part, offset: u64) -> storage::Result<PartReader> {
         match part {
             Part::Meta(m) => {
                 let bytes = part_bytes(r, m);
@@ -32,16 +26,18 @@ impl DeviceVfs {
             }
             Part::Image => {
                 let offset = offset.min(r.size);
-                let f = self
+                let file = FileRef {
+                    model: &r.model,
+                    version: &r.version,
+                    file: &r.file,
+                };
+                let reader = self
                     .shared
                     .store
-                    .open_file(&r.model, &r.version, &r.file, offset)
+                    .open_range(file, offset, r.size - offset)
                     .await
                     .map_err(local)?;
-                // tokio's BufReader zeroes its whole buffer up front: size it to what is left
-                // (profiling P2 showed a 1 MiB memset plus its page faults per small RETR).
-                let left = usize::try_from(r.size - offset).unwrap_or(READ_BUFFER);
-                Ok(Box::new(BufReader::with_capacity(left.clamp(1, READ_BUFFER), f)))
+                Ok(reader)
             }
         }
     }
@@ -50,7 +46,8 @@ impl DeviceVfs {
     /// `None` when `ftps.record_downloads` is off.
     pub(super) fn draft(
         &self,
-        user: &Device,
+        user: &SessionUser,
+        device: &DeviceLogin,
         r: &ReleaseRow,
         part: Part,
         offset: u64,
@@ -60,7 +57,7 @@ impl DeviceVfs {
             (
                 self.shared.recorder.clone(),
                 DownloadRecord {
-                    device: user.id,
+                    device: device.id,
                     model: r.model.clone(),
                     version: r.version.clone(),
                     file: part_name(r, part).to_owned(),

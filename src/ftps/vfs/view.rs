@@ -8,12 +8,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use unftp_core::storage::{self, Permissions};
 
 use super::{DeviceVfs, local, not_found};
-use crate::catalog;
 use crate::db::DbError;
 use crate::db::releases::ReleaseRow;
 use crate::domain::Version;
-use crate::ftps::auth::Device;
 use crate::ftps::path::{MetaFile, Node, ReleaseFile, resolve};
+use crate::ftps::principal::DeviceLogin;
 
 #[derive(Debug, Clone)]
 pub struct Meta {
@@ -124,6 +123,8 @@ impl View {
                     .collect(),
             )),
             Node::VersionDir(v) => self.release(v).map(|r| Found::Dir(files(r))),
+            // Write-only: nothing to list or read there.
+            Node::Report => None,
             Node::ReleaseFile(v, f) => {
                 let r = self.release(v)?;
                 match f {
@@ -163,18 +164,17 @@ pub(super) fn file_meta(r: &ReleaseRow, p: Part) -> Meta {
 }
 
 impl DeviceVfs {
-    pub(super) async fn view(&self, user: &Device) -> Result<View, DbError> {
-        let db = &self.shared.db;
-        let releases = db.servable_releases(&user.model).await?;
-        let target = catalog::target_of(db, &user.id, &user.model)
-            .await?
-            .map(|t| t.version);
-        Ok(View { releases, target })
+    pub(super) async fn view(&self, user: &DeviceLogin) -> Result<View, DbError> {
+        let d = self.shared.targeting.releases_for(&user.id, &user.model).await?;
+        Ok(View {
+            releases: d.releases,
+            target: d.target,
+        })
     }
 
     pub(super) async fn found<T>(
         &self,
-        user: &Device,
+        user: &DeviceLogin,
         path: &Path,
         f: impl FnOnce(Found<'_>) -> storage::Result<T>,
     ) -> storage::Result<T> {

@@ -1,47 +1,15 @@
-//! Rollout policy (SPEC §6 "Targeting"): which release a device should fetch now.
+//! The targeting policy (SPEC §6 "Targeting"): which rollout selects a device.
 //!
 //! Pure: no I/O, no FTP/HTTP/SQL types. A device's target is the newest active rollout of its
 //! model that selects it — by the explicit device list, or by `percent` through a stable hash
 //! of (rollout, device), so that raising the percent only ever adds devices.
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::domain::{DeviceId, InvalidInput};
 
 /// Percent is kept in basis points (0..=10000) so 0.5 % canaries are possible.
 pub const FULL: u16 = 10_000;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RolloutState {
-    Active,
-    Paused,
-    Aborted,
-}
-
-impl RolloutState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RolloutState::Active => "active",
-            RolloutState::Paused => "paused",
-            RolloutState::Aborted => "aborted",
-        }
-    }
-
-    /// # Errors
-    /// For anything but `active`, `paused`, `aborted`.
-    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
-        match s {
-            "active" => Ok(Self::Active),
-            "paused" => Ok(Self::Paused),
-            "aborted" => Ok(Self::Aborted),
-            _ => Err(InvalidInput(format!(
-                "invalid state {s:?}: expected active, paused or aborted"
-            ))),
-        }
-    }
-}
 
 /// Converts an API percent (0–100, up to two decimals) to basis points.
 ///

@@ -3,17 +3,24 @@
 //! Order matters for crash safety: the image is staged (streamed, hashed, synced), checked,
 //! moved into place by a directory rename, and only then is the database row inserted — the
 //! row is what makes a release visible. Publishes are serialised so two uploads of one
-//! version cannot race. Used by the admin API; knows nothing of HTTP.
+//! version cannot race. Yanking (the release stays, but is never served again) lives here
+//! too. Used by the admin API; knows nothing of HTTP.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use super::{ServiceError, ServiceResult};
 use crate::db::releases::{NewRelease, ReleaseRow};
 use crate::db::{Db, DbError};
-use crate::store::{FsStore, ReleaseFiles, Staged, StagedImage, StoreError};
+use crate::domain::{Model, Version};
+use crate::store::{self, ReleaseFiles, ReleaseStore};
 use fwdist_release::manifest::Manifest;
 use fwdist_release::signing::TrustedKeys;
+
+/// What a front handles while an upload streams in.
+pub use crate::store::{Staged, StagedImage, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -40,14 +47,14 @@ pub enum Published {
 #[derive(Debug)]
 pub struct Publisher {
     db: Db,
-    store: FsStore,
+    store: Arc<dyn ReleaseStore>,
     trusted_keys: PathBuf,
     max_image_bytes: u64,
     commit_lock: tokio::sync::Mutex<()>,
 }
 
 impl Publisher {
-    pub fn new(db: Db, store: FsStore, trusted_keys: PathBuf, max_image_bytes: u64) -> Self {
+    pub fn new(db: Db, store: Arc<dyn ReleaseStore>, trusted_keys: PathBuf, max_image_bytes: u64) -> Self {
         Publisher {
             db,
             store,
@@ -62,7 +69,7 @@ impl Publisher {
     /// # Errors
     /// Store I/O failure.
     pub async fn stage(&self) -> Result<Staged, StoreError> {
-        self.store.stage(self.max_image_bytes).await
+        store::stage(&self.store, self.max_image_bytes).await
     }
 
     /// Verifies a received release and publishes it. The staged image is consumed: moved into
@@ -115,7 +122,7 @@ impl Publisher {
             signature,
         };
         let (size, sha256) = (image.size, image.sha256);
-        self.store.commit(image, &files).await?;
+        image.commit(&files).await?;
         let row = NewRelease {
             model: &m.model,
             version: &m.version,
@@ -136,6 +143,20 @@ impl Publisher {
                 Err(e.into())
             }
         }
+    }
+
+    /// Yanks a release: it stays listed but is never served again (SPEC §6).
+    ///
+    /// # Errors
+    /// No such release, database failure.
+    pub async fn yank(&self, model: &Model, version: &Version) -> ServiceResult<ReleaseRow> {
+        let missing = || ServiceError::NotFound(format!("no release {model} {version}"));
+        if !self.db.yank_release(model, version).await? {
+            return Err(missing());
+        }
+        let r = self.db.release(model, version).await?.ok_or_else(missing)?;
+        tracing::info!(model = %model, version = %version, "release yanked");
+        Ok(r)
     }
 
     fn check(
