@@ -1,5 +1,8 @@
-//! Wiring: builds the store, database, recorder, FTPS server and admin API from a `Config`,
-//! and runs them until a shutdown signal. The binary edge: errors are `anyhow` with context.
+//! Wiring: builds the store, database, services, recorder, FTPS server and admin API from a
+//! `Config`, and runs them until a shutdown signal. The binary edge: errors are `anyhow` with
+//! context. Listening on port 0 is allowed: [`App::ftp_addr`] and [`App::api_addr`] are the
+//! addresses actually bound, and everything built here (the `/healthz` probe, the firewall
+//! requirements) uses them, so a test can run the whole server in-process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,6 +28,7 @@ pub struct App {
     ftps: ftps::front::Front,
     api: (tokio::net::TcpListener, axum::Router),
     db: Db,
+    services: Services,
     recorder_task: tokio::task::JoinHandle<()>,
     stop: watch::Sender<bool>,
 }
@@ -32,7 +36,7 @@ pub struct App {
 impl App {
     /// # Errors
     /// Anything that keeps the server from starting, with what it was doing.
-    pub async fn build(cfg: Config) -> anyhow::Result<App> {
+    pub async fn build(mut cfg: Config) -> anyhow::Result<App> {
         if tls::ensure_certificate(&cfg.ftps)? {
             tracing::info!(cert = %cfg.ftps.cert.display(), "TLS certificate created");
         }
@@ -65,6 +69,9 @@ impl App {
         let ftp_listener = tokio::net::TcpListener::bind(cfg.ftps.listen)
             .await
             .with_context(|| format!("binding the FTPS control port {}", cfg.ftps.listen))?;
+        // From here on the configuration names the port actually bound (port 0 resolved).
+        cfg.ftps.listen = ftp_listener.local_addr()?;
+        let ftp_addr = cfg.ftps.listen;
         let (stop, _) = watch::channel(false);
         let diagnostics = Arc::new(Diagnostics::default());
         let ftps = ftps::build(&cfg.ftps, shared, diagnostics.clone(), ftp_listener).await?;
@@ -74,8 +81,8 @@ impl App {
         let api_addr = listener.local_addr()?;
         let state = AppState {
             db: db.clone(),
-            services,
-            ftp_addr: cfg.ftps.listen,
+            services: services.clone(),
+            ftp_addr,
             max_image_bytes: cfg.store.max_image_bytes,
             network: Arc::new(crate::network::NetworkRequirements::new(
                 &cfg.ftps.network_site()?,
@@ -83,11 +90,12 @@ impl App {
             diagnostics,
         };
         Ok(App {
-            ftp_addr: cfg.ftps.listen,
+            ftp_addr,
             api_addr,
             ftps,
             api: (listener, api::router(state)),
             db,
+            services,
             recorder_task,
             stop,
         })
@@ -99,6 +107,19 @@ impl App {
 
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The admin API, for driving it without a socket (`tower::ServiceExt::oneshot`).
+    pub fn router(&self) -> axum::Router {
+        self.api.1.clone()
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
     /// Serves until `shutdown` resolves (or a server fails), then drains sessions, requests
@@ -113,6 +134,7 @@ impl App {
             ftps,
             api: (listener, router),
             db,
+            services: _,
             recorder_task,
             stop,
         } = self;

@@ -39,7 +39,9 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FtpsConfig {
-    /// Control port (explicit FTPS: AUTH TLS).
+    /// Control port (explicit FTPS: AUTH TLS). Port 0 lets the system choose (for tests):
+    /// the server logs the address it bound, and `network-requirements` then needs
+    /// `public_port`.
     pub listen: SocketAddr,
     /// Inclusive passive port range, `"FIRST-LAST"`.
     pub passive_ports: String,
@@ -224,12 +226,6 @@ impl Config {
         if self.ftps.public_port == Some(0) {
             return Err(invalid("ftps.public_port", "must be 1-65535"));
         }
-        if self.ftps.listen.port() == 0 {
-            return Err(invalid(
-                "ftps.listen",
-                "port 0 is not allowed: IQs and firewalls need a fixed control port",
-            ));
-        }
         if self.node.is_empty() || self.node.len() > 64 {
             return Err(invalid("node", "must be 1-64 characters"));
         }
@@ -299,6 +295,12 @@ impl FtpsConfig {
     /// # Errors
     /// An invalid passive range or host (already refused at startup).
     pub fn network_site(&self) -> Result<crate::network::Site, ConfigError> {
+        if self.public_control_port() == 0 {
+            return Err(invalid(
+                "ftps.listen",
+                "port 0 is only chosen when the server starts; set ftps.public_port to the port IQs use",
+            ));
+        }
         let (host, host_is_dns_name) = match self.passive_host()? {
             PassiveHost::Ip(ip) => (ip.to_string(), false),
             PassiveHost::Dns(name) => (name, true),
@@ -393,8 +395,19 @@ mod tests {
                 .contains("probe_enabled = false")
         );
         c = Config::default();
+        // Port 0 is allowed (the server reports what it bound) but names no firewall rule.
         c.ftps.listen = "127.0.0.1:0".parse().unwrap();
-        assert!(c.validate().unwrap_err().to_string().contains("ftps.listen"));
+        assert!(c.validate().is_ok());
+        assert!(
+            c.ftps
+                .network_site()
+                .unwrap_err()
+                .to_string()
+                .contains("ftps.public_port")
+        );
+        c.ftps.public_port = Some(2100);
+        assert_eq!(c.ftps.network_site().unwrap().control_port, 2100);
+        c.ftps.listen = "127.0.0.1:2121".parse().unwrap();
         c = Config::default();
         c.ftps.public_port = Some(0);
         assert!(c.validate().unwrap_err().to_string().contains("public_port"));

@@ -6,6 +6,7 @@
 //! - [`targeting`] — what a device should fetch now (rollouts; pins join here).
 //! - [`rollouts`] — create and steer rollouts, and their status.
 //! - [`devices`] — register (one at a time or a whole fleet), disable, show with target.
+//! - [`tokens`] — admin API tokens, shown once and stored hashed.
 //!
 //! Services use `store`, `db` and `domain`; they know nothing of FTP or HTTP. Reads that
 //! carry no rule (listing releases, downloads) go straight to `db` from the fronts.
@@ -14,6 +15,7 @@ pub mod devices;
 pub mod publish;
 pub mod rollouts;
 pub mod targeting;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -54,6 +56,7 @@ pub struct Services {
     pub targeting: targeting::Targeting,
     pub rollouts: rollouts::Rollouts,
     pub devices: devices::Devices,
+    pub tokens: tokens::Tokens,
 }
 
 /// What the services need from the outside world.
@@ -77,6 +80,7 @@ impl Services {
                 w.max_image_bytes,
             )),
             rollouts: rollouts::Rollouts::new(w.db.clone()),
+            tokens: tokens::Tokens::new(w.db.clone()),
             devices: devices::Devices::new(w.db, targeting.clone(), w.sessions),
             targeting,
         }

@@ -101,7 +101,7 @@ async fn bad_input_fails_cleanly_without_panics() {
 #[tokio::test]
 async fn token_create_works_while_the_server_runs() {
     let app = spawn_app().await;
-    let token = app.create_token("ci-bot", "viewer").await;
+    let token = app.cli_token("ci-bot", "viewer").await;
     assert!(token.len() >= 16, "token: {token:?}");
     let (status, body) = app
         .request(Method::GET, "/api/v1/releases", Some(&token), None)
@@ -116,7 +116,7 @@ async fn token_create_works_while_the_server_runs() {
         )
         .await;
     assert_eq!(status, 403, "viewer token cannot write");
-    let admin = app.create_token("ci-admin", "admin").await;
+    let admin = app.cli_token("ci-admin", "admin").await;
     assert_ne!(admin, token, "tokens are unique");
     let (status, body) = app
         .request(

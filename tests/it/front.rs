@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::helpers::{MIB, TestApp, image, run_program, spawn_app, spawn_app_with_env};
+use crate::helpers::{MIB, TestApp, image, run_program, spawn_app, spawn_app_binary, spawn_app_with_env};
 use crate::raw_ctl::{RawCtl, TlsStream, tls_connect};
 
 const IMG: usize = 4 * MIB;
@@ -364,7 +364,7 @@ async fn disabling_a_device_closes_its_open_session_mid_download() {
 
 #[tokio::test]
 async fn what_a_client_types_as_user_never_reaches_the_log() {
-    let app = spawn_app().await;
+    let app = spawn_app_binary().await;
     let (id, secret) = crate::ftps::device_with_release(&app, "aa:bb:cc:0e:00:0a").await;
     // A client that swapped user and password.
     let (code, _) = RawCtl::login_reply(&app, &secret, &id).await;

@@ -1,4 +1,4 @@
-//! Black-box integration tests for `fwdist`: every test starts the real binary in a fresh
+//! Black-box integration tests for `fwdist`: every test starts the server in a fresh
 //! temporary directory (see `helpers::spawn_app`) and talks to it the way its users do — the
 //! CLI, the admin HTTP API, FTPS (suppaftp over rustls), curl and python's ftplib.
 //!

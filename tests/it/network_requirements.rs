@@ -10,7 +10,8 @@ use reqwest::Method;
 use serde_json::Value;
 
 use crate::helpers::{
-    BIN, assert_client_error, config_toml, free_ports, run_cli, run_program, spawn_app_with_env,
+    BIN, assert_client_error, config_toml, config_toml_at, free_ports, run_cli, run_program,
+    spawn_app_with_env,
 };
 
 /// The lines that are neither comments nor blank.
@@ -167,12 +168,18 @@ async fn the_api_answers_from_the_live_config_in_every_format() {
         .await;
     assert_eq!(status, 401, "no token, text format");
 
-    // The CLI, on the server's own config file, says the same (less the server's env var).
+    // The CLI, on the server's config naming the port it bound (the server's file says
+    // port 0), says the same (less the server's env var).
+    fs::write(
+        app.path("bound.toml"),
+        config_toml_at(app.dir.path(), app.ftp_addr, app.api_addr, app.passive),
+    )
+    .unwrap();
     let out = app
         .cli(&[
             "network-requirements",
             "--config",
-            "fwdist.toml",
+            "bound.toml",
             "--format",
             "json",
         ])

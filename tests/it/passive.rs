@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 use crate::ftps::device_with_release;
-use crate::helpers::{TestApp, spawn_app, spawn_app_with_env};
+use crate::helpers::{TestApp, spawn_app, spawn_app_binary, spawn_app_with_env};
 use crate::raw_ctl::{RawCtl, TlsStream};
 
 /// `PASV` → the announced port, without connecting to it.
@@ -256,7 +256,7 @@ async fn a_download_after_epsv_records_its_data_port() {
 
 #[tokio::test]
 async fn shutdown_closes_idle_sessions_at_once() {
-    let app = spawn_app().await;
+    let app = spawn_app_binary().await;
     let (id, secret) = device_with_release(&app, "aa:bb:cc:20:00:06").await;
     let mut idle = RawCtl::login(&app, &id, &secret).await;
     let started = Instant::now();

@@ -16,7 +16,22 @@ impl TestApp {
         run_cli(self.dir.path(), args).await
     }
 
+    /// A token made through the same service `fwdist token create` uses, on the server's
+    /// database (the CLI command itself is tested in `cli`).
     pub async fn create_token(&self, name: &str, role: &str) -> String {
+        let role = fwdist::domain::Role::parse(role).unwrap();
+        let url = format!("sqlite://{}", self.path("firmware-store/fwdist.sqlite").display());
+        let db = fwdist::db::Db::connect(&url).await.unwrap();
+        let (_, token) = fwdist::services::tokens::Tokens::new(db.clone())
+            .create(name, role)
+            .await
+            .unwrap();
+        db.close().await;
+        token.expose().to_owned()
+    }
+
+    /// A token made by `fwdist token create` next to the server.
+    pub async fn cli_token(&self, name: &str, role: &str) -> String {
         let out = self
             .cli(&[
                 "token",

@@ -1,5 +1,7 @@
-//! The test harness: start `fwdist serve` in a temp dir (this file), drive its admin API and
-//! CLI (`api`), run programs (`process`), make and check data (`data`).
+//! The test harness: start the server in a temp dir (this file) — in-process on port 0 by
+//! default, or as the real `fwdist serve` process when a test needs its log, its pid or its
+//! environment — drive its admin API and CLI (`api`), run programs (`process`), make and
+//! check data (`data`).
 #![allow(dead_code)]
 
 mod api;
@@ -14,7 +16,7 @@ pub use process::{CliOutput, run_cli, run_program};
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,8 +26,9 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_fwdist");
 pub const MIB: usize = 1024 * 1024;
 const PASSIVE_PORTS: u16 = 8;
 
-/// A running server in its own directory. Killed on drop; its log is printed on drop when
-/// `TEST_LOG` is set or the test is failing.
+/// A running server in its own directory, stopped on drop. A process server's log is
+/// printed on drop when `TEST_LOG` is set or the test is failing; an in-process server logs
+/// to the test's stderr when `TEST_LOG` is set.
 pub struct TestApp {
     pub dir: TempDir,
     pub ftp_addr: SocketAddr,
@@ -35,81 +38,121 @@ pub struct TestApp {
     pub publisher_token: String,
     pub viewer_token: String,
     pub http: reqwest::Client,
-    child: Option<Child>,
+    server: Option<Server>,
+    mode: Mode,
     env: Vec<(String, String)>,
     _ports: PortLock,
 }
 
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with_env(&[]).await
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    InProcess,
+    Process,
 }
 
-/// Like [`spawn_app`], with extra environment variables for the server process.
+enum Server {
+    Process(Child),
+    InProcess(InProcess),
+}
+
+/// `fwdist::app::App` on a runtime (and thread) of its own, so nothing a test blocks on can
+/// stall it, and nothing it does shares the test's runtime.
+struct InProcess {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    done: std::sync::mpsc::Receiver<()>,
+}
+
+/// The server in-process on port 0: for tests that drive it only over its sockets.
+pub async fn spawn_app() -> TestApp {
+    spawn(Mode::InProcess, &[]).await
+}
+
+/// The real `fwdist serve` process: for tests that read its log, signal it or measure it.
+pub async fn spawn_app_binary() -> TestApp {
+    spawn(Mode::Process, &[]).await
+}
+
+/// The real process, with extra environment variables (configuration overrides included).
 pub async fn spawn_app_with_env(env: &[(&str, &str)]) -> TestApp {
+    spawn(Mode::Process, env).await
+}
+
+async fn spawn(mode: Mode, env: &[(&str, &str)]) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        fwdist::telemetry::init();
+    }
     let dir = tempfile::Builder::new().prefix("fwdist-it-").tempdir().unwrap();
     let http = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(60))
         .build()
         .unwrap();
-    let (ftp_addr, api_addr, passive, ports) = free_ports();
+    let (passive, ports) = free_passive_ports();
+    let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut app = TestApp {
         dir,
-        ftp_addr,
-        api_addr,
+        ftp_addr: unbound,
+        api_addr: unbound,
         passive,
         admin_token: String::new(),
         publisher_token: String::new(),
         viewer_token: String::new(),
         http,
-        child: None,
+        server: None,
+        mode,
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         _ports: ports,
     };
-    // Ports are reserved by "bind, then drop", so a parallel test can still grab one before
-    // the server binds it. Only then is a fresh set of ports worth a second try.
-    let mut failures = Vec::new();
-    for attempt in 0..3 {
-        if attempt > 0 {
-            (app.ftp_addr, app.api_addr, app.passive, app._ports) = free_ports();
-        }
-        app.write_config();
-        match app.try_start().await {
-            Ok(()) => break,
-            Err(e) if e.contains("exited early") && attempt < 2 => failures.push(e),
-            Err(e) => panic!("{e}\nearlier attempts: {failures:#?}"),
-        }
-    }
+    app.write_config();
+    app.start().await;
     app.admin_token = app.create_token("it-admin", "admin").await;
     app.publisher_token = app.create_token("it-publisher", "publisher").await;
     app.viewer_token = app.create_token("it-viewer", "viewer").await;
     app
 }
 
-/// The test configuration (paths relative to the server's working directory).
-pub fn config_toml(ftp_addr: SocketAddr, api_addr: SocketAddr, passive: (u16, u16)) -> String {
+/// The test configuration, with paths under `root` (or relative to the server's working
+/// directory when `root` is empty). Port 0 binds any free port.
+pub fn config_toml_at(
+    root: &Path,
+    ftp_addr: SocketAddr,
+    api_addr: SocketAddr,
+    passive: (u16, u16),
+) -> String {
+    let r = |p: &str| root.join(p).display().to_string();
     format!(
         r#"node = "test-node"
 [ftps]
 listen = "{ftp_addr}"
 passive_ports = "{}-{}"
 public_host = "127.0.0.1"
-cert = "certs/server.crt"
-key = "certs/server.key"
+cert = "{}"
+key = "{}"
 idle_timeout_secs = 60
 max_failed_logins = 3
 lockout_secs = 60
 [admin]
 listen = "{api_addr}"
 [store]
-root = "firmware-store"
+root = "{}"
 [db]
-url = "sqlite://firmware-store/fwdist.sqlite"
+url = "sqlite://{}"
 [signing]
-trusted_keys = "certs/release-keys"
+trusted_keys = "{}"
 "#,
-        passive.0, passive.1
+        passive.0,
+        passive.1,
+        r("certs/server.crt"),
+        r("certs/server.key"),
+        r("firmware-store"),
+        r("firmware-store/fwdist.sqlite"),
+        r("certs/release-keys"),
     )
+}
+
+/// The test configuration with paths relative to the server's working directory.
+pub fn config_toml(ftp_addr: SocketAddr, api_addr: SocketAddr, passive: (u16, u16)) -> String {
+    config_toml_at(Path::new(""), ftp_addr, api_addr, passive)
 }
 
 fn random_u64() -> u64 {
@@ -146,6 +189,12 @@ pub fn free_ports() -> (SocketAddr, SocketAddr, (u16, u16), PortLock) {
     panic!("no free block of ports found");
 }
 
+/// A block of `PASSIVE_PORTS` ports for a passive range, held like [`free_ports`]'s.
+pub fn free_passive_ports() -> ((u16, u16), PortLock) {
+    let (_, _, passive, lock) = free_ports();
+    (passive, lock)
+}
+
 /// Holds a block of ports for one test (see [`free_ports`]).
 pub struct PortLock(fs::File);
 
@@ -158,31 +207,96 @@ impl TestApp {
         self.path("server.log")
     }
 
+    /// The server's log (a process server only: an in-process one logs to stderr).
     pub fn log(&self) -> String {
+        assert_eq!(
+            self.mode,
+            Mode::Process,
+            "the log of an in-process server is not kept: use spawn_app_binary"
+        );
         fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
     /// The running server's process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server running").id()
+        match &self.server {
+            Some(Server::Process(child)) => child.id(),
+            _ => panic!("no server process: use spawn_app_binary"),
+        }
     }
 
     pub fn cert_path(&self) -> PathBuf {
         self.path("certs/server.crt")
     }
 
+    /// Writes `fwdist.toml` for the current passive range; the control and API ports are 0
+    /// (chosen at every start).
     pub fn write_config(&self) {
-        let config = config_toml(self.ftp_addr, self.api_addr, self.passive);
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let config = config_toml_at(self.dir.path(), any, any, self.passive);
         fs::write(self.path("fwdist.toml"), config).unwrap();
     }
 
     async fn start(&mut self) {
-        if let Err(e) = self.try_start().await {
+        let started = match self.mode {
+            Mode::InProcess => self.start_in_process().await,
+            Mode::Process => self.start_process().await,
+        };
+        if let Err(e) = started {
             panic!("{e}");
         }
     }
 
-    async fn try_start(&mut self) -> Result<(), String> {
+    async fn start_in_process(&mut self) -> Result<(), String> {
+        let cfg = fwdist::config::Config::load(Some(&self.path("fwdist.toml"))).map_err(|e| e.to_string())?;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("fwdist-in-process".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    match fwdist::app::App::build(cfg).await {
+                        Ok(app) => {
+                            let _ = ready_tx.send(Ok((app.ftp_addr(), app.api_addr())));
+                            let stopped = async {
+                                let _ = stop_rx.await;
+                            };
+                            if let Err(e) = app.run_until_stopped(stopped).await {
+                                eprintln!("in-process fwdist failed: {e:#}");
+                            }
+                        }
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("{e:#}")));
+                        }
+                    }
+                });
+                let _ = done_tx.send(());
+            })
+            .unwrap();
+        let ready = tokio::task::spawn_blocking(move || ready_rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        self.server = Some(Server::InProcess(InProcess {
+            stop: Some(stop),
+            done,
+        }));
+        match ready {
+            Ok(Ok((ftp, api))) => {
+                (self.ftp_addr, self.api_addr) = (ftp, api);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(format!("in-process fwdist did not start: {e}")),
+            Err(_) => Err("in-process fwdist did not start within 30 s".into()),
+        }
+    }
+
+    async fn start_process(&mut self) -> Result<(), String> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -202,30 +316,40 @@ impl TestApp {
             cmd.env_remove(k);
         }
         cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        self.child = Some(cmd.spawn().expect("spawn fwdist serve"));
-        self.wait_ready().await
+        let already = self.log().len();
+        self.server = Some(Server::Process(cmd.spawn().expect("spawn fwdist serve")));
+        self.wait_ready(already).await
     }
 
-    async fn wait_ready(&mut self) -> Result<(), String> {
+    /// Waits for the process to log the addresses it bound, then for `/healthz`.
+    async fn wait_ready(&mut self, log_from: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        let url = format!("http://{}/healthz", self.api_addr);
+        let mut bound = None;
         loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                self.child = None;
+            let Some(Server::Process(child)) = self.server.as_mut() else {
+                unreachable!("a process server")
+            };
+            if let Some(status) = child.try_wait().unwrap() {
+                self.server = None;
                 return Err(format!(
                     "fwdist serve exited early with {status}; log:\n{}",
                     self.log()
                 ));
             }
-            if let Ok(resp) = self.http.get(&url).timeout(Duration::from_secs(2)).send().await
-                && resp.status() == 200
-                && self.cert_path().exists()
-            {
-                // The answer must have come from our child, not from whoever else holds the port.
-                if self.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+            if bound.is_none() {
+                bound = bound_addresses(self.log().get(log_from..).unwrap_or_default());
+                if let Some((ftp, api)) = bound {
+                    (self.ftp_addr, self.api_addr) = (ftp, api);
+                }
+            }
+            if bound.is_some() {
+                let url = format!("http://{}/healthz", self.api_addr);
+                if let Ok(resp) = self.http.get(&url).timeout(Duration::from_secs(2)).send().await
+                    && resp.status() == 200
+                    && self.cert_path().exists()
+                {
                     return Ok(());
                 }
-                continue;
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -233,41 +357,64 @@ impl TestApp {
                     self.log()
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SIGTERM first so a graceful shutdown path is exercised, SIGKILL if it hangs.
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if child.try_wait().ok().flatten().is_some() {
-                return;
+        match self.server.take() {
+            None => {}
+            Some(Server::InProcess(mut s)) => {
+                if let Some(stop) = s.stop.take() {
+                    let _ = stop.send(());
+                }
+                // The grace period is 10 s; the runtime is dropped (aborting what is left)
+                // right after.
+                let _ = s.done.recv_timeout(Duration::from_secs(20));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            Some(Server::Process(mut child)) => {
+                // SIGTERM first so a graceful shutdown path is exercised, SIGKILL if it hangs.
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .stderr(Stdio::null())
+                    .status();
+                let deadline = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < deadline {
+                    if child.try_wait().ok().flatten().is_some() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
-    /// Stops the server (SIGTERM) and starts it again on the same directory and ports.
+    /// Stops the server (SIGTERM for a process) and starts it again on the same directory
+    /// and configuration; the control and API ports may change (see `ftp_addr`, `api_addr`).
     pub async fn restart(&mut self) {
         self.stop();
         self.start().await;
     }
 }
 
+/// `ftp_addr=… api_addr=…` of the `fwdist serving` log line.
+fn bound_addresses(log: &str) -> Option<(SocketAddr, SocketAddr)> {
+    let line = log.lines().find(|l| l.contains("fwdist serving"))?;
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+    };
+    Some((field("ftp_addr=")?, field("api_addr=")?))
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();
-        if std::env::var_os("TEST_LOG").is_some() || std::thread::panicking() {
+        if self.mode == Mode::Process && (std::env::var_os("TEST_LOG").is_some() || std::thread::panicking())
+        {
             eprintln!(
                 "===== fwdist server log ({}) =====\n{}",
                 self.dir.path().display(),
