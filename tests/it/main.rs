@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod api_rules;
 mod cli;
 mod cli_usage;
 mod doctor;
@@ -24,6 +25,7 @@ mod network_requirements;
 mod passive;
 mod raw_ctl;
 mod releases;
+mod replies;
 mod robustness;
 mod rollouts;
 mod simulate;

@@ -1,19 +1,18 @@
-//! Rollouts (SPEC §6 "Targeting"): by device list, by stable percent, state changes.
+//! Rollouts (SPEC §6 "Targeting"): by device list, by stable percent, state changes. Pure
+//! API and targeting logic: driven through the router in-process (`helpers::oneshot`).
 
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_client_error, image, spawn_app};
+use crate::helpers::oneshot::{Api, api};
+use crate::helpers::{assert_client_error, image};
 
-async fn target_of(app: &TestApp, id: &str) -> Value {
-    let (status, dev) = app.get(&format!("/api/v1/devices/{id}")).await;
-    assert_eq!(status, 200, "{dev}");
-    assert!(dev.get("target").is_some(), "device has a target field: {dev}");
-    dev["target"]["version"].clone()
+async fn target_of(app: &Api, id: &str) -> Value {
+    app.target_of(id).await
 }
 
-async fn rollout(app: &TestApp, id: i64) -> Value {
+async fn rollout(app: &Api, id: i64) -> Value {
     let (status, body) = app.get(&format!("/api/v1/rollouts/{id}")).await;
     assert_eq!(status, 200, "{body}");
     body
@@ -21,7 +20,7 @@ async fn rollout(app: &TestApp, id: i64) -> Value {
 
 #[tokio::test]
 async fn a_device_list_rollout_targets_exactly_those_devices() {
-    let app = spawn_app().await;
+    let app = api().await;
     app.publish("iq2", "1.0.0", 1, &image(1000, 1)).await;
     let ids = ["aa:bb:cc:03:00:01", "aa:bb:cc:03:00:02", "aa:bb:cc:03:00:03"];
     for id in ids {
@@ -85,7 +84,7 @@ async fn a_device_list_rollout_targets_exactly_those_devices() {
 
 #[tokio::test]
 async fn percent_rollouts_are_stable_and_only_grow() {
-    let app = spawn_app().await;
+    let app = api().await;
     app.publish("iq2", "1.0.0", 1, &image(1000, 2)).await;
     let ids: Vec<String> = (0..20).map(|i| format!("aa:bb:cc:04:00:{i:02x}")).collect();
     for id in &ids {
@@ -155,7 +154,7 @@ async fn percent_rollouts_are_stable_and_only_grow() {
 
 #[tokio::test]
 async fn the_newest_active_rollout_wins() {
-    let app = spawn_app().await;
+    let app = api().await;
     app.publish("iq2", "1.0.0", 1, &image(1000, 3)).await;
     app.publish("iq2", "1.1.0", 2, &image(1000, 4)).await;
     let (a, b) = ("aa:bb:cc:05:00:01", "aa:bb:cc:05:00:02");

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 
 use super::manifest::MAX_MANIFEST_BYTES;
 
+/// The key types of this module's API.
+pub use ed25519_dalek::{SigningKey as Ed25519SigningKey, VerifyingKey as Ed25519VerifyingKey};
+
 #[derive(Debug, thiserror::Error)]
 pub enum SigningError {
     #[error("not an ed25519 key in PEM form: {0}")]

@@ -6,6 +6,7 @@
 
 mod api;
 mod data;
+pub mod oneshot;
 mod process;
 pub mod system;
 
