@@ -272,10 +272,16 @@ impl StorageBackend<SessionUser> for DeviceVfs {
             Principal::Probe => return probe::cwd(path.as_ref()),
             Principal::Device(d) => d,
         };
-        self.found(device, path.as_ref(), |f| match f {
-            Found::Dir(_) => Ok(()),
-            Found::File(..) => Err(storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable)),
-        })
-        .await
+        let no_dir = || storage::Error::from(ErrorKind::PermanentDirectoryNotAvailable);
+        match self
+            .found(device, path.as_ref(), |f| Ok(matches!(f, Found::Dir(_))))
+            .await
+        {
+            Ok(true) => Ok(()),
+            // A file, or nothing: either way there is no such directory.
+            Ok(false) => Err(no_dir()),
+            Err(e) if e.kind() == ErrorKind::PermanentFileNotAvailable => Err(no_dir()),
+            Err(e) => Err(e),
+        }
     }
 }
