@@ -15,7 +15,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::db::Db;
 use crate::diagnostics::Diagnostics;
-use crate::ftps::{self, records, sessions::Sessions, tls, vfs::FtpsShared};
+use crate::ftps::{self, FtpsFront, FtpsShared, Sessions};
 use crate::services::{Services, Wiring};
 use crate::store::{FsStore, ReleaseStore};
 
@@ -25,7 +25,7 @@ const GRACE: Duration = Duration::from_secs(10);
 pub struct App {
     ftp_addr: SocketAddr,
     api_addr: SocketAddr,
-    ftps: ftps::front::Front,
+    ftps: FtpsFront,
     api: (tokio::net::TcpListener, axum::Router),
     db: Db,
     services: Services,
@@ -37,7 +37,7 @@ impl App {
     /// # Errors
     /// Anything that keeps the server from starting, with what it was doing.
     pub async fn build(mut cfg: Config) -> anyhow::Result<App> {
-        if tls::ensure_certificate(&cfg.ftps)? {
+        if ftps::ensure_certificate(&cfg.ftps)? {
             tracing::info!(cert = %cfg.ftps.cert.display(), "TLS certificate created");
         }
         std::fs::create_dir_all(&cfg.signing.trusted_keys)
@@ -48,7 +48,7 @@ impl App {
                 .context("opening the firmware store")?,
         );
         let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
-        let (recorder, recorder_task) = records::spawn_writer(db.clone());
+        let (recorder, recorder_task) = ftps::spawn_recorder(db.clone());
         let sessions = Arc::new(Sessions::default());
         let services = Services::new(Wiring {
             db: db.clone(),

@@ -2,8 +2,9 @@
 //! data connections), and libunftp 0.24 runs the FTP session behind it over loopback: device
 //! logins, the per-device read-only tree and download records.
 //!
-//! Depends inward on `store`, `db`, `rollout` and `domain`; nothing depends on it but `app`
-//! (and the API, which closes a device's sessions through [`sessions::Sessions`]).
+//! Depends inward on `services` (targeting), `store`, `db` and `domain`; nothing depends on
+//! it but `app`, which also hands its session registry to the devices service (as
+//! [`crate::services::devices::DeviceSessions`]) so disabling a device ends its sessions.
 
 pub mod auth;
 pub mod conn;
@@ -41,7 +42,14 @@ use front::{Front, IpGate};
 use inner::{Inner, ServerFactory};
 use ports::PortPool;
 use principal::SessionUser;
-use vfs::{DeviceVfs, FtpsShared};
+use vfs::DeviceVfs;
+
+// What `app` wires the front with: its surface, so nothing outside reaches into submodules.
+pub use front::Front as FtpsFront;
+pub use records::{Recorder, spawn_writer as spawn_recorder};
+pub use sessions::Sessions;
+pub use tls::ensure_certificate;
+pub use vfs::FtpsShared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FtpsError {
