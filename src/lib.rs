@@ -4,23 +4,24 @@
 //! engineers and admins an HTTP API to publish builds, run rollouts and see downloads.
 //!
 //! # Layout
-//! Dependencies point inward: the fronts (`ftps`, `api`, `cli`) use the services
-//! (`publish`, `catalog`), which use `store`, `db` and `rollout`, which use `domain`.
+//! The workspace has three crates: `fwdist-release` (the release format: ids, manifest,
+//! signatures, probe facts), `fwdist-iq` (the reference IQ, using only the release format)
+//! and this one, the server with the `fwdist` binary. Inside it, dependencies point inward:
+//! fronts (`ftps`, `api`, `cli`) → `services` → `store`, `db` → `domain`.
 //!
-//! - [`domain`] — device ids (MACs), models, versions, digests, roles. Depends on nothing.
+//! - [`domain`] — device ids, models, versions, digests (from `fwdist-release`), roles,
+//!   rollout states, outcomes, time. Depends on nothing else here.
 //! - [`secret`] — server-generated secrets: creation, hashing, constant-time checks.
-//! - [`store`] — the firmware store on disk, manifest format, signing. No FTP/HTTP/SQL.
-//! - [`rollout`] — pure targeting policy. No I/O.
-//! - [`db`] — the metadata database (SQLite; PostgreSQL-ready SQL).
+//! - [`store`] — the [`store::ReleaseStore`] seam and its filesystem implementation. No
+//!   FTP/HTTP/SQL.
+//! - [`db`] — the metadata database behind one `Db` (SQLite backend). Rows, no rules.
+//! - [`services`] — the rules: publish, targeting (with its pure policy), rollouts, devices,
+//!   tokens. Used alike by the API, the CLI and the FTPS tree.
+//! - [`network`] — the firewall rules an IQ needs, from plain values. Pure.
 //! - [`diagnostics`] — counters of FTPS failures per device and client IP (firewall clues).
-//! - [`publish`] — verify and publish a release atomically.
-//! - [`catalog`] — what a device should fetch now (db + rollout policy).
-//! - [`network`] — the firewall rules an IQ needs, from the FTPS config. Pure.
-//! - [`probe`] — the built-in probe account and file that `fwdist doctor` reads. Pure.
-//! - [`ftps`] — the libunftp FTPS front for IQs.
-//! - [`iq`] — the reference IQ client (`fwdist fetch`).
-//! - [`api`] — the axum admin API.
-//! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge.
+//! - [`ftps`] — the FTPS front for IQs (owns sockets and TLS; libunftp behind it).
+//! - [`api`] — the axum admin API: translates HTTP to services.
+//! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge; `app` wires it all.
 
 pub mod api;
 pub mod app;
