@@ -56,7 +56,14 @@ impl App {
             trusted_keys: cfg.signing.trusted_keys.clone(),
             max_image_bytes: cfg.store.max_image_bytes,
             sessions: Some(sessions.clone()),
+            node: cfg.node.clone(),
         });
+        // Rollouts made before per-device state existed get their members now.
+        services
+            .rollouts
+            .backfill()
+            .await
+            .context("making the members of older rollouts")?;
         let shared = Arc::new(FtpsShared {
             db: db.clone(),
             store,
@@ -134,13 +141,16 @@ impl App {
             ftps,
             api: (listener, router),
             db,
-            services: _,
+            services,
             recorder_task,
             stop,
         } = self;
         tracing::info!(%ftp_addr, %api_addr, "fwdist serving");
+        // The automatic rollout steps (advance, pause): every second, and at once on a report.
+        let steps = tokio::spawn(services.rollouts.clone().run_steps());
         let mut api_stop = stop.subscribe();
-        let api = axum::serve(listener, router).with_graceful_shutdown(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let api = axum::serve(listener, service).with_graceful_shutdown(async move {
             while api_stop.changed().await.is_ok() && !*api_stop.borrow() {}
         });
         let mut api = Box::pin(api.into_future());
@@ -170,6 +180,7 @@ impl App {
             Some(Err(e)) => Err(anyhow::Error::new(e).context(format!("admin API on {api_addr}"))),
             _ => Ok(()),
         };
+        steps.abort();
         drop((ftp, api));
         // All recorder handles are gone once the server is dropped; let the writer drain.
         if tokio::time::timeout(Duration::from_secs(5), recorder_task)

@@ -10,35 +10,51 @@ fn invalid(msg: impl Into<String>) -> InvalidInput {
     InvalidInput(msg.into())
 }
 
-/// An admin API role. Each role includes the rights of the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// An admin API role (SPEC §6). `viewer` reads, `publisher` also uploads releases, `admin`
+/// does everything; `reporter` (the KS backend's token) can only post install reports, and
+/// reads nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,
     Publisher,
     Admin,
+    Reporter,
 }
 
 impl Role {
-    pub const NAMES: [&'static str; 3] = ["viewer", "publisher", "admin"];
+    pub const NAMES: [&'static str; 4] = ["viewer", "publisher", "admin", "reporter"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
             Role::Publisher => "publisher",
             Role::Admin => "admin",
+            Role::Reporter => "reporter",
         }
     }
 
+    /// Whether a caller holding `self` may do what needs `needed`.
+    pub fn allows(self, needed: Role) -> bool {
+        matches!(
+            (self, needed),
+            (Role::Admin, _)
+                | (Role::Publisher, Role::Publisher | Role::Viewer)
+                | (Role::Viewer, Role::Viewer)
+                | (Role::Reporter, Role::Reporter)
+        )
+    }
+
     /// # Errors
-    /// For anything but `viewer`, `publisher`, `admin`.
+    /// For anything but `viewer`, `publisher`, `admin`, `reporter`.
     pub fn parse(s: &str) -> Result<Self, InvalidInput> {
         match s {
             "viewer" => Ok(Role::Viewer),
             "publisher" => Ok(Role::Publisher),
             "admin" => Ok(Role::Admin),
+            "reporter" => Ok(Role::Reporter),
             _ => Err(invalid(format!(
-                "invalid role {s:?}: expected viewer, publisher or admin"
+                "invalid role {s:?}: expected viewer, publisher, admin or reporter"
             ))),
         }
     }
@@ -93,6 +109,81 @@ impl RolloutState {
     }
 }
 
+/// What an install report says (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportOutcome {
+    Installed,
+    Failed,
+}
+
+impl ReportOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportOutcome::Installed => "installed",
+            ReportOutcome::Failed => "failed",
+        }
+    }
+
+    /// # Errors
+    /// For anything but `installed` and `failed`.
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        match s {
+            "installed" => Ok(Self::Installed),
+            "failed" => Ok(Self::Failed),
+            _ => Err(invalid(format!(
+                "invalid outcome {s:?}: expected installed or failed"
+            ))),
+        }
+    }
+}
+
+/// A selected device's state in a rollout (SPEC §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// No byte of the image fetched yet.
+    Pending,
+    /// Image bytes fetched, no complete download.
+    Downloading,
+    /// A complete image download.
+    Downloaded,
+    /// Its latest report for this version says installed.
+    Installed,
+    /// Its latest report for this version says failed.
+    Failed,
+}
+
+impl MemberState {
+    pub const ALL: [MemberState; 5] = [
+        MemberState::Pending,
+        MemberState::Downloading,
+        MemberState::Downloaded,
+        MemberState::Installed,
+        MemberState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Pending => "pending",
+            MemberState::Downloading => "downloading",
+            MemberState::Downloaded => "downloaded",
+            MemberState::Installed => "installed",
+            MemberState::Failed => "failed",
+        }
+    }
+
+    /// # Errors
+    /// For anything but the five state names.
+    pub fn parse(s: &str) -> Result<Self, InvalidInput> {
+        Self::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            invalid(format!(
+                "invalid state {s:?}: expected pending, downloading, downloaded, installed or failed"
+            ))
+        })
+    }
+}
+
 /// Now, as unix milliseconds (the database's time unit).
 pub fn now_ms() -> i64 {
     let now = time::OffsetDateTime::now_utc();
@@ -113,12 +204,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roles_parse_and_order() {
-        for r in [Role::Viewer, Role::Publisher, Role::Admin] {
+    fn roles_parse_and_allow_exactly_their_rights() {
+        use Role::*;
+        for r in [Viewer, Publisher, Admin, Reporter] {
             assert_eq!(Role::parse(r.as_str()), Ok(r));
         }
         assert!(Role::parse("root").is_err());
-        assert!(Role::Viewer < Role::Publisher && Role::Publisher < Role::Admin);
+        let allowed = |r: Role| -> Vec<Role> {
+            [Viewer, Publisher, Admin, Reporter]
+                .into_iter()
+                .filter(|n| r.allows(*n))
+                .collect()
+        };
+        assert_eq!(allowed(Viewer), [Viewer]);
+        assert_eq!(allowed(Publisher), [Viewer, Publisher]);
+        assert_eq!(allowed(Admin), [Viewer, Publisher, Admin, Reporter]);
+        assert_eq!(allowed(Reporter), [Reporter], "a reporter reads nothing");
     }
 
     #[test]

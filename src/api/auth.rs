@@ -19,6 +19,8 @@ pub trait RoleNeeded {
 pub struct Viewer;
 pub struct Publisher;
 pub struct Admin;
+/// Posting install reports: the `reporter` role, or `admin`.
+pub struct Reporter;
 
 impl RoleNeeded for Viewer {
     const ROLE: Role = Role::Viewer;
@@ -29,8 +31,11 @@ impl RoleNeeded for Publisher {
 impl RoleNeeded for Admin {
     const ROLE: Role = Role::Admin;
 }
+impl RoleNeeded for Reporter {
+    const ROLE: Role = Role::Reporter;
+}
 
-/// A caller holding at least role `R`.
+/// A caller whose role allows `R` (see [`Role::allows`]).
 pub struct Authorized<R: RoleNeeded> {
     pub token: TokenRow,
     _role: PhantomData<R>,
@@ -55,7 +60,7 @@ impl<R: RoleNeeded + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
             .token_by_hash(&hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if row.role < R::ROLE {
+        if !row.role.allows(R::ROLE) {
             return Err(ApiError::Forbidden(R::ROLE));
         }
         Ok(Authorized {

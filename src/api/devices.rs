@@ -51,8 +51,12 @@ pub struct DeviceView {
     labels: Vec<String>,
     enabled: bool,
     created_at: String,
+    /// The version of its latest `installed` report.
+    installed_version: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     target: Option<Option<TargetView>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reports: Option<Vec<super::reports::ReportView>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     downloads: Option<Vec<DownloadView>>,
     /// FTPS failures counted for this device since the server started (see `/diagnostics`).
@@ -74,7 +78,9 @@ impl DeviceView {
             labels: d.labels.clone(),
             enabled: d.enabled,
             created_at: format_ms(d.created_at),
+            installed_version: d.installed_version.clone(),
             target: None,
+            reports: None,
             downloads: None,
             diagnostics: None,
         }
@@ -107,10 +113,12 @@ async fn create(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     model: Option<String>,
-    #[serde(flatten)]
-    page: PageQuery,
+    label: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
 }
 
 async fn list(
@@ -118,9 +126,19 @@ async fn list(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Listing<DeviceView>>, ApiError> {
-    let model = q.model.as_deref().map(Model::parse).transpose()?;
-    let page = q.page.page()?;
-    let rows = st.db.list_devices(model.as_ref(), page).await?;
+    let model = q
+        .model
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(Model::parse)
+        .transpose()?;
+    let page = PageQuery {
+        limit: q.limit,
+        after: q.after,
+    }
+    .page()?;
+    let label = q.label.as_deref().filter(|s| !s.is_empty());
+    let rows = st.db.list_devices(model.as_ref(), label, page).await?;
     let (rows, next) = page.finish(rows, |d| d.seq);
     Ok(Json(Listing {
         items: rows.iter().map(DeviceView::new).collect(),
@@ -162,6 +180,8 @@ async fn show(
             .collect(),
     );
     view.diagnostics = Some(st.diagnostics.device(&d.id));
+    let reports = st.db.reports_of_device(&d.id, RECENT_DOWNLOADS).await?;
+    view.reports = Some(reports.iter().map(super::reports::ReportView::new).collect());
     Ok(Json(view))
 }
 

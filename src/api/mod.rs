@@ -12,6 +12,7 @@ pub mod error;
 pub mod health;
 pub mod network;
 pub mod releases;
+pub mod reports;
 pub mod rollouts;
 
 use std::net::SocketAddr;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .merge(releases::router(state.max_image_bytes))
         .merge(devices::router())
         .merge(rollouts::router())
+        .merge(reports::router())
         .merge(downloads::router())
         .merge(network::router())
         .merge(diagnostics::router())

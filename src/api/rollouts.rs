@@ -1,5 +1,6 @@
-//! `/rollouts`: create (by device list and/or percent), change percent or state, show with
-//! status counts.
+//! `/rollouts`: create (devices, percent or phases, labels, thresholds, schedule), change
+//! (percent, phase, state, thresholds), show with status counts and per-state counts, and
+//! the devices a rollout selects with their state (SPEC §6, §8).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -8,17 +9,20 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Admin, Authorized, Viewer};
+use super::downloads::DownloadView;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
+use super::reports::ReportView;
 use super::{AppState, Listing, PageQuery};
 use crate::db::rollouts::RolloutRow;
-use crate::domain::{DeviceId, Model, RolloutState, Version, format_ms};
-use crate::services::rollouts::{self, Status};
+use crate::domain::{DeviceId, MemberState, Model, RolloutState, Version, format_ms, now_ms};
+use crate::services::rollouts::{self, Status, shown_state};
 use crate::services::targeting::policy;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/rollouts", post(create).get(list))
         .route("/rollouts/{id}", get(show).patch(update))
+        .route("/rollouts/{id}/devices", get(devices))
 }
 
 #[derive(Debug, Deserialize)]
@@ -28,6 +32,13 @@ struct NewRollout {
     version: String,
     percent: Option<f64>,
     devices: Option<Vec<String>>,
+    #[serde(default)]
+    labels: Vec<String>,
+    phases: Option<Vec<f64>>,
+    success_threshold: Option<f64>,
+    failure_threshold: Option<f64>,
+    min_phase_secs: Option<u64>,
+    start_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +46,10 @@ struct NewRollout {
 struct Change {
     percent: Option<f64>,
     state: Option<String>,
+    phase: Option<usize>,
+    success_threshold: Option<f64>,
+    failure_threshold: Option<f64>,
+    min_phase_secs: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,29 +59,58 @@ struct RolloutView {
     version: String,
     percent: f64,
     devices: Vec<DeviceId>,
-    state: RolloutState,
+    labels: Vec<String>,
+    phases: Option<Vec<f64>>,
+    phase: Option<usize>,
+    success_threshold: f64,
+    failure_threshold: f64,
+    min_phase_secs: u64,
+    start_at: Option<String>,
+    state: &'static str,
+    paused_reason: Option<String>,
     created_at: String,
     updated_at: String,
     status: Status,
 }
 
-async fn view(st: &AppState, r: RolloutRow) -> Result<RolloutView, ApiError> {
-    let status = st.services.rollouts.status(&r).await?;
-    Ok(RolloutView {
+fn view(r: RolloutRow, status: Status) -> RolloutView {
+    RolloutView {
+        state: shown_state(&r, now_ms()),
         id: r.id,
         model: r.model.to_string(),
         version: r.version.to_string(),
         percent: policy::bp_to_percent(r.percent_bp),
         devices: r.devices,
-        state: r.state,
+        labels: r.labels,
+        phases: r
+            .phases
+            .map(|p| p.into_iter().map(policy::bp_to_percent).collect()),
+        phase: r.phase,
+        success_threshold: f64::from(r.success_ppm) / 1e6,
+        failure_threshold: f64::from(r.failure_ppm) / 1e6,
+        min_phase_secs: r.min_phase_secs,
+        start_at: r.start_at.map(format_ms),
+        paused_reason: r.paused_reason,
         created_at: format_ms(r.created_at),
         updated_at: format_ms(r.updated_at),
         status,
-    })
+    }
+}
+
+async fn one(st: &AppState, r: RolloutRow) -> Result<RolloutView, ApiError> {
+    let status = st.services.rollouts.status(&r).await?;
+    Ok(view(r, status))
+}
+
+fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::Unprocessable(format!("{what} must be an RFC 3339 time, got {s:?}")))?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| ApiError::Unprocessable(format!("{what} is out of range")))
 }
 
 async fn create(
-    _: Authorized<Admin>,
+    who: Authorized<Admin>,
     State(st): State<AppState>,
     ApiJson(body): ApiJson<NewRollout>,
 ) -> Result<(StatusCode, Json<RolloutView>), ApiError> {
@@ -86,26 +130,60 @@ async fn create(
         None => None,
     };
     let new = rollouts::NewRollout {
-        model: Model::parse(&body.model)?,
-        version: Version::parse(&body.version)?,
+        model: Some(Model::parse(&body.model)?),
+        version: Some(Version::parse(&body.version)?),
         percent: body.percent,
         devices,
+        labels: body.labels,
+        phases: body.phases,
+        success_threshold: body.success_threshold,
+        failure_threshold: body.failure_threshold,
+        min_phase_secs: body.min_phase_secs,
+        start_at: body
+            .start_at
+            .as_deref()
+            .map(|s| parse_time("start_at", s))
+            .transpose()?,
     };
-    let row = st.services.rollouts.create(&new).await?;
-    Ok((StatusCode::CREATED, Json(view(&st, row).await?)))
+    let row = st.services.rollouts.create(&new, &who.token.name).await?;
+    Ok((StatusCode::CREATED, Json(one(&st, row).await?)))
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    model: Option<String>,
+    state: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
 async fn list(
     _: Authorized<Viewer>,
     State(st): State<AppState>,
-    ApiQuery(q): ApiQuery<PageQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Listing<RolloutView>>, ApiError> {
-    let page = q.page()?;
-    let rows = st.services.rollouts.list(page).await?;
-    let (rows, next) = page.finish(rows, |r| r.id);
-    let mut items = Vec::with_capacity(rows.len());
-    for r in rows {
-        items.push(view(&st, r).await?);
+    let page = PageQuery {
+        limit: q.limit,
+        after: q.after,
     }
+    .page()?;
+    let model = q
+        .model
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(Model::parse)
+        .transpose()?;
+    let state = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(RolloutState::parse)
+        .transpose()?;
+    let rows = st.services.rollouts.list(model.as_ref(), state, page).await?;
+    let (rows, next) = page.finish(rows, |r| r.id);
+    let statuses = st.services.rollouts.statuses(&rows).await?;
+    let items = rows.into_iter().zip(statuses).map(|(r, s)| view(r, s)).collect();
     Ok(Json(Listing { items, next }))
 }
 
@@ -122,11 +200,11 @@ async fn show(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RolloutView>, ApiError> {
     let r = st.services.rollouts.get(parse_id(&id)?).await?;
-    Ok(Json(view(&st, r).await?))
+    Ok(Json(one(&st, r).await?))
 }
 
 async fn update(
-    _: Authorized<Admin>,
+    who: Authorized<Admin>,
     State(st): State<AppState>,
     ApiPath(id): ApiPath<String>,
     ApiJson(change): ApiJson<Change>,
@@ -135,7 +213,68 @@ async fn update(
     let change = rollouts::Change {
         percent: change.percent,
         state: change.state.as_deref().map(RolloutState::parse).transpose()?,
+        phase: change.phase,
+        success_threshold: change.success_threshold,
+        failure_threshold: change.failure_threshold,
+        min_phase_secs: change.min_phase_secs,
     };
-    let r = st.services.rollouts.change(id, &change).await?;
-    Ok(Json(view(&st, r).await?))
+    let r = st.services.rollouts.change(id, &change, &who.token.name).await?;
+    Ok(Json(one(&st, r).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesQuery {
+    state: Option<String>,
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct MemberView {
+    device: DeviceId,
+    state: MemberState,
+    last_download: Option<DownloadView>,
+    last_report: Option<ReportView>,
+}
+
+async fn devices(
+    _: Authorized<Viewer>,
+    State(st): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<DevicesQuery>,
+) -> Result<Json<Listing<MemberView>>, ApiError> {
+    let id = parse_id(&id)?;
+    let page = PageQuery {
+        limit: q.limit,
+        after: q.after,
+    }
+    .page()?;
+    let state = q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(MemberState::parse)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.0))?;
+    let rows = st.services.rollouts.members(id, state, page).await?;
+    let (rows, next) = page.finish(rows, |m| m.id);
+    let mut items = Vec::with_capacity(rows.len());
+    for m in rows {
+        let last_download = match m.last_download_id {
+            Some(d) => st.db.download(d).await?.map(|r| DownloadView::new(&(d, r))),
+            None => None,
+        };
+        let last_report = match m.last_report_id {
+            Some(r) => st.db.report(r).await?.as_ref().map(ReportView::new),
+            None => None,
+        };
+        items.push(MemberView {
+            device: m.device,
+            state: m.state,
+            last_download,
+            last_report,
+        });
+    }
+    Ok(Json(Listing { items, next }))
 }

@@ -61,7 +61,12 @@ pub async fn import(cfg: &Config, file: &Path) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let rows = parse_csv(&text)?;
     let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
-    let devices = Devices::new(db.clone(), Targeting::new(db.clone()), None);
+    let devices = Devices::new(
+        db.clone(),
+        Targeting::new(db.clone()),
+        crate::services::rollouts::Rollouts::new(db.clone()),
+        None,
+    );
     let result = devices.import(&rows).await;
     db.close().await;
     let secrets = match result {

@@ -14,6 +14,8 @@ pub struct DeviceRow {
     pub labels: Vec<String>,
     pub enabled: bool,
     pub created_at: i64,
+    /// The version of its latest `installed` report.
+    pub installed_version: Option<String>,
 }
 
 /// What the FTPS authenticator needs to check a login.
@@ -32,6 +34,7 @@ struct Raw {
     labels: String,
     enabled: bool,
     created_at: i64,
+    installed_version: Option<String>,
 }
 
 impl TryFrom<Raw> for DeviceRow {
@@ -45,11 +48,12 @@ impl TryFrom<Raw> for DeviceRow {
             labels: serde_json::from_str(&r.labels).map_err(|e| corrupt(e.to_string()))?,
             enabled: r.enabled,
             created_at: r.created_at,
+            installed_version: r.installed_version,
         })
     }
 }
 
-const COLUMNS: &str = "seq, id, model, labels, enabled, created_at";
+const COLUMNS: &str = "seq, id, model, labels, enabled, created_at, installed_version";
 
 impl Db {
     /// # Errors
@@ -136,12 +140,20 @@ impl Db {
     ///
     /// # Errors
     /// Database failure.
-    pub async fn list_devices(&self, model: Option<&Model>, page: Page) -> DbResult<Vec<DeviceRow>> {
+    pub async fn list_devices(
+        &self,
+        model: Option<&Model>,
+        label: Option<&str>,
+        page: Page,
+    ) -> DbResult<Vec<DeviceRow>> {
         let raws: Vec<Raw> = sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM devices WHERE ($1 IS NULL OR model = $1) AND seq < $2
-             ORDER BY seq DESC LIMIT $3"
+            "SELECT {COLUMNS} FROM devices WHERE ($1 IS NULL OR model = $1)
+               AND ($2 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.labels) WHERE value = $2))
+               AND seq < $3
+             ORDER BY seq DESC LIMIT $4"
         ))
         .bind(model.map(Model::as_str))
+        .bind(label)
         .bind(page.before_id())
         .bind(page.fetch_limit())
         .fetch_all(self.pool())
@@ -149,17 +161,23 @@ impl Db {
         raws.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Every device id of a model (for rollout status counts).
+    /// Every device of a model with its labels (for a new rollout's members).
     ///
     /// # Errors
     /// Database failure.
-    pub async fn device_ids_of_model(&self, model: &Model) -> DbResult<Vec<DeviceId>> {
-        let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM devices WHERE model = $1")
+    pub async fn devices_of_model(&self, model: &Model) -> DbResult<Vec<(DeviceId, Vec<String>)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, labels FROM devices WHERE model = $1")
             .bind(model.as_str())
             .fetch_all(self.pool())
             .await?;
-        ids.into_iter()
-            .map(|(s,)| DeviceId::parse(&s).map_err(|e| DbError::Corrupt(e.0)))
+        rows.into_iter()
+            .map(|(id, labels)| {
+                Ok((
+                    DeviceId::parse(&id).map_err(|e| DbError::Corrupt(e.0))?,
+                    serde_json::from_str(&labels)
+                        .map_err(|e| DbError::Corrupt(format!("device {id} labels: {e}")))?,
+                ))
+            })
             .collect()
     }
 

@@ -2,6 +2,7 @@
 
 use sqlx::FromRow;
 
+use super::members::{MemberRules, Progress};
 use super::{Db, DbError, DbResult, Page, to_i64, to_u64};
 use crate::domain::{DeviceId, Model, Outcome, Version};
 
@@ -80,17 +81,18 @@ impl TryFrom<Raw> for (i64, DownloadRecord) {
 }
 
 impl Db {
-    /// Inserts a batch in one transaction (one fsync for many records).
+    /// Inserts a batch in one transaction (one fsync for many records), applying each record
+    /// to the device's standing in the rollouts of its release (`rules`).
     ///
     /// # Errors
     /// Database failure; nothing of the batch is written then.
-    pub async fn insert_downloads(&self, batch: &[DownloadRecord]) -> DbResult<()> {
+    pub async fn insert_downloads(&self, batch: &[DownloadRecord], rules: &MemberRules) -> DbResult<()> {
         let mut tx = self.pool().begin().await?;
         for r in batch {
-            sqlx::query(
+            let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO downloads (device, model, version, file, start_offset, bytes, size, outcome,
                  started_at, finished_at, client_ip, data_port, node)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
             )
             .bind(r.device.to_string())
             .bind(r.model.as_str())
@@ -105,11 +107,31 @@ impl Db {
             .bind(&r.client_ip)
             .bind(r.data_port.map(i64::from))
             .bind(&r.node)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            let progress = Progress::Download {
+                id,
+                file: r.file.clone(),
+                complete: r.outcome == Outcome::Complete && r.offset + r.bytes == r.size,
+            };
+            super::members::apply(&mut tx, &r.device, &r.model, &r.version, &progress, rules).await?;
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn download(&self, id: i64) -> DbResult<Option<DownloadRecord>> {
+        let raw: Option<Raw> = sqlx::query_as(
+            "SELECT id, device, model, version, file, start_offset, bytes, size, outcome, started_at,
+                    finished_at, client_ip, data_port, node FROM downloads WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        raw.map(|r| <(i64, DownloadRecord)>::try_from(r).map(|x| x.1))
+            .transpose()
     }
 
     /// Newest first, with the id of each record (the pagination cursor).

@@ -14,7 +14,9 @@
 
 pub mod devices;
 pub mod downloads;
+pub mod members;
 pub mod releases;
+pub mod reports;
 pub mod rollouts;
 pub mod tokens;
 

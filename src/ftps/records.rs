@@ -58,7 +58,10 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<DownloadRecord>) {
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut attempt = 0u32;
         loop {
-            match db.insert_downloads(&batch).await {
+            match db
+                .insert_downloads(&batch, &crate::services::rollouts::RULES)
+                .await
+            {
                 Ok(()) => break,
                 Err(e) if attempt < 5 => {
                     attempt += 1;

@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use super::rollouts::Rollouts;
 use super::targeting::{Target, Targeting};
 use super::{ServiceError, ServiceResult};
 use crate::db::Db;
@@ -33,6 +34,7 @@ pub struct NewDevice {
 pub struct Devices {
     db: Db,
     targeting: Targeting,
+    rollouts: Rollouts,
     sessions: Option<Arc<dyn DeviceSessions>>,
 }
 
@@ -55,10 +57,16 @@ fn new_secret() -> ServiceResult<Secret> {
 }
 
 impl Devices {
-    pub fn new(db: Db, targeting: Targeting, sessions: Option<Arc<dyn DeviceSessions>>) -> Self {
+    pub fn new(
+        db: Db,
+        targeting: Targeting,
+        rollouts: Rollouts,
+        sessions: Option<Arc<dyn DeviceSessions>>,
+    ) -> Self {
         Devices {
             db,
             targeting,
+            rollouts,
             sessions,
         }
     }
@@ -77,6 +85,9 @@ impl Devices {
         {
             Ok(row) => {
                 tracing::info!(device = %d.id, model = %d.model, "device registered");
+                self.rollouts
+                    .enroll(&[(d.id, d.model.clone(), d.labels.clone())])
+                    .await?;
                 Ok((row, secret))
             }
             Err(e) if e.is_unique_violation() => {
@@ -111,6 +122,11 @@ impl Devices {
         match self.db.insert_devices(&batch).await {
             Ok(()) => {
                 tracing::info!(devices = batch.len(), "devices imported");
+                let enrolled: Vec<_> = fleet
+                    .iter()
+                    .map(|d| (d.id, d.model.clone(), d.labels.clone()))
+                    .collect();
+                self.rollouts.enroll(&enrolled).await?;
                 Ok(secrets)
             }
             Err(e) if e.is_unique_violation() => Err(ServiceError::Conflict(

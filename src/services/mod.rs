@@ -4,7 +4,9 @@
 //!
 //! - [`publish`] — verify a signed release and make it visible atomically (store, then row).
 //! - [`targeting`] — what a device should fetch now (rollouts; pins join here).
-//! - [`rollouts`] — create and steer rollouts, and their status.
+//! - [`rollouts`] — create and steer rollouts (phases, cohorts, schedule), their status and
+//!   per-device states, and the automatic advance/pause steps.
+//! - [`reports`] — install reports from IQs and the KS backend.
 //! - [`devices`] — register (one at a time or a whole fleet), disable, show with target.
 //! - [`tokens`] — admin API tokens, shown once and stored hashed.
 //!
@@ -13,6 +15,7 @@
 
 pub mod devices;
 pub mod publish;
+pub mod reports;
 pub mod rollouts;
 pub mod targeting;
 pub mod tokens;
@@ -57,6 +60,7 @@ pub struct Services {
     pub rollouts: rollouts::Rollouts,
     pub devices: devices::Devices,
     pub tokens: tokens::Tokens,
+    pub reports: reports::Reports,
 }
 
 /// What the services need from the outside world.
@@ -67,11 +71,14 @@ pub struct Wiring {
     pub max_image_bytes: u64,
     /// Open FTPS sessions, for disabling a device to close its own (none in the CLI).
     pub sessions: Option<Arc<dyn devices::DeviceSessions>>,
+    /// This node's name, in reports.
+    pub node: String,
 }
 
 impl Services {
     pub fn new(w: Wiring) -> Self {
         let targeting = targeting::Targeting::new(w.db.clone());
+        let rollouts = rollouts::Rollouts::new(w.db.clone());
         Services {
             publish: Arc::new(publish::Publisher::new(
                 w.db.clone(),
@@ -79,9 +86,10 @@ impl Services {
                 w.trusted_keys,
                 w.max_image_bytes,
             )),
-            rollouts: rollouts::Rollouts::new(w.db.clone()),
+            reports: reports::Reports::new(w.db.clone(), rollouts.clone(), w.node),
             tokens: tokens::Tokens::new(w.db.clone()),
-            devices: devices::Devices::new(w.db, targeting.clone(), w.sessions),
+            devices: devices::Devices::new(w.db, targeting.clone(), rollouts.clone(), w.sessions),
+            rollouts,
             targeting,
         }
     }

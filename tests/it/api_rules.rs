@@ -20,7 +20,7 @@ async fn rollout_requests_that_break_a_rule_get_the_exact_reason() {
     for (req, want) in [
         (
             json!({"model": "iq2", "version": "1.0.0"}),
-            "give percent, devices, or both",
+            "give percent, phases or devices",
         ),
         (
             json!({"model": "iq2", "version": "9.9.9", "percent": 5}),
@@ -56,7 +56,10 @@ async fn rollout_requests_that_break_a_rule_get_the_exact_reason() {
         .await;
     let path = format!("/api/v1/rollouts/{id}");
     for (change, want) in [
-        (json!({}), "give percent and/or state"),
+        (
+            json!({}),
+            "give percent, phase, state, success_threshold, failure_threshold and/or min_phase_secs",
+        ),
         (
             json!({"percent": -1}),
             "percent must be between 0 and 100, got -1",
@@ -112,7 +115,8 @@ async fn rollout_status_counts_the_image_downloads_of_the_devices_it_selects() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["status"],
-        json!({"targeted": 3, "started": 3, "completed": 2, "aborted_only": 1}),
+        json!({"targeted": 3, "started": 3, "completed": 2, "aborted_only": 1,
+               "states": {"pending": 0, "downloading": 1, "downloaded": 2, "installed": 0, "failed": 0}}),
         "{body}"
     );
     // The list shows the same status.

@@ -42,7 +42,8 @@ async fn a_device_list_rollout_targets_exactly_those_devices() {
     assert!(r["created_at"].is_string(), "{r}");
     assert_eq!(
         r["status"],
-        json!({"targeted": 1, "started": 0, "completed": 0, "aborted_only": 0}),
+        json!({"targeted": 1, "started": 0, "completed": 0, "aborted_only": 0,
+               "states": {"pending": 1, "downloading": 0, "downloaded": 0, "installed": 0, "failed": 0}}),
         "{r}"
     );
     assert_eq!(target_of(&app, ids[0]).await, "1.0.0");

@@ -10,7 +10,7 @@ pub mod policy;
 
 use crate::db::releases::ReleaseRow;
 use crate::db::{Db, DbResult};
-use crate::domain::{DeviceId, Model, RolloutState, Version};
+use crate::domain::{DeviceId, Model, RolloutState, Version, now_ms};
 use policy::{Rule, choose_target};
 
 /// The rollout that targets a device now, and its release version.
@@ -55,20 +55,23 @@ impl Targeting {
     /// # Errors
     /// Database failure.
     pub async fn target_of(&self, device: &DeviceId, model: &Model) -> DbResult<Option<Target>> {
-        // Only active rollouts target; a yanked release is never served (SPEC §6).
+        // Only active rollouts that have started target; a yanked release is never served
+        // (SPEC §6, §8). The candidates are the rollouts the device is a member of: eligible
+        // by model and labels, or listed.
+        let now = now_ms();
         let candidates: Vec<_> = self
             .db
             .rollouts_for_device(model, device, RolloutState::Active)
             .await?
             .into_iter()
-            .filter(|c| !c.release_yanked)
+            .filter(|c| !c.release_yanked && c.start_at.is_none_or(|t| t <= now))
             .collect();
         let rules: Vec<Rule> = candidates
             .iter()
             .map(|c| Rule {
                 id: c.id,
                 percent_bp: c.percent_bp,
-                listed: c.listed,
+                listed: c.bucket < 0,
             })
             .collect();
         Ok(choose_target(device, &rules).map(|i| Target {

@@ -212,6 +212,10 @@ impl Api {
             data_port: Some(60000),
             node: "test-node".into(),
         };
-        self.app.db().insert_downloads(&[r]).await.unwrap();
+        self.app
+            .db()
+            .insert_downloads(&[r], &fwdist::services::rollouts::RULES)
+            .await
+            .unwrap();
     }
 }

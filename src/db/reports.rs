@@ -1,0 +1,138 @@
+//! `reports`: install reports (SPEC §7), appended and never edited; a device's
+//! `installed_version` follows its latest `installed` one.
+
+use sqlx::FromRow;
+
+use super::members::{MemberRules, Progress};
+use super::{Db, DbError, DbResult};
+use crate::domain::{DeviceId, Model, ReportOutcome, Version};
+
+/// A report to store.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    pub device: DeviceId,
+    pub model: Model,
+    pub version: Version,
+    pub outcome: ReportOutcome,
+    pub detail: Option<String>,
+    pub at: i64,
+    /// `ftps` or `api`.
+    pub source: &'static str,
+    pub client_ip: String,
+    pub node: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportRow {
+    pub id: i64,
+    pub device: DeviceId,
+    pub model: Model,
+    pub version: Version,
+    pub outcome: ReportOutcome,
+    pub detail: Option<String>,
+    pub at: i64,
+    pub source: String,
+    pub client_ip: String,
+    pub node: String,
+}
+
+#[derive(FromRow)]
+struct Raw {
+    id: i64,
+    device: String,
+    model: String,
+    version: String,
+    outcome: String,
+    detail: Option<String>,
+    at: i64,
+    source: String,
+    client_ip: String,
+    node: String,
+}
+
+impl TryFrom<Raw> for ReportRow {
+    type Error = DbError;
+    fn try_from(r: Raw) -> DbResult<Self> {
+        let c = |e: crate::domain::InvalidInput| DbError::Corrupt(e.0);
+        Ok(ReportRow {
+            id: r.id,
+            device: DeviceId::parse(&r.device).map_err(c)?,
+            model: Model::parse(&r.model).map_err(c)?,
+            version: Version::parse(&r.version).map_err(c)?,
+            outcome: ReportOutcome::parse(&r.outcome).map_err(c)?,
+            detail: r.detail,
+            at: r.at,
+            source: r.source,
+            client_ip: r.client_ip,
+            node: r.node,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, device, model, version, outcome, detail, at, source, client_ip, node";
+
+impl Db {
+    /// Stores a report, moves the device's `installed_version` when it says `installed`, and
+    /// applies it to the device's standing in every rollout of that release, in one
+    /// transaction.
+    ///
+    /// # Errors
+    /// Database failure; nothing is stored then.
+    pub async fn insert_report(&self, r: &NewReport, rules: &MemberRules) -> DbResult<ReportRow> {
+        let mut tx = self.pool().begin().await?;
+        let raw: Raw = sqlx::query_as(&format!(
+            "INSERT INTO reports (device, model, version, outcome, detail, at, source, client_ip, node)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+        ))
+        .bind(r.device.to_string())
+        .bind(r.model.as_str())
+        .bind(r.version.as_str())
+        .bind(r.outcome.as_str())
+        .bind(&r.detail)
+        .bind(r.at)
+        .bind(r.source)
+        .bind(&r.client_ip)
+        .bind(&r.node)
+        .fetch_one(&mut *tx)
+        .await?;
+        if r.outcome == ReportOutcome::Installed {
+            sqlx::query("UPDATE devices SET installed_version = $2 WHERE id = $1")
+                .bind(r.device.to_string())
+                .bind(r.version.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let progress = Progress::Report {
+            id: raw.id,
+            outcome: r.outcome,
+        };
+        super::members::apply(&mut tx, &r.device, &r.model, &r.version, &progress, rules).await?;
+        tx.commit().await?;
+        raw.try_into()
+    }
+
+    /// A device's latest reports, newest first.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn reports_of_device(&self, device: &DeviceId, limit: u32) -> DbResult<Vec<ReportRow>> {
+        let raws: Vec<Raw> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM reports WHERE device = $1 ORDER BY id DESC LIMIT $2"
+        ))
+        .bind(device.to_string())
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        raws.into_iter().map(TryInto::try_into).collect()
+    }
+
+    /// # Errors
+    /// Database failure.
+    pub async fn report(&self, id: i64) -> DbResult<Option<ReportRow>> {
+        let raw: Option<Raw> = sqlx::query_as(&format!("SELECT {COLUMNS} FROM reports WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        raw.map(TryInto::try_into).transpose()
+    }
+}
