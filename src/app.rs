@@ -68,6 +68,7 @@ impl App {
             db: db.clone(),
             store,
             targeting: services.targeting.clone(),
+            reports: services.reports.clone(),
             recorder,
             sessions,
             node: cfg.node.clone(),

@@ -55,6 +55,26 @@ pub struct DataJob {
     pub record: Pending,
 }
 
+/// Bytes to take from the IQ: an install report (`STOR /report.json`), or a refused upload
+/// (`cap` 0), which is drained and discarded.
+pub struct ReceiveJob {
+    /// Most bytes kept; one more and the upload is [`Received::TooLarge`] (and drained).
+    pub cap: usize,
+    pub got: oneshot::Sender<Received>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Received {
+    Body(Vec<u8>),
+    TooLarge,
+}
+
+/// What the control relay hands the data connection.
+pub enum Job {
+    Send(DataJob),
+    Receive(ReceiveJob),
+}
+
 /// How the data connection ended, for the transfer's final reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DataEnd {
@@ -76,7 +96,7 @@ pub struct DataParams {
     pub tls: tokio_rustls::TlsAcceptor,
     /// libunftp's loopback data connection, for what libunftp serves (listings, uploads).
     pub attach: oneshot::Receiver<TcpStream>,
-    pub jobs: mpsc::Receiver<DataJob>,
+    pub jobs: mpsc::Receiver<Job>,
     pub diagnostics: Arc<Diagnostics>,
 }
 
@@ -177,15 +197,39 @@ async fn serve(
     conn: &Conn,
     mut tls: Tls,
     attach: oneshot::Receiver<TcpStream>,
-    jobs: &mut mpsc::Receiver<DataJob>,
+    jobs: &mut mpsc::Receiver<Job>,
 ) -> DataEnd {
     let internal = tokio::select! {
-        Some(job) = jobs.recv() => return send(conn, &mut tls, job).await,
+        Some(job) = jobs.recv() => return match job {
+            Job::Send(job) => send(conn, &mut tls, job).await,
+            Job::Receive(job) => receive(conn, tls, job).await,
+        },
         Ok(internal) = attach => internal,
         () = conn.closed() => return DataEnd::Failed(426, CUT),
         else => return finish(tls, false).await,
     };
     relay(conn, tls, internal).await
+}
+
+/// Takes an upload of at most `cap` bytes (then the IQ's end of file), or notes that it is
+/// larger; either way the connection ends cleanly (close_notify, the rest drained).
+async fn receive(conn: &Conn, mut tls: Tls, job: ReceiveJob) -> DataEnd {
+    let mut body = Vec::with_capacity(job.cap.min(64 * 1024));
+    let mut buf = vec![0u8; 16 * 1024];
+    let outcome = loop {
+        let r = tokio::select! {
+            () = conn.closed() => return DataEnd::Failed(426, CUT),
+            r = with_stall(tls.read(&mut buf)) => r,
+        };
+        match r {
+            Ok(0) => break Received::Body(body),
+            Ok(n) if body.len() + n > job.cap => break Received::TooLarge,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+            Err(_) => return DataEnd::Failed(426, CUT),
+        }
+    };
+    let _ = job.got.send(outcome);
+    finish(tls, false).await
 }
 
 /// Relays between the IQ and libunftp until libunftp's side is done.

@@ -26,6 +26,7 @@ mod passive;
 mod raw_ctl;
 mod releases;
 mod replies;
+mod reports;
 mod robustness;
 mod rollouts;
 mod simulate;

@@ -125,21 +125,25 @@ impl RawCtl<TlsStream> {
 
     /// `STOR path` with a few bytes; returns the final reply code (the 150 is passed over).
     pub async fn stor(&mut self, path: &str) -> u32 {
+        self.stor_bytes(path, b"evil").await.0
+    }
+
+    /// `STOR path` sending `bytes`; the final reply (the 150 is passed over).
+    pub async fn stor_bytes(&mut self, path: &str, bytes: &[u8]) -> (u32, String) {
         let data = self.pasv().await;
-        let (code, _) = self.cmd(&format!("STOR {path}")).await;
+        let (code, text) = self.cmd(&format!("STOR {path}")).await;
         if code != 150 && code != 125 {
-            return code;
+            return (code, text);
         }
-        // libunftp finishes the TLS handshake before it calls the storage backend.
         if let Ok(mut tls) = self.data_tls(data).await {
-            let _ = tls.write_all(b"evil").await;
+            let _ = tls.write_all(bytes).await;
             let _ = tls.shutdown().await;
             // Reading to the server's close_notify also takes in the TLS 1.3 tickets this
             // data connection was sent (the next data connection resumes with one).
             let mut sink = Vec::new();
             let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut sink)).await;
         }
-        self.reply().await.0
+        self.reply().await
     }
 }
 

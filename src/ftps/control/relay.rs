@@ -18,11 +18,15 @@ use super::{DATA_TLS_REQUIRED, FEAT, FrontCtx, Inbound, write};
 use crate::config::PassiveHost;
 use crate::domain::DeviceId;
 use crate::ftps::conn::Conn;
-use crate::ftps::data::{self, DataEnd, DataJob, DataParams};
+use crate::ftps::data::{self, DataEnd, DataJob, DataParams, Job, ReceiveJob, Received};
+use crate::ftps::path::{Node, resolve};
+use crate::ftps::principal::Principal;
 use crate::ftps::principal::SessionUser;
 use crate::ftps::tls::SessionTls;
 use crate::ftps::vfs::{DeviceVfs, RetrError};
 use crate::ftps::wire::{self, LineBuf, Next, Step};
+use crate::services::ServiceError;
+use crate::services::reports::{MAX_REPORT_BYTES, Source};
 
 struct Pending {
     verb: String,
@@ -32,8 +36,9 @@ struct Pending {
 /// The session's current data connection.
 struct DataChannel {
     task: JoinHandle<DataEnd>,
-    /// A file for the data connection to send (`RETR`, served here).
-    jobs: mpsc::Sender<DataJob>,
+    /// A file for the data connection to send (`RETR`) or an upload to take (`STOR`), both
+    /// served here.
+    jobs: mpsc::Sender<Job>,
     /// libunftp's loopback data connection, once a command libunftp serves needs it.
     attach: Option<oneshot::Sender<TcpStream>>,
 }
@@ -219,6 +224,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             }
             "PASV" | "EPSV" if self.logged_in => self.offer(&cmd.verb).await,
             "RETR" if self.logged_in => self.retr(&cmd.arg).await,
+            "STOR" if self.logged_in => self.stor(&cmd.arg).await,
             verb if self.logged_in && wire::is_transfer(verb) => {
                 self.attach_engine().await?;
                 self.forward(verb, &format!("{verb} {}", cmd.arg)).await
@@ -318,12 +324,67 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             record: opened.record,
         };
         // A send fails only if the data task ended already; its end says why.
-        let _ = dc.jobs.send(job).await;
+        let _ = dc.jobs.send(Job::Send(job)).await;
         let end = (&mut dc.task).await.unwrap_or(DataEnd::Failed(426, data::CUT));
         match end {
             DataEnd::Ok => self.reply_client("226 Successfully sent\r\n").await,
             DataEnd::Failed(c, why) => self.reply_client(&format!("{c} {why}\r\n")).await,
         }
+    }
+
+    /// `STOR`, served here: `/report.json` of a device is taken (at most 4 KiB) and stored as
+    /// its install report (SPEC §7); every other upload is read and discarded (up to 64 KiB)
+    /// and refused with `550`, after a clean end of the data connection.
+    async fn stor(&mut self, arg: &str) -> Result<(), &'static str> {
+        let Some(user) = self.conn.user() else {
+            return self.reply_client("530 Please authenticate\r\n").await;
+        };
+        let offset = std::mem::take(&mut self.rest);
+        if offset > 0 {
+            // libunftp accepted the REST too; clear it for whatever it serves next.
+            self.send_inner("REST 0\r\n").await?;
+            self.engine_reply().await?;
+        }
+        let path = self.cwd.join(arg);
+        let device = match &user.principal {
+            Principal::Device(d) if resolve(&path) == Some(Node::Report) => Some(d.clone()),
+            _ => None,
+        };
+        let Some(mut dc) = self.data.take() else {
+            return self.reply_client("425 No data connection established\r\n").await;
+        };
+        self.reply_client("150 Ready to receive data\r\n").await?;
+        let _busy = Busy::new(self.conn);
+        let (got, body) = oneshot::channel();
+        let cap = if device.is_some() { MAX_REPORT_BYTES } else { 0 };
+        let _ = dc.jobs.send(Job::Receive(ReceiveJob { cap, got })).await;
+        let end = (&mut dc.task).await.unwrap_or(DataEnd::Failed(426, data::CUT));
+        let Some(device) = device else {
+            return self.reply_client("550 Permission denied\r\n").await;
+        };
+        let reply = match (end, body.await) {
+            (DataEnd::Failed(c, why), _) => format!("{c} {why}\r\n"),
+            (DataEnd::Ok, Ok(Received::TooLarge)) => {
+                format!("552 Report is larger than {MAX_REPORT_BYTES} bytes; nothing stored\r\n")
+            }
+            (DataEnd::Ok, Ok(Received::Body(bytes))) => {
+                let ip = self.conn.peer.ip().to_string();
+                let reports = &self.ctx.shared.reports;
+                match reports
+                    .submit(&device.id, Some(&device.model), &bytes, Source::Ftps, ip)
+                    .await
+                {
+                    Ok(r) => format!("226 Report {} stored\r\n", r.id),
+                    Err(ServiceError::Invalid(why)) => format!("550 {}; nothing stored\r\n", one_line(&why)),
+                    Err(e) => {
+                        tracing::error!(user = %user, error = %e, "storing an install report failed");
+                        "451 Local error; nothing stored\r\n".to_owned()
+                    }
+                }
+            }
+            (DataEnd::Ok, Err(_)) => format!("426 {}\r\n", data::CUT),
+        };
+        self.reply_client(&reply).await
     }
 
     /// Before a listing or upload: libunftp opens its (loopback) data connection, which the
@@ -496,4 +557,9 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             }
         }
     }
+}
+
+/// A reason as one reply line: no CR/LF can end the reply early or start another.
+fn one_line(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }

@@ -14,7 +14,8 @@
 //! Every call dispatches on the session's [`Principal`]: a device gets its tree (`view`: what
 //! it sees and its metadata; `transfer`: opening a part and its download record), the probe
 //! account gets its own (`probe`). The one writable path of the device tree, `/report.json`
-//! (SPEC §7), resolves to its own node and is refused until install reports are built.
+//! (SPEC §7), resolves to its own node; the front takes `STOR` to it itself (see
+//! [`crate::ftps::control`]), so a write that reaches this backend (`APPE`) is refused.
 
 mod probe;
 mod transfer;
@@ -47,6 +48,8 @@ pub struct FtpsShared {
     pub db: Db,
     pub store: Arc<dyn ReleaseStore>,
     pub targeting: Targeting,
+    /// Install reports taken by `STOR /report.json`.
+    pub reports: crate::services::reports::Reports,
     pub recorder: Recorder,
     pub sessions: Arc<Sessions>,
     pub node: String,
@@ -236,11 +239,10 @@ impl StorageBackend<SessionUser> for DeviceVfs {
         _start_pos: u64,
     ) -> storage::Result<u64> {
         match (&user.principal, resolve(path.as_ref())) {
-            // SPEC §7's install report lands here in the next step; until then it is refused
-            // like every other write.
+            // Reports are taken by the front's STOR; an APPE of one is refused here.
             (Principal::Device(_), Some(Node::Report)) => Err(storage::Error::new(
                 ErrorKind::PermissionDenied,
-                "install reports are not accepted yet",
+                "install reports are uploaded with STOR",
             )),
             _ => Err(read_only()),
         }
