@@ -44,6 +44,11 @@ pub struct SimulateArgs {
     /// Not FTP: TLS + `GET PATH` (HTTP/1.0), to show the generator's own ceiling.
     #[arg(long, value_name = "PATH")]
     pub https_get: Option<String>,
+    /// After each update, upload an install report: installed, failed, or mix:F (that
+    /// fraction of devices, by a stable hash of the id, report failed).
+    #[arg(long, value_name = "OUTCOME", conflicts_with_all = ["manifest_only", "get", "hold_secs", "https_get"],
+          value_parser = |s: &str| simulate::ReportPlan::parse(s))]
+    pub report: Option<simulate::ReportPlan>,
     /// Extra attempts of a session after a transient failure, as a real IQ retries.
     #[arg(long, default_value_t = 0)]
     pub retries: u32,
@@ -85,6 +90,7 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let client = super::net::client_config(&a.server, &a.ca, a.timeout).await?;
     let plan = Plan {
         client,
+        report: a.report,
         devices,
         sessions: a.sessions,
         concurrency: a.concurrency,
@@ -131,6 +137,16 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
         },
         r.handshake_retries
     );
+    if r.no_update > 0 {
+        println!(
+            "no update: {} sessions (nothing targets the device; not an error)",
+            r.no_update
+        );
+    }
+    if !r.reports.is_empty() {
+        let rep: Vec<String> = r.reports.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("reports: {}", rep.join(" "));
+    }
     if !r.recovered.is_empty() {
         let rec: Vec<String> = r.recovered.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("recovered on retry: {}", rec.join(" "));

@@ -30,6 +30,7 @@ mod reports;
 mod robustness;
 mod rollouts;
 mod simulate;
+mod staged;
 mod story;
 mod tls;
 mod vsftpd;

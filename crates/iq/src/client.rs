@@ -439,6 +439,34 @@ impl FtpsClient {
         Ok(got)
     }
 
+    /// Uploads `bytes` as `path` (an install report: `STOR /report.json`); returns the final
+    /// reply (226).
+    ///
+    /// # Errors
+    /// Any refusal (a 5xx reply is [`ClientError::Reply`]), transport failure or timeout.
+    pub async fn stor(&mut self, path: &str, bytes: &[u8]) -> Result<Reply> {
+        let t = self.cfg.timeout;
+        let addr = self.pasv().await?;
+        let tcp = self.connect_data(addr, t).await?;
+        self.cmd(&format!("STOR {path}"), &[125, 150]).await?;
+        let connector = TlsConnector::from(self.tls.data.clone());
+        let mut data = bounded(
+            t,
+            "the data TLS handshake",
+            connector.connect(self.cfg.server_name.clone(), tcp),
+        )
+        .await?
+        .map_err(|e| ClientError::Handshake(format!("data channel: {e}")))?;
+        bounded(t, "sending the upload", data.write_all(bytes)).await??;
+        let _ = bounded(t, "closing the data connection", data.shutdown()).await;
+        // Read to the server's close_notify: it also carries the TLS tickets the next data
+        // connection resumes with.
+        let mut rest = Vec::new();
+        let _ = bounded(t, "the end of the data connection", data.read_to_end(&mut rest)).await;
+        drop(data);
+        expect(read_reply(&mut self.ctl, t).await?, &[226, 250])
+    }
+
     /// Fetches a small file whole (a manifest or signature).
     ///
     /// # Errors

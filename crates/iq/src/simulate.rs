@@ -33,8 +33,53 @@ pub enum Mode {
     Https(String),
 }
 
+/// What a simulated IQ reports after an update (`STOR /report.json`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReportPlan {
+    Installed,
+    Failed,
+    /// This fraction of devices (chosen by a stable hash of the device id) report `failed`,
+    /// the others `installed`.
+    Mix(f64),
+}
+
+impl ReportPlan {
+    /// `installed`, `failed` or `mix:F` (0 ≤ F ≤ 1).
+    ///
+    /// # Errors
+    /// Anything else, in words.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "installed" => Ok(Self::Installed),
+            "failed" => Ok(Self::Failed),
+            _ => s
+                .strip_prefix("mix:")
+                .and_then(|f| f.parse::<f64>().ok())
+                .filter(|f| (0.0..=1.0).contains(f))
+                .map(Self::Mix)
+                .ok_or_else(|| format!("{s:?}: expected installed, failed or mix:F with 0 <= F <= 1")),
+        }
+    }
+
+    /// The outcome `device` reports.
+    pub fn outcome(self, device: &str) -> &'static str {
+        let failed = match self {
+            Self::Installed => false,
+            Self::Failed => true,
+            Self::Mix(f) => {
+                let h = Sha256::digest(device.as_bytes());
+                let x = u64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]]);
+                (x as f64 / u64::MAX as f64) < f
+            }
+        };
+        if failed { "failed" } else { "installed" }
+    }
+}
+
 pub struct Plan {
     pub client: ClientConfig,
+    /// After an update, report this (`Mode::Update` only).
+    pub report: Option<ReportPlan>,
     /// `(user, secret)` pairs; sessions cycle through them.
     pub devices: Vec<(String, String)>,
     pub sessions: usize,
@@ -63,6 +108,10 @@ pub struct Report {
     pub handshake_retries: usize,
     /// Sessions that succeeded only on a later attempt, by the first failure's kind.
     pub recovered: BTreeMap<String, usize>,
+    /// Sessions whose device had nothing to fetch (`/target` answered 550): not errors.
+    pub no_update: usize,
+    /// Reports stored by the server, by outcome.
+    pub reports: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -106,6 +155,7 @@ fn kind(e: &SessionError) -> String {
         SessionError::Client(ClientError::Protocol(_)) => "protocol".into(),
         SessionError::Verify(_) => "verify".into(),
         SessionError::Hash => "hash mismatch".into(),
+        SessionError::NoUpdate => "no update".into(),
     }
 }
 
@@ -113,6 +163,9 @@ fn kind(e: &SessionError) -> String {
 enum SessionError {
     #[error(transparent)]
     Client(ClientError),
+    /// `/target/manifest.json` is 550: no update for this device (counted apart).
+    #[error("no update for this device")]
+    NoUpdate,
     #[error("manifest refused: {0}")]
     Verify(String),
     #[error("image does not match the manifest's size and sha256")]
@@ -123,7 +176,7 @@ impl SessionError {
     fn is_transient(&self) -> bool {
         match self {
             SessionError::Client(e) => e.is_transient(),
-            SessionError::Verify(_) | SessionError::Hash => false,
+            SessionError::Verify(_) | SessionError::Hash | SessionError::NoUpdate => false,
         }
     }
 }
@@ -170,20 +223,26 @@ async fn session(
     cfg: ClientConfig,
     user: &str,
     pass: &str,
-) -> (Result<u64, SessionError>, bool) {
+) -> (Result<Done, SessionError>, bool) {
     if let Mode::Https(path) = &plan.mode {
-        return (https_get(&cfg, path).await.map_err(SessionError::from), false);
+        return (
+            https_get(&cfg, path)
+                .await
+                .map(|n| (n, None))
+                .map_err(SessionError::from),
+            false,
+        );
     }
     let (mut c, retried) = match FtpsClient::open(&cfg, user, pass).await {
         Ok(x) => x,
         Err(e) => return (Err(e.into()), false),
     };
     let r = match &plan.mode {
-        Mode::Update => update(plan, &mut c).await,
+        Mode::Update => update(plan, &mut c, user).await,
         Mode::Manifest => c
             .retr_small("/target/manifest.json", MAX_MANIFEST_BYTES as u64)
             .await
-            .map(|m| m.len() as u64)
+            .map(|m| (m.len() as u64, None))
             .map_err(Into::into),
         Mode::Get(path) => {
             let mut sink = HashSink {
@@ -192,26 +251,38 @@ async fn session(
             };
             c.retr(path, 0, u64::MAX, &mut sink)
                 .await
-                .map(|(n, _)| n)
+                .map(|(n, _)| (n, None))
                 .map_err(Into::into)
         }
         Mode::Hold(d) => {
             tokio::time::sleep(*d).await;
-            Ok(0)
+            Ok((0, None))
         }
-        Mode::Https(_) => Ok(0),
+        Mode::Https(_) => Ok((0, None)),
     };
     c.quit().await;
     (r, retried)
 }
 
-async fn update(plan: &Plan, c: &mut FtpsClient) -> Result<u64, SessionError> {
-    let manifest = c
+/// What a session did besides the bytes: the outcome it reported, if any.
+type Done = (u64, Option<&'static str>);
+
+async fn update(plan: &Plan, c: &mut FtpsClient, user: &str) -> Result<Done, SessionError> {
+    let manifest = match c
         .retr_small("/target/manifest.json", MAX_MANIFEST_BYTES as u64)
-        .await?;
-    let sig = c
+        .await
+    {
+        Err(e) if e.code() == Some(550) => return Err(SessionError::NoUpdate),
+        r => r?,
+    };
+    // The target can go between the two reads (the rollout paused): no update either.
+    let sig = match c
         .retr_small("/target/manifest.json.sig", MAX_MANIFEST_BYTES as u64)
-        .await?;
+        .await
+    {
+        Err(e) if e.code() == Some(550) => return Err(SessionError::NoUpdate),
+        r => r?,
+    };
     if let Some(trust) = &plan.trust {
         trust
             .verify(&sig, &manifest)
@@ -232,7 +303,13 @@ async fn update(plan: &Plan, c: &mut FtpsClient) -> Result<u64, SessionError> {
     if sink.n != m.size || <[u8; 32]>::from(sink.h.finalize()) != m.sha256.0 {
         return Err(SessionError::Hash);
     }
-    Ok(m.size)
+    let Some(report) = plan.report else {
+        return Ok((m.size, None));
+    };
+    let outcome = report.outcome(user);
+    let body = format!(r#"{{"version": "{}", "outcome": "{outcome}"}}"#, m.version);
+    c.stor("/report.json", body.as_bytes()).await?;
+    Ok((m.size, Some(outcome)))
 }
 
 /// `GET path` over TLS (HTTP/1.0, read to EOF): bytes received, headers included.
@@ -324,11 +401,15 @@ pub async fn run(plan: Plan) -> Report {
             *report.recovered.entry(k).or_default() += 1;
         }
         match r {
-            Ok(bytes) => {
+            Ok((bytes, reported)) => {
                 report.ok += 1;
                 report.bytes += bytes;
                 report.latencies.push(took);
+                if let Some(outcome) = reported {
+                    *report.reports.entry(outcome.to_owned()).or_default() += 1;
+                }
             }
+            Err(SessionError::NoUpdate) => report.no_update += 1,
             Err(e) => {
                 report.failed += 1;
                 let k = kind(&e);
@@ -385,6 +466,28 @@ mod tests {
         assert_eq!(parse_ip_range("127.0.0.9").unwrap().len(), 1);
         assert!(parse_ip_range("127.0.0.9-127.0.0.2").is_err());
         assert!(parse_ip_range("x").is_err());
+    }
+
+    #[test]
+    fn report_plans() {
+        assert_eq!(ReportPlan::parse("installed"), Ok(ReportPlan::Installed));
+        assert_eq!(ReportPlan::parse("mix:0.2"), Ok(ReportPlan::Mix(0.2)));
+        assert!(ReportPlan::parse("mix:2").is_err());
+        assert!(ReportPlan::parse("sometimes").is_err());
+        let devices: Vec<String> = (0..1000)
+            .map(|i| format!("aa:bb:cc:00:{:02x}:{:02x}", i / 256, i % 256))
+            .collect();
+        let failed = devices
+            .iter()
+            .filter(|d| ReportPlan::Mix(0.2).outcome(d) == "failed")
+            .count();
+        assert!((150..250).contains(&failed), "about 20% fail: {failed}");
+        assert_eq!(
+            ReportPlan::Mix(0.2).outcome(&devices[0]),
+            ReportPlan::Mix(0.2).outcome(&devices[0]),
+            "stable"
+        );
+        assert_eq!(ReportPlan::Failed.outcome("x"), "failed");
     }
 
     #[test]
