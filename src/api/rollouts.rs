@@ -259,22 +259,23 @@ async fn devices(
         .map_err(|e| ApiError::BadRequest(e.0))?;
     let rows = st.services.rollouts.members(id, state, page).await?;
     let (rows, next) = page.finish(rows, |m| m.id);
-    let mut items = Vec::with_capacity(rows.len());
-    for m in rows {
-        let last_download = match m.last_download_id {
-            Some(d) => st.db.download(d).await?.map(|r| DownloadView::new(&(d, r))),
-            None => None,
-        };
-        let last_report = match m.last_report_id {
-            Some(r) => st.db.report(r).await?.as_ref().map(ReportView::new),
-            None => None,
-        };
-        items.push(MemberView {
+    let download_ids: Vec<i64> = rows.iter().filter_map(|m| m.last_download_id).collect();
+    let report_ids: Vec<i64> = rows.iter().filter_map(|m| m.last_report_id).collect();
+    let downloads = st.db.downloads_by_ids(&download_ids).await?;
+    let reports = st.db.reports_by_ids(&report_ids).await?;
+    let items = rows
+        .into_iter()
+        .map(|m| MemberView {
             device: m.device,
             state: m.state,
-            last_download,
-            last_report,
-        });
-    }
+            last_download: m
+                .last_download_id
+                .and_then(|d| downloads.get(&d).map(|r| DownloadView::new(&(d, r.clone())))),
+            last_report: m
+                .last_report_id
+                .and_then(|r| reports.get(&r))
+                .map(ReportView::new),
+        })
+        .collect();
     Ok(Json(Listing { items, next }))
 }

@@ -120,6 +120,34 @@ impl Db {
         Ok(())
     }
 
+    /// The records with these ids (one query per 500).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn downloads_by_ids(
+        &self,
+        ids: &[i64],
+    ) -> DbResult<std::collections::HashMap<i64, DownloadRecord>> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, device, model, version, file, start_offset, bytes, size, outcome, started_at,
+                        finished_at, client_ip, data_port, node FROM downloads WHERE id IN ({})",
+                marks.join(",")
+            );
+            let mut q = sqlx::query_as::<_, Raw>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for raw in q.fetch_all(self.pool()).await? {
+                let (id, r) = <(i64, DownloadRecord)>::try_from(raw)?;
+                out.insert(id, r);
+            }
+        }
+        Ok(out)
+    }
+
     /// # Errors
     /// Database failure.
     pub async fn download(&self, id: i64) -> DbResult<Option<DownloadRecord>> {

@@ -381,18 +381,36 @@ impl Db {
         page: Page,
     ) -> DbResult<Vec<MemberRow>> {
         type Row = (i64, String, String, Option<i64>, Option<i64>);
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT id, device, state, last_download_id, last_report_id FROM rollout_members
-             WHERE rollout_id = $1 AND ($2 IS NULL OR state = $2) AND bucket < $3 AND id < $4
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(rollout)
-        .bind(state.map(MemberState::as_str))
-        .bind(i64::from(percent_bp))
-        .bind(page.before_id())
-        .bind(page.fetch_limit())
-        .fetch_all(self.pool())
-        .await?;
+        // Two statements, so each uses its index: (rollout_id, state, id) or the row id.
+        let rows: Vec<Row> = match state {
+            Some(st) => {
+                sqlx::query_as(
+                    "SELECT id, device, state, last_download_id, last_report_id FROM rollout_members
+                     WHERE rollout_id = $1 AND state = $2 AND bucket < $3 AND id < $4
+                     ORDER BY id DESC LIMIT $5",
+                )
+                .bind(rollout)
+                .bind(st.as_str())
+                .bind(i64::from(percent_bp))
+                .bind(page.before_id())
+                .bind(page.fetch_limit())
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query_as(
+                    "SELECT id, device, state, last_download_id, last_report_id FROM rollout_members
+                     WHERE rollout_id = $1 AND bucket < $2 AND id < $3
+                     ORDER BY id DESC LIMIT $4",
+                )
+                .bind(rollout)
+                .bind(i64::from(percent_bp))
+                .bind(page.before_id())
+                .bind(page.fetch_limit())
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
         rows.into_iter()
             .map(|(id, device, state, last_download_id, last_report_id)| {
                 Ok(MemberRow {

@@ -126,6 +126,27 @@ impl Db {
         raws.into_iter().map(TryInto::try_into).collect()
     }
 
+    /// The reports with these ids (one query per 500).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn reports_by_ids(&self, ids: &[i64]) -> DbResult<std::collections::HashMap<i64, ReportRow>> {
+        let mut out = std::collections::HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!("SELECT {COLUMNS} FROM reports WHERE id IN ({})", marks.join(","));
+            let mut q = sqlx::query_as::<_, Raw>(&sql);
+            for id in chunk {
+                q = q.bind(id);
+            }
+            for raw in q.fetch_all(self.pool()).await? {
+                let r = ReportRow::try_from(raw)?;
+                out.insert(r.id, r);
+            }
+        }
+        Ok(out)
+    }
+
     /// # Errors
     /// Database failure.
     pub async fn report(&self, id: i64) -> DbResult<Option<ReportRow>> {

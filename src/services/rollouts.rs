@@ -402,9 +402,14 @@ impl Rollouts {
     pub async fn statuses(&self, rows: &[RolloutRow]) -> ServiceResult<Vec<Status>> {
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
         let totals = self.db.rollout_totals(&ids).await?;
+        let now = now_ms();
         Ok(rows
             .iter()
-            .map(|r| totals.get(&r.id).map(Status::from_totals).unwrap_or_default())
+            .map(|r| match shown_state(r, now) {
+                // A scheduled rollout selects nobody yet (SPEC §8: `targeted` 0).
+                "scheduled" => Status::default(),
+                _ => totals.get(&r.id).map(Status::from_totals).unwrap_or_default(),
+            })
             .collect())
     }
 

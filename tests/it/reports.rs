@@ -157,6 +157,23 @@ async fn the_reporter_token_posts_reports_and_nothing_else() {
             "{p}"
         );
     }
+    for (p, b) in [
+        (
+            "/api/v1/devices",
+            json!({"id": "aa:bb:cc:16:00:09", "model": "iq2"}),
+        ),
+        (
+            "/api/v1/rollouts",
+            json!({"model": "iq2", "version": "1.0.0", "percent": 100}),
+        ),
+    ] {
+        let (status, body) = app.request(Method::POST, p, Some(&reporter), Some(b)).await;
+        assert_eq!(
+            (status, &body),
+            (403, &json!({"error": "this needs the admin role"})),
+            "{p}"
+        );
+    }
     let (status, _) = app
         .request(Method::POST, &path, Some(&app.viewer_token), Some(body.clone()))
         .await;

@@ -276,7 +276,7 @@ async fn bake_time_schedules_phase_changes_and_cohorts() {
     let r = rollout(&app, later).await;
     assert_eq!(
         (&r["state"], &r["status"]["targeted"]),
-        (&json!("scheduled"), &json!(20)),
+        (&json!("scheduled"), &json!(0)),
         "{r}"
     );
     let (_, b) = app.get("/api/v1/devices/aa:bb:cc:19:00:01").await;
