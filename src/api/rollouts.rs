@@ -174,14 +174,23 @@ async fn list(
         .filter(|s| !s.is_empty())
         .map(Model::parse)
         .transpose()?;
-    let state = q
-        .state
-        .as_deref()
-        .filter(|s| !s.is_empty())
-        .map(RolloutState::parse)
-        .transpose()?;
-    let rows = st.services.rollouts.list(model.as_ref(), state, page).await?;
-    let (rows, next) = page.finish(rows, |r| r.id);
+    // `state` is the state as shown: `scheduled` is a stored `active` whose start is ahead.
+    let shown = q.state.as_deref().filter(|s| !s.is_empty());
+    let stored = match shown {
+        None => None,
+        Some("scheduled") => Some(RolloutState::Active),
+        Some(s) => Some(RolloutState::parse(s).map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid state {s:?}: expected scheduled, active, paused or aborted"
+            ))
+        })?),
+    };
+    let rows = st.services.rollouts.list(model.as_ref(), stored, page).await?;
+    let (mut rows, next) = page.finish(rows, |r| r.id);
+    if let Some(want) = shown {
+        let now = now_ms();
+        rows.retain(|r| shown_state(r, now) == want);
+    }
     let statuses = st.services.rollouts.statuses(&rows).await?;
     let items = rows.into_iter().zip(statuses).map(|(r, s)| view(r, s)).collect();
     Ok(Json(Listing { items, next }))

@@ -281,6 +281,22 @@ async fn bake_time_schedules_phase_changes_and_cohorts() {
     );
     let (_, b) = app.get("/api/v1/devices/aa:bb:cc:19:00:01").await;
     assert_eq!(b["target"], Value::Null, "not yet: {b}");
+    let (_, list) = app.get("/api/v1/rollouts?state=scheduled").await;
+    let ids: Vec<&Value> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert_eq!(ids, [&json!(later)], "{list}");
+    let (status, body) = app.get("/api/v1/rollouts?state=soon").await;
+    assert_eq!(
+        (status, body),
+        (
+            400,
+            json!({"error": "invalid state \"soon\": expected scheduled, active, paused or aborted"})
+        )
+    );
     wait_rollout(&app, later, |r| r["state"] == "active").await;
     let (_, b) = app.get("/api/v1/devices/aa:bb:cc:19:00:01").await;
     assert_eq!(b["target"]["version"], "1.1.0", "started on time: {b}");
