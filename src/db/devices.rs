@@ -161,15 +161,24 @@ impl Db {
         raws.into_iter().map(TryInto::try_into).collect()
     }
 
-    /// Every device of a model with its labels (for a new rollout's members).
+    /// Every device of a model with its labels (for a new rollout's members), or only those
+    /// carrying `label`.
     ///
     /// # Errors
     /// Database failure.
-    pub async fn devices_of_model(&self, model: &Model) -> DbResult<Vec<(DeviceId, Vec<String>)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, labels FROM devices WHERE model = $1")
-            .bind(model.as_str())
-            .fetch_all(self.pool())
-            .await?;
+    pub async fn devices_of_model(
+        &self,
+        model: &Model,
+        label: Option<&str>,
+    ) -> DbResult<Vec<(DeviceId, Vec<String>)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT id, labels FROM devices WHERE model = $1
+               AND ($2 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.labels) WHERE value = $2))",
+        )
+        .bind(model.as_str())
+        .bind(label)
+        .fetch_all(self.pool())
+        .await?;
         rows.into_iter()
             .map(|(id, labels)| {
                 Ok((
@@ -179,6 +188,35 @@ impl Db {
                 ))
             })
             .collect()
+    }
+
+    /// The devices with these ids: (id, model, labels); unknown ids are left out.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn devices_by_ids(&self, ids: &[DeviceId]) -> DbResult<Vec<(DeviceId, Model, Vec<String>)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT id, model, labels FROM devices WHERE id IN ({})",
+                marks.join(",")
+            );
+            let mut q = sqlx::query_as::<_, (String, String, String)>(&sql);
+            for id in chunk {
+                q = q.bind(id.to_string());
+            }
+            for (id, model, labels) in q.fetch_all(self.pool()).await? {
+                let c = |e: crate::domain::InvalidInput| DbError::Corrupt(e.0);
+                out.push((
+                    DeviceId::parse(&id).map_err(c)?,
+                    Model::parse(&model).map_err(c)?,
+                    serde_json::from_str(&labels)
+                        .map_err(|e| DbError::Corrupt(format!("device {id} labels: {e}")))?,
+                ));
+            }
+        }
+        Ok(out)
     }
 
     /// Returns false when there is no such device.

@@ -201,12 +201,13 @@ pub(super) async fn apply(
 
 /// Adds members to a rollout whose selection is `percent_bp`, inside the caller's
 /// transaction: rows, counts per bucket and totals of the selected ones. A device that is
-/// already a member is left as it is.
+/// already a member is left as it is (unless `fresh`: a new rollout, whose members all are).
 pub(super) async fn insert_members(
     tx: &mut Transaction<'_, Sqlite>,
     rollout: i64,
     percent_bp: u16,
     members: &[NewMember],
+    fresh: bool,
 ) -> DbResult<()> {
     // Several rows per statement: a million members in seconds, not minutes.
     const ROWS: usize = 400;
@@ -232,6 +233,28 @@ pub(super) async fn insert_members(
                 b + 7,
                 b + 8
             ));
+        }
+        if fresh {
+            // A new rollout: every member is new, nothing to skip or report back.
+            let mut q = sqlx::query(&sql);
+            for m in chunk {
+                q = q
+                    .bind(rollout)
+                    .bind(m.device.to_string())
+                    .bind(m.bucket)
+                    .bind(m.standing.state.as_str())
+                    .bind(m.standing.started)
+                    .bind(m.standing.completed)
+                    .bind(m.last_download_id)
+                    .bind(m.last_report_id);
+            }
+            q.execute(&mut **tx).await?;
+            for m in chunk {
+                for k in keys(m.standing) {
+                    *added.entry((m.bucket, k)).or_default() += 1;
+                }
+            }
+            continue;
         }
         sql.push_str(" ON CONFLICT (rollout_id, device) DO NOTHING RETURNING device");
         let mut q = sqlx::query_as::<_, (String,)>(&sql);
@@ -343,7 +366,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
         let bp = u16::try_from(bp).map_err(|_| DbError::Corrupt("percent".into()))?;
-        insert_members(&mut tx, rollout, bp, members).await?;
+        insert_members(&mut tx, rollout, bp, members, false).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -359,7 +382,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
         let bp = u16::try_from(bp).map_err(|_| DbError::Corrupt("percent".into()))?;
-        insert_members(&mut tx, rollout, bp, members).await?;
+        insert_members(&mut tx, rollout, bp, members, false).await?;
         sqlx::query("UPDATE rollouts SET members_ready = 1 WHERE id = $1")
             .bind(rollout)
             .execute(&mut *tx)

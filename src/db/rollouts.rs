@@ -239,7 +239,7 @@ impl Db {
                 .await?;
         }
         let members = members(raw.id);
-        members::insert_members(&mut tx, raw.id, r.percent_bp, &members).await?;
+        members::insert_members(&mut tx, raw.id, r.percent_bp, &members, true).await?;
         tx.commit().await?;
         raw.into_row(listed)
     }

@@ -310,18 +310,38 @@ impl Rollouts {
             }
             Some(rel) => rel,
         };
-        let fleet = self.db.devices_of_model(model).await?;
-        let known: HashMap<DeviceId, &Vec<String>> = fleet.iter().map(|(d, l)| (*d, l)).collect();
+        // Listed devices: one batched lookup; each must exist and be of the model.
+        let found: HashMap<DeviceId, (Model, Vec<String>)> = self
+            .db
+            .devices_by_ids(listed)
+            .await?
+            .into_iter()
+            .map(|(d, m, l)| (d, (m, l)))
+            .collect();
         for d in listed {
-            if !known.contains_key(d) {
-                return Err(match self.db.device(d).await? {
-                    None => ServiceError::Invalid(format!("no such device: {d}")),
-                    Some(row) => {
-                        ServiceError::Invalid(format!("device {d} is a {}, not a {model}", row.model))
-                    }
-                });
+            match found.get(d) {
+                None => return Err(ServiceError::Invalid(format!("no such device: {d}"))),
+                Some((m, _)) if m != model => {
+                    return Err(ServiceError::Invalid(format!(
+                        "device {d} is a {m}, not a {model}"
+                    )));
+                }
+                Some(_) => {}
             }
         }
+        // The eligible devices (a cohort is narrowed by its first label in the query), and
+        // the listed ones whatever their labels.
+        let mut fleet = self
+            .db
+            .devices_of_model(model, r.labels.first().map(String::as_str))
+            .await?;
+        let in_fleet: HashSet<DeviceId> = fleet.iter().map(|(d, _)| *d).collect();
+        fleet.extend(
+            found
+                .into_iter()
+                .filter(|(d, _)| !in_fleet.contains(d))
+                .map(|(d, (_, l))| (d, l)),
+        );
         let progress = self.db.image_progress(model, version, &release.file).await?;
         let reports = self.db.latest_reports(model, version).await?;
         let listed_set: HashSet<DeviceId> = listed.iter().copied().collect();
@@ -630,7 +650,7 @@ impl Rollouts {
             let listed: HashSet<DeviceId> = r.devices.iter().copied().collect();
             let members: Vec<NewMember> = self
                 .db
-                .devices_of_model(&r.model)
+                .devices_of_model(&r.model, None)
                 .await?
                 .into_iter()
                 .filter(|(d, l)| listed.contains(d) || carries_all(l, &r.labels))

@@ -241,3 +241,82 @@ async fn each_role_gets_exactly_its_rights() {
     let (status, body) = app.get("/api/v1/nope").await;
     assert_eq!((status, body), (404, json!({"error": "no such endpoint"})));
 }
+
+#[tokio::test]
+async fn a_cohort_selects_its_labels_its_listed_devices_and_devices_registered_later() {
+    let app = api().await;
+    app.publish("iq2", "1.0.0", 1, &image(1000, 7)).await;
+    for (id, label) in [
+        ("aa:bb:cc:1b:00:01", "site-a"),
+        ("aa:bb:cc:1b:00:02", "site-b"),
+        ("aa:bb:cc:1b:00:03", "site-b"),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/devices",
+                json!({"id": id, "model": "iq2", "labels": [label, "building-1"]}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let id = app
+        .rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100,
+                        "labels": ["site-a", "building-1"], "devices": ["aa:bb:cc:1b:00:02"]}))
+        .await;
+    assert_eq!(
+        app.target_of("aa:bb:cc:1b:00:01").await,
+        "1.0.0",
+        "carries both labels"
+    );
+    assert_eq!(app.target_of("aa:bb:cc:1b:00:02").await, "1.0.0", "listed");
+    assert_eq!(
+        app.target_of("aa:bb:cc:1b:00:03").await,
+        serde_json::Value::Null,
+        "other site"
+    );
+    for (id, labels) in [
+        ("aa:bb:cc:1b:00:04", json!(["building-1", "site-a"])),
+        ("aa:bb:cc:1b:00:05", json!(["site-a"])),
+    ] {
+        let (status, body) = app
+            .post(
+                "/api/v1/devices",
+                json!({"id": id, "model": "iq2", "labels": labels}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    assert_eq!(
+        app.target_of("aa:bb:cc:1b:00:04").await,
+        "1.0.0",
+        "registered later, joins"
+    );
+    assert_eq!(
+        app.target_of("aa:bb:cc:1b:00:05").await,
+        serde_json::Value::Null,
+        "one label short"
+    );
+    let (_, r) = app.get(&format!("/api/v1/rollouts/{id}")).await;
+    assert_eq!(r["status"]["targeted"], 3, "{r}");
+    assert_eq!(r["labels"], json!(["site-a", "building-1"]), "{r}");
+    let (_, page) = app
+        .get(&format!("/api/v1/rollouts/{id}/devices?state=pending"))
+        .await;
+    let mut ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["device"].as_str().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["aa:bb:cc:1b:00:01", "aa:bb:cc:1b:00:02", "aa:bb:cc:1b:00:04"]
+    );
+    let (_, listed) = app.get("/api/v1/devices?label=site-b").await;
+    assert_eq!(listed["items"].as_array().map(Vec::len), Some(2), "{listed}");
+    let (status, body) = app
+        .get(&format!("/api/v1/rollouts/{id}/devices?state=gone"))
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
