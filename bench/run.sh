@@ -4,7 +4,8 @@
 #   bench/run.sh            full run (a few minutes after the release build)
 #   bench/run.sh --quick    smoke run: tiny loads, checks that every step works
 #   OLD=/path/to/old/fwdist bench/run.sh
-#                           also runs an older fwdist build on a copy of the same data, its
+#                           also runs an older fwdist build on the same files (its own database:
+#                           an older build cannot open a newer schema), its
 #                           P1/P2 alternated with the current build's, and its P3: the table
 #                           gets an "old" column and new/old ratios (a change on a hot path)
 #
@@ -107,15 +108,28 @@ PY
        -d "{\"model\":\"$m\",\"version\":\"1.0.0\",\"percent\":100}"
 done
 
-# ---- the old build (OLD=...): a copy of the same data, its own ports -----------------------
+# ---- the old build (OLD=...): the same files, its own database and ports -------------------
+# An older build cannot open a database a newer one has migrated, so the old server gets the
+# same certificates, keys, signed releases and device list, published and imported with its
+# own CLI and API (its own device secrets: fw-old/*-creds.csv).
 if [ -n "${OLD:-}" ]; then
-  kill "$FW_PID"; wait "$FW_PID" 2>/dev/null || true
-  cp -a fw fw-old
-  start_fwdist
+  mkdir -p fw-old/certs/release-keys
+  cp -a fw/certs/server.crt fw/certs/server.key fw-old/certs/
+  cp -a fw/certs/release-keys/. fw-old/certs/release-keys/
+  cp -a fw/build fw/fwdist.toml fw/big.csv fw/small.csv fw-old/
   (cd fw-old && exec env RUST_LOG=warn FWDIST_FTPS__LISTEN=127.0.0.1:2303 FWDIST_ADMIN__LISTEN=127.0.0.1:8303 \
      FWDIST_FTPS__PASSIVE_PORTS=43000-43049 "$OLD" serve --config fwdist.toml >>serve-old.log 2>&1) &
   OLD_PID=$!
   for _ in $(seq 100); do curl -sf localhost:8303/healthz >/dev/null && break; sleep 0.1; done
+  TO=$(cd fw-old && "$OLD" token create --name bench --role admin --config fwdist.toml | awk '{print $NF}')
+  for m in big small; do
+    f=firmware.bin; [ $m = small ] && f=small.bin
+    curl -sf -o /dev/null -H "Authorization: Bearer $TO" -F manifest=@fw-old/build/$m/manifest.json \
+         -F signature=@fw-old/build/$m/manifest.json.sig -F image=@fw-old/build/$m/$f localhost:8303/api/v1/releases
+    (cd fw-old && "$OLD" devices import $m.csv --config fwdist.toml > $m-creds.csv 2>/dev/null)
+    curl -sf -o /dev/null -H "Authorization: Bearer $TO" -H 'content-type: application/json' \
+         localhost:8303/api/v1/rollouts -d "{\"model\":\"$m\",\"version\":\"1.0.0\",\"percent\":100}"
+  done
 fi
 
 # ---- vsftpd: a local user whose home holds the same tree ----------------------------------
@@ -188,8 +202,8 @@ p1_fw() { sim --server 127.0.0.1:2300 --devices fw/big-creds.csv -n $P1_N -c 50 
 p1_vs() { sim --server 127.0.0.1:2301 --devices vs-creds.csv -n $P1_N -c 50 --get /releases/1.0.0/firmware.bin | figures; }
 p2_fw() { sim --server 127.0.0.1:2300 --devices fw/small-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
 p2_vs() { sim --server 127.0.0.1:2301 --devices vs-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
-p1_old() { sim --server 127.0.0.1:2303 --devices fw/big-creds.csv -n $P1_N -c 50 --get /releases/1.0.0/firmware.bin | figures; }
-p2_old() { sim --server 127.0.0.1:2303 --devices fw/small-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
+p1_old() { sim --server 127.0.0.1:2303 --devices fw-old/big-creds.csv -n $P1_N -c 50 --get /releases/1.0.0/firmware.bin | figures; }
+p2_old() { sim --server 127.0.0.1:2303 --devices fw-old/small-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
 # P4: the same load on a second fwdist (same data, recording off) running alongside.
 p2_norec() { sim --server 127.0.0.1:2302 --devices fw/small-creds.csv -n $P2_N -c 200 --get /releases/1.0.0/small.bin | figures; }
 # prints "<sessions/s> <MiB/s> <failed>" and keeps the whole output in runs.txt
@@ -245,7 +259,7 @@ P3_VS=$(hold 127.0.0.1:2301 vs-creds.csv vs_pids)
 P3_OLD="0 0"
 if [ -n "${OLD:-}" ]; then
   old_pids() { echo "$OLD_PID"; }
-  P3_OLD=$(hold 127.0.0.1:2303 fw/big-creds.csv old_pids)
+  P3_OLD=$(hold 127.0.0.1:2303 fw-old/big-creds.csv old_pids)
 fi
 
 # ---- report -----------------------------------------------------------------------------
