@@ -201,13 +201,12 @@ pub(super) async fn apply(
 
 /// Adds members to a rollout whose selection is `percent_bp`, inside the caller's
 /// transaction: rows, counts per bucket and totals of the selected ones. A device that is
-/// already a member is left as it is (unless `fresh`: a new rollout, whose members all are).
+/// already a member is left as it is.
 pub(super) async fn insert_members(
     tx: &mut Transaction<'_, Sqlite>,
     rollout: i64,
     percent_bp: u16,
     members: &[NewMember],
-    fresh: bool,
 ) -> DbResult<()> {
     // Several rows per statement: a million members in seconds, not minutes.
     const ROWS: usize = 400;
@@ -234,46 +233,28 @@ pub(super) async fn insert_members(
                 b + 8
             ));
         }
-        if fresh {
-            // A new rollout: every member is new, nothing to skip or report back.
-            let mut q = sqlx::query(&sql);
-            for m in chunk {
-                q = q
-                    .bind(rollout)
-                    .bind(m.device.to_string())
-                    .bind(m.bucket)
-                    .bind(m.standing.state.as_str())
-                    .bind(m.standing.started)
-                    .bind(m.standing.completed)
-                    .bind(m.last_download_id)
-                    .bind(m.last_report_id);
-            }
-            q.execute(&mut **tx).await?;
-            for m in chunk {
-                for k in keys(m.standing) {
-                    *added.entry((m.bucket, k)).or_default() += 1;
-                }
-            }
-            continue;
-        }
         sql.push_str(" ON CONFLICT (rollout_id, device) DO NOTHING RETURNING device");
         let mut q = sqlx::query_as::<_, (String,)>(&sql);
+        let mut by_device: HashMap<String, &NewMember> = HashMap::with_capacity(chunk.len());
         for m in chunk {
+            let device = m.device.to_string();
             q = q
                 .bind(rollout)
-                .bind(m.device.to_string())
+                .bind(device.clone())
                 .bind(m.bucket)
                 .bind(m.standing.state.as_str())
                 .bind(m.standing.started)
                 .bind(m.standing.completed)
                 .bind(m.last_download_id)
                 .bind(m.last_report_id);
+            by_device.insert(device, m);
         }
-        let inserted: std::collections::HashSet<String> =
-            q.fetch_all(&mut **tx).await?.into_iter().map(|(d,)| d).collect();
-        for m in chunk.iter().filter(|m| inserted.contains(&m.device.to_string())) {
-            for k in keys(m.standing) {
-                *added.entry((m.bucket, k)).or_default() += 1;
+        // Count only what was inserted: a device already a member keeps its standing.
+        for (device,) in q.fetch_all(&mut **tx).await? {
+            if let Some(m) = by_device.get(&device) {
+                for k in keys(m.standing) {
+                    *added.entry((m.bucket, k)).or_default() += 1;
+                }
             }
         }
     }
@@ -366,7 +347,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
         let bp = u16::try_from(bp).map_err(|_| DbError::Corrupt("percent".into()))?;
-        insert_members(&mut tx, rollout, bp, members, false).await?;
+        insert_members(&mut tx, rollout, bp, members).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -382,7 +363,7 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
         let bp = u16::try_from(bp).map_err(|_| DbError::Corrupt("percent".into()))?;
-        insert_members(&mut tx, rollout, bp, members, false).await?;
+        insert_members(&mut tx, rollout, bp, members).await?;
         sqlx::query("UPDATE rollouts SET members_ready = 1 WHERE id = $1")
             .bind(rollout)
             .execute(&mut *tx)

@@ -239,9 +239,18 @@ impl Db {
                 .await?;
         }
         let members = members(raw.id);
-        members::insert_members(&mut tx, raw.id, r.percent_bp, &members, true).await?;
+        members::insert_members(&mut tx, raw.id, r.percent_bp, &members).await?;
         tx.commit().await?;
         raw.into_row(listed)
+    }
+
+    async fn with_devices(&self, raws: Vec<Raw>) -> DbResult<Vec<RolloutRow>> {
+        let mut out = Vec::with_capacity(raws.len());
+        for raw in raws {
+            let devices = self.rollout_devices(raw.id).await?;
+            out.push(raw.into_row(devices)?);
+        }
+        Ok(out)
     }
 
     async fn rollout_devices(&self, id: i64) -> DbResult<Vec<DeviceId>> {
@@ -288,15 +297,11 @@ impl Db {
         .bind(page.fetch_limit())
         .fetch_all(self.pool())
         .await?;
-        let mut out = Vec::with_capacity(raws.len());
-        for raw in raws {
-            let devices = self.rollout_devices(raw.id).await?;
-            out.push(raw.into_row(devices)?);
-        }
-        Ok(out)
+        self.with_devices(raws).await
     }
 
-    /// Rollouts in `state` (all models), oldest first: what the automatic steps look at.
+    /// Rollouts in `state` (all models), oldest first: what the automatic steps look at
+    /// (without their `devices` list, which the steps do not need).
     ///
     /// # Errors
     /// Database failure.
@@ -320,15 +325,10 @@ impl Db {
         ))
         .fetch_all(self.pool())
         .await?;
-        let mut out = Vec::with_capacity(raws.len());
-        for raw in raws {
-            let devices = self.rollout_devices(raw.id).await?;
-            out.push(raw.into_row(devices)?);
-        }
-        Ok(out)
+        self.with_devices(raws).await
     }
 
-    /// Rollouts of `model` not aborted (for enrolling a new device).
+    /// Rollouts of `model` not aborted (for enrolling a new device; without `devices`).
     ///
     /// # Errors
     /// Database failure.

@@ -216,10 +216,15 @@ async fn serve(
 async fn receive(conn: &Conn, mut tls: Tls, job: ReceiveJob) -> DataEnd {
     let mut body = Vec::with_capacity(job.cap.min(64 * 1024));
     let mut buf = vec![0u8; 16 * 1024];
+    // A whole upload gets one stall period, not one per read: a client dribbling a byte at a
+    // time cannot hold the transfer slot for hours.
+    let until = Instant::now() + STALL;
     let outcome = loop {
         let r = tokio::select! {
             () = conn.closed() => return DataEnd::Failed(426, CUT),
-            r = with_stall(tls.read(&mut buf)) => r,
+            r = tokio::time::timeout_at(until, tls.read(&mut buf)) => {
+                r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            }
         };
         match r {
             Ok(0) => break Received::Body(body),

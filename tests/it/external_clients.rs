@@ -133,10 +133,8 @@ async fn curl_downloads_over_explicit_ftps() {
 /// Python's ftplib as an IQ would use it against a server that binds data connections to
 /// their session (fwdist, vsftpd's `require_ssl_reuse`): each data connection resumes the
 /// control connection's TLS session (`session=`). No retry: fwdist has no AUTH TLS race.
-const FTPLIB_SCRIPT: &str = r#"
-import ftplib, ssl, sys
-host, port, user, pw, path, offset, out, cafile = sys.argv[1:]
-ctx = ssl.create_default_context(cafile=cafile)
+pub const FTPLIB_REUSING: &str = r#"
+import ftplib, io, ssl, sys
 
 class ReusingFTP_TLS(ftplib.FTP_TLS):
     def ntransfercmd(self, cmd, rest=None):
@@ -144,7 +142,11 @@ class ReusingFTP_TLS(ftplib.FTP_TLS):
         if self._prot_p:
             conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
         return conn, size
+"#;
 
+const FTPLIB_SCRIPT: &str = r#"
+host, port, user, pw, path, offset, out, cafile = sys.argv[1:]
+ctx = ssl.create_default_context(cafile=cafile)
 ftp = ReusingFTP_TLS(context=ctx, timeout=60)
 ftp.connect(host, int(port))
 ftp.auth()
@@ -162,7 +164,7 @@ print(size)
 async fn python_ftplib_resumes_with_rest() {
     let app = spawn_app().await;
     let (img, _, id, secret) = setup(&app, "aa:bb:cc:07:00:02", 3 * MIB).await;
-    fs::write(app.path("fetch.py"), FTPLIB_SCRIPT).unwrap();
+    fs::write(app.path("fetch.py"), format!("{FTPLIB_REUSING}{FTPLIB_SCRIPT}")).unwrap();
     let port = app.ftp_addr.port().to_string();
     let cert = app.cert_path().display().to_string();
     for (offset, out) in [(0usize, "py-full.bin"), (1_000_000, "py-tail.bin")] {

@@ -222,17 +222,8 @@ async fn the_reporter_token_posts_reports_and_nothing_else() {
 /// Stock Python ftplib (with the session reuse every fwdist client needs) uploads a report,
 /// and a refused upload gives it a `550`, not a reset connection.
 const FTPLIB_REPORT: &str = r#"
-import ftplib, io, ssl, sys
 host, port, user, pw, cafile = sys.argv[1:]
 ctx = ssl.create_default_context(cafile=cafile)
-
-class ReusingFTP_TLS(ftplib.FTP_TLS):
-    def ntransfercmd(self, cmd, rest=None):
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
-            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
-        return conn, size
-
 ftp = ReusingFTP_TLS(context=ctx, timeout=60)
 ftp.connect(host, int(port))
 ftp.auth()
@@ -251,7 +242,11 @@ ftp.quit()
 async fn python_ftplib_uploads_a_report_and_sees_a_refusal_as_550() {
     let app = spawn_app().await;
     let (id, secret) = device_with_release(&app, "aa:bb:cc:16:00:03").await;
-    std::fs::write(app.path("report.py"), FTPLIB_REPORT).unwrap();
+    std::fs::write(
+        app.path("report.py"),
+        format!("{}{FTPLIB_REPORT}", crate::external_clients::FTPLIB_REUSING),
+    )
+    .unwrap();
     let port = app.ftp_addr.port().to_string();
     let cert = app.cert_path().display().to_string();
     let out = crate::helpers::run_program(

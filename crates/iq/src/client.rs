@@ -407,14 +407,7 @@ impl FtpsClient {
     ) -> Result<u64> {
         let t = self.cfg.timeout;
         self.cmd(command, &[125, 150]).await?;
-        let connector = TlsConnector::from(self.tls.data.clone());
-        let mut data = bounded(
-            t,
-            "the data TLS handshake",
-            connector.connect(self.cfg.server_name.clone(), tcp),
-        )
-        .await?
-        .map_err(|e| ClientError::Handshake(format!("data channel: {e}")))?;
+        let mut data = self.data_tls(tcp).await?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut got = 0u64;
         loop {
@@ -439,6 +432,18 @@ impl FtpsClient {
         Ok(got)
     }
 
+    /// TLS on a connected data connection, resuming this session's TLS session.
+    async fn data_tls(&self, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let connector = TlsConnector::from(self.tls.data.clone());
+        bounded(
+            self.cfg.timeout,
+            "the data TLS handshake",
+            connector.connect(self.cfg.server_name.clone(), tcp),
+        )
+        .await?
+        .map_err(|e| ClientError::Handshake(format!("data channel: {e}")))
+    }
+
     /// Uploads `bytes` as `path` (an install report: `STOR /report.json`); returns the final
     /// reply (226).
     ///
@@ -449,14 +454,7 @@ impl FtpsClient {
         let addr = self.pasv().await?;
         let tcp = self.connect_data(addr, t).await?;
         self.cmd(&format!("STOR {path}"), &[125, 150]).await?;
-        let connector = TlsConnector::from(self.tls.data.clone());
-        let mut data = bounded(
-            t,
-            "the data TLS handshake",
-            connector.connect(self.cfg.server_name.clone(), tcp),
-        )
-        .await?
-        .map_err(|e| ClientError::Handshake(format!("data channel: {e}")))?;
+        let mut data = self.data_tls(tcp).await?;
         bounded(t, "sending the upload", data.write_all(bytes)).await??;
         let _ = bounded(t, "closing the data connection", data.shutdown()).await;
         // Read to the server's close_notify: it also carries the TLS tickets the next data
