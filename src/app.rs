@@ -49,7 +49,10 @@ impl App {
         );
         let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
         let (recorder, recorder_task) = ftps::spawn_recorder(db.clone());
-        let sessions = Arc::new(Sessions::default());
+        let sessions = Arc::new(Sessions::new(ftps::Lockout::new(
+            cfg.ftps.max_failed_logins,
+            Duration::from_secs(cfg.ftps.lockout_secs),
+        )));
         let services = Services::new(Wiring {
             db: db.clone(),
             store: store.clone(),

@@ -1,5 +1,6 @@
 //! Bearer-token authorisation: `Authorized<R>` extracts the caller and checks its role before
-//! the body is read, so a wrong role is a 403 whatever the body holds.
+//! the body is read, so a wrong role is a 403 whatever the body holds. Tokens are looked up
+//! in the database on every request, so a revoked one is refused at once on every node.
 
 use std::marker::PhantomData;
 
@@ -13,7 +14,8 @@ use crate::domain::Role;
 use crate::secret::Secret;
 
 pub trait RoleNeeded {
-    const ROLE: Role;
+    /// None: any valid token.
+    const ROLE: Option<Role>;
 }
 
 pub struct Viewer;
@@ -23,16 +25,23 @@ pub struct Admin;
 pub struct Reporter;
 
 impl RoleNeeded for Viewer {
-    const ROLE: Role = Role::Viewer;
+    const ROLE: Option<Role> = Some(Role::Viewer);
 }
 impl RoleNeeded for Publisher {
-    const ROLE: Role = Role::Publisher;
+    const ROLE: Option<Role> = Some(Role::Publisher);
 }
 impl RoleNeeded for Admin {
-    const ROLE: Role = Role::Admin;
+    const ROLE: Option<Role> = Some(Role::Admin);
 }
 impl RoleNeeded for Reporter {
-    const ROLE: Role = Role::Reporter;
+    const ROLE: Option<Role> = Some(Role::Reporter);
+}
+
+/// Any valid token (`/whoami`).
+pub struct AnyRole;
+
+impl RoleNeeded for AnyRole {
+    const ROLE: Option<Role> = None;
 }
 
 /// A caller whose role allows `R` (see [`Role::allows`]).
@@ -60,8 +69,14 @@ impl<R: RoleNeeded + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
             .token_by_hash(&hash)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if !row.role.allows(R::ROLE) {
-            return Err(ApiError::Forbidden(R::ROLE));
+        if let Some(needed) = R::ROLE
+            && !row.role.allows(needed)
+        {
+            return Err(ApiError::Forbidden(needed));
+        }
+        // Best effort: a failed write of the last-used time does not refuse the request.
+        if let Err(e) = state.db.touch_token(&row).await {
+            tracing::warn!(error = %e, token = row.id, "could not note the token's use");
         }
         Ok(Authorized {
             token: row,

@@ -4,6 +4,7 @@
 //! knows nothing of FTP except the address `/healthz` probes, and reaches the firmware store
 //! only through `services::publish`.
 
+pub mod audit;
 pub mod auth;
 pub mod devices;
 pub mod diagnostics;
@@ -14,6 +15,7 @@ pub mod network;
 pub mod releases;
 pub mod reports;
 pub mod rollouts;
+pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -50,6 +52,8 @@ pub fn router(state: AppState) -> Router {
         .merge(downloads::router())
         .merge(network::router())
         .merge(diagnostics::router())
+        .merge(tokens::router())
+        .merge(audit::router())
         .fallback(|| async { ApiError::NotFound("no such endpoint".into()) });
     Router::new()
         .nest("/api/v1", api)
@@ -97,4 +101,15 @@ impl PageQuery {
         };
         Ok(Page { limit, after })
     }
+}
+
+/// An RFC 3339 time in a body, as unix ms; `what` names the field in the 422.
+///
+/// # Errors
+/// Not RFC 3339, or out of range.
+pub fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| ApiError::Unprocessable(format!("{what} must be an RFC 3339 time, got {s:?}")))?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
+        .map_err(|_| ApiError::Unprocessable(format!("{what} is out of range")))
 }

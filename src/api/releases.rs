@@ -41,6 +41,10 @@ pub struct ReleaseView {
     pub yanked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<serde_json::Value>,
+    /// `manifest.json` exactly as signed (the signature covers these bytes, not `manifest`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_raw: Option<String>,
+    /// The `manifest.json.sig` document as uploaded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<serde_json::Value>,
 }
@@ -60,6 +64,9 @@ impl ReleaseView {
             manifest: with_manifest
                 .then(|| serde_json::from_slice(&r.manifest).ok())
                 .flatten(),
+            manifest_raw: with_manifest
+                .then(|| String::from_utf8(r.manifest.clone()).ok())
+                .flatten(),
             signature: with_manifest
                 .then(|| serde_json::from_slice(&r.signature).ok())
                 .flatten(),
@@ -76,7 +83,7 @@ struct Parts {
 }
 
 async fn upload(
-    _: Authorized<Publisher>,
+    who: Authorized<Publisher>,
     State(st): State<AppState>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<(StatusCode, Json<ReleaseView>), ApiError> {
@@ -105,7 +112,12 @@ async fn upload(
             return Err(missing(name));
         }
     };
-    match st.services.publish.publish(&manifest, &signature, image).await? {
+    match st
+        .services
+        .publish
+        .publish(&manifest, &signature, image, &who.token.name)
+        .await?
+    {
         Published::Created(r) => Ok((StatusCode::CREATED, Json(ReleaseView::new(&r, true)))),
         Published::Unchanged(r) => Ok((StatusCode::OK, Json(ReleaseView::new(&r, true)))),
     }
@@ -213,11 +225,11 @@ async fn show(
 }
 
 async fn yank(
-    _: Authorized<Admin>,
+    who: Authorized<Admin>,
     State(st): State<AppState>,
     ApiPath((model, version)): ApiPath<(String, String)>,
 ) -> Result<Json<ReleaseView>, ApiError> {
     let (m, v) = parse_key(&model, &version)?;
-    let r = st.services.publish.yank(&m, &v).await?;
+    let r = st.services.publish.yank(&m, &v, &who.token.name).await?;
     Ok(Json(ReleaseView::new(&r, true)))
 }

@@ -12,7 +12,7 @@ use super::auth::{Admin, Authorized, Viewer};
 use super::downloads::DownloadView;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use super::reports::ReportView;
-use super::{AppState, Listing, PageQuery};
+use super::{AppState, Listing, PageQuery, parse_time};
 use crate::db::rollouts::RolloutRow;
 use crate::domain::{DeviceId, MemberState, Model, RolloutState, Version, format_ms, now_ms};
 use crate::services::rollouts::{self, Status, shown_state};
@@ -100,13 +100,6 @@ fn view(r: RolloutRow, status: Status) -> RolloutView {
 async fn one(st: &AppState, r: RolloutRow) -> Result<RolloutView, ApiError> {
     let status = st.services.rollouts.status(&r).await?;
     Ok(view(r, status))
-}
-
-fn parse_time(what: &str, s: &str) -> Result<i64, ApiError> {
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-        .map_err(|_| ApiError::Unprocessable(format!("{what} must be an RFC 3339 time, got {s:?}")))?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000)
-        .map_err(|_| ApiError::Unprocessable(format!("{what} is out of range")))
 }
 
 async fn create(

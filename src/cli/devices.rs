@@ -67,7 +67,7 @@ pub async fn import(cfg: &Config, file: &Path) -> anyhow::Result<()> {
         crate::services::rollouts::Rollouts::new(db.clone()),
         None,
     );
-    let result = devices.import(&rows).await;
+    let result = devices.import(&rows, "cli").await;
     db.close().await;
     let secrets = match result {
         Ok(s) => s,

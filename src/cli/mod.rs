@@ -99,6 +99,10 @@ pub enum TokenCommand {
         role: Role,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Create the database if it does not exist yet (without it, a missing database is an
+        /// error: a token written to a database the server does not use would be refused).
+        #[arg(long)]
+        init: bool,
     },
 }
 
@@ -111,10 +115,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sign(args) => release::sign(&args)?,
         Command::Verify { public, dir } => release::verify(&public, &dir)?,
         Command::Token {
-            command: TokenCommand::Create { name, role, config },
+            command:
+                TokenCommand::Create {
+                    name,
+                    role,
+                    config,
+                    init,
+                },
         } => {
             let cfg = Config::load(config.as_deref())?;
-            runtime()?.block_on(token::create(&cfg, &name, role))?;
+            runtime()?.block_on(token::create(&cfg, &name, role, init))?;
         }
         Command::Devices {
             command: DevicesCommand::Import { file, config },

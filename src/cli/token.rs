@@ -1,5 +1,7 @@
 //! `fwdist token create`: writes the same database the server uses, so it works while the
-//! server runs (SQLite WAL allows the second writer to wait its turn).
+//! server runs (SQLite WAL allows the second writer to wait its turn). It refuses to create a
+//! database unless `--init` says so: run from the wrong directory, it would otherwise print a
+//! token that the running server has never heard of.
 
 use anyhow::Context as _;
 
@@ -12,9 +14,15 @@ use crate::services::tokens::Tokens;
 ///
 /// # Errors
 /// Bad config, database failure, or an empty name.
-pub async fn create(cfg: &Config, name: &str, role: Role) -> anyhow::Result<()> {
+pub async fn create(cfg: &Config, name: &str, role: Role, init: bool) -> anyhow::Result<()> {
+    if !init && let Some(path) = Db::missing_file(&cfg.db.url) {
+        anyhow::bail!(
+            "no database at {} (run this where the server runs, or give its --config; --init creates a new one)",
+            path.display()
+        );
+    }
     let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
-    let created = Tokens::new(db.clone()).create(name, role).await;
+    let created = Tokens::new(db.clone()).create(name, role, "cli").await;
     db.close().await;
     let (id, token) = created?;
     println!(

@@ -1,8 +1,10 @@
-//! `devices`: registered IQs and the hash of their secret.
+//! `devices`: registered IQs and the hash of their secret; their lifecycle (enable, disable,
+//! new secret, delete) written with its audit entry in one transaction.
 
 use sqlx::FromRow;
 
-use super::{Db, DbError, DbResult, Page};
+use super::audit::{AuditEntry, append_audit};
+use super::{Db, DbError, DbResult, Page, members};
 use crate::domain::{DeviceId, Model, now_ms};
 use crate::secret::SecretHash;
 
@@ -53,6 +55,15 @@ impl TryFrom<Raw> for DeviceRow {
     }
 }
 
+fn labels_json(labels: &[String]) -> serde_json::Value {
+    serde_json::Value::Array(
+        labels
+            .iter()
+            .map(|l| serde_json::Value::String(l.clone()))
+            .collect(),
+    )
+}
+
 const COLUMNS: &str = "seq, id, model, labels, enabled, created_at, installed_version";
 
 impl Db {
@@ -64,8 +75,10 @@ impl Db {
         model: &Model,
         labels: &[String],
         secret: &SecretHash,
+        audit: &AuditEntry,
     ) -> DbResult<DeviceRow> {
         let labels = serde_json::to_string(labels).map_err(|e| DbError::Corrupt(e.to_string()))?;
+        let mut tx = self.pool().begin().await?;
         let raw: Raw = sqlx::query_as(&format!(
             "INSERT INTO devices (id, model, labels, secret_hash, enabled, created_at)
              VALUES ($1, $2, $3, $4, 1, $5) RETURNING {COLUMNS}"
@@ -75,33 +88,44 @@ impl Db {
         .bind(labels)
         .bind(&secret.0[..])
         .bind(now_ms())
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        append_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
         raw.try_into()
     }
 
-    /// Registers many devices in one transaction: all or none.
+    /// Registers many devices in one transaction: all or none, each with its `device.create`
+    /// audit entry by `actor`.
     ///
     /// # Errors
     /// A duplicate id (unique violation; nothing is written) or database failure.
     pub async fn insert_devices(
         &self,
         devices: &[(DeviceId, Model, Vec<String>, SecretHash)],
+        actor: &str,
     ) -> DbResult<()> {
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
         for (id, model, labels, secret) in devices {
-            let labels = serde_json::to_string(labels).map_err(|e| DbError::Corrupt(e.to_string()))?;
+            let labels_text = serde_json::to_string(labels).map_err(|e| DbError::Corrupt(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO devices (id, model, labels, secret_hash, enabled, created_at) VALUES ($1, $2, $3, $4, 1, $5)",
             )
             .bind(id.to_string())
             .bind(model.as_str())
-            .bind(labels)
+            .bind(labels_text)
             .bind(&secret.0[..])
             .bind(now)
             .execute(&mut *tx)
             .await?;
+            let audit = AuditEntry::new(
+                actor,
+                "device.create",
+                id.to_string(),
+                serde_json::json!({"model": model.as_str(), "labels": labels_json(labels)}),
+            );
+            append_audit(&mut tx, &audit, now).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -219,15 +243,78 @@ impl Db {
         Ok(out)
     }
 
-    /// Returns false when there is no such device.
+    /// Enables or disables a device, with its audit entry. Returns false (nothing written)
+    /// when there is no such device.
     ///
     /// # Errors
     /// Database failure.
-    pub async fn disable_device(&self, id: &DeviceId) -> DbResult<bool> {
-        let r = sqlx::query("UPDATE devices SET enabled = 0 WHERE id = $1")
+    pub async fn set_device_enabled(
+        &self,
+        id: &DeviceId,
+        enabled: bool,
+        audit: &AuditEntry,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let r = sqlx::query("UPDATE devices SET enabled = $2 WHERE id = $1")
             .bind(id.to_string())
-            .execute(self.pool())
+            .bind(enabled)
+            .execute(&mut *tx)
             .await?;
-        Ok(r.rows_affected() > 0)
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Replaces a device's secret hash, with its audit entry; false when there is no such
+    /// device.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn set_device_secret(
+        &self,
+        id: &DeviceId,
+        secret: &SecretHash,
+        audit: &AuditEntry,
+    ) -> DbResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let r = sqlx::query("UPDATE devices SET secret_hash = $2 WHERE id = $1")
+            .bind(id.to_string())
+            .bind(&secret.0[..])
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Deletes a device: its row, its pin and its rollout memberships (with their counts), in
+    /// one transaction with the audit entry. Its download records and reports stay (they
+    /// name the device by id). False when there is no such device.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn delete_device(&self, id: &DeviceId, audit: &AuditEntry) -> DbResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let r = sqlx::query("DELETE FROM devices WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if r.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM pins WHERE device = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        members::remove_device(&mut tx, id).await?;
+        append_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

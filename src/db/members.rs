@@ -199,6 +199,37 @@ pub(super) async fn apply(
     Ok(())
 }
 
+/// Removes `device` from every rollout, taking its standing out of the counts, inside the
+/// caller's transaction (a deleted device).
+pub(super) async fn remove_device(tx: &mut Transaction<'_, Sqlite>, device: &DeviceId) -> DbResult<()> {
+    // (rollout, bucket, state, started, completed, rollout percent)
+    type Row = (i64, i32, String, bool, bool, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT m.rollout_id, m.bucket, m.state, m.started, m.completed, r.percent_bp
+         FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id WHERE m.device = $1",
+    )
+    .bind(device.to_string())
+    .fetch_all(&mut **tx)
+    .await?;
+    for (rollout, bucket, state, started, completed, percent_bp) in rows {
+        let old = Standing {
+            state: parse_state(&state)?,
+            started,
+            completed,
+        };
+        let mut d: HashMap<&'static str, i64> = HashMap::new();
+        for k in keys(old) {
+            *d.entry(k).or_default() -= 1;
+        }
+        add_counts(tx, rollout, bucket, i64::from(bucket) < percent_bp, &d).await?;
+    }
+    sqlx::query("DELETE FROM rollout_members WHERE device = $1")
+        .bind(device.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 /// Adds members to a rollout whose selection is `percent_bp`, inside the caller's
 /// transaction: rows, counts per bucket and totals of the selected ones. A device that is
 /// already a member is left as it is.

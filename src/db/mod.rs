@@ -1,4 +1,5 @@
-//! Metadata database: tokens, devices, releases, rollouts, download records.
+//! Metadata database: tokens, devices, pins, releases, rollouts, download records, install
+//! reports and the audit log.
 //!
 //! [`Db`] is the one interface callers use; each table's queries live in their own file as
 //! `impl Db` blocks. It holds a [`Backend`]: the embedded default is SQLite (WAL mode, one
@@ -12,9 +13,11 @@
 //! Stores and returns rows; knows no rule about them (which rollout targets whom, what is
 //! served: that is `services`). Knows nothing of FTP or HTTP.
 
+pub mod audit;
 pub mod devices;
 pub mod downloads;
 pub mod members;
+pub mod pins;
 pub mod releases;
 pub mod reports;
 pub mod rollouts;
@@ -74,6 +77,14 @@ impl Db {
             }),
             _ => Err(DbError::UnsupportedUrl(url.to_owned())),
         }
+    }
+
+    /// The file of a SQLite `url` when it does not exist (None: it exists, or the database is
+    /// not a file).
+    pub fn missing_file(url: &str) -> Option<std::path::PathBuf> {
+        let path = url.strip_prefix("sqlite://")?;
+        let path = Path::new(path.split('?').next().unwrap_or(path));
+        (!path.exists()).then(|| path.to_path_buf())
     }
 
     /// Opens (creating the file if needed) the SQLite database at `path`.

@@ -2,6 +2,7 @@
 
 use sqlx::FromRow;
 
+use super::audit::{AuditEntry, append_audit};
 use super::{Db, DbError, DbResult, Page, to_i64, to_u64};
 use crate::domain::{Model, Sha256Digest, Version, now_ms};
 
@@ -74,7 +75,8 @@ const COLUMNS: &str =
 impl Db {
     /// # Errors
     /// A duplicate model+version or model+sequence (unique violation) or database failure.
-    pub async fn insert_release(&self, r: &NewRelease<'_>) -> DbResult<ReleaseRow> {
+    pub async fn insert_release(&self, r: &NewRelease<'_>, audit: &AuditEntry) -> DbResult<ReleaseRow> {
+        let mut tx = self.pool().begin().await?;
         let raw: Raw = sqlx::query_as(&format!(
             "INSERT INTO releases (model, version, sequence, file, size, sha256, manifest, signature, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
@@ -88,8 +90,10 @@ impl Db {
         .bind(r.manifest)
         .bind(r.signature)
         .bind(now_ms())
-        .fetch_one(self.pool())
+        .fetch_one(&mut *tx)
         .await?;
+        append_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
         raw.try_into()
     }
 
@@ -149,19 +153,32 @@ impl Db {
         row.0.map(|s| to_u64(s, "sequence")).transpose()
     }
 
-    /// Returns false when there is no such release. Yanking twice keeps the first time.
+    /// Yanks a release with its audit entry. Returns false when there is no such release.
+    /// Yanking twice keeps the first time and writes no second entry.
     ///
     /// # Errors
     /// Database failure.
-    pub async fn yank_release(&self, model: &Model, version: &Version) -> DbResult<bool> {
-        let r = sqlx::query(
-            "UPDATE releases SET yanked_at = COALESCE(yanked_at, $3) WHERE model = $1 AND version = $2",
-        )
-        .bind(model.as_str())
-        .bind(version.as_str())
-        .bind(now_ms())
-        .execute(self.pool())
-        .await?;
-        Ok(r.rows_affected() > 0)
+    pub async fn yank_release(&self, model: &Model, version: &Version, audit: &AuditEntry) -> DbResult<bool> {
+        let mut tx = self.pool().begin().await?;
+        let exists: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT yanked_at FROM releases WHERE model = $1 AND version = $2")
+                .bind(model.as_str())
+                .bind(version.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        match exists {
+            None => return Ok(false),
+            Some((Some(_),)) => return Ok(true),
+            Some((None,)) => {}
+        }
+        sqlx::query("UPDATE releases SET yanked_at = $3 WHERE model = $1 AND version = $2")
+            .bind(model.as_str())
+            .bind(version.as_str())
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        append_audit(&mut tx, audit, now_ms()).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 }

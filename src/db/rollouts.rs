@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use sqlx::FromRow;
 
+use super::audit::{AuditEntry, append_audit};
 use super::members::{self, NewMember};
 use super::{Db, DbError, DbResult, Page};
 use crate::domain::{DeviceId, Model, RolloutState, Version, now_ms};
@@ -70,15 +71,6 @@ pub struct RolloutUpdate {
 pub struct Expect {
     pub state: Option<RolloutState>,
     pub phase: Option<usize>,
-}
-
-/// An audit entry written with a change, in its transaction.
-#[derive(Debug, Clone)]
-pub struct AuditEntry {
-    pub actor: String,
-    pub action: &'static str,
-    pub target: String,
-    pub detail: serde_json::Value,
 }
 
 #[derive(FromRow)]
@@ -166,30 +158,7 @@ pub struct ImageProgress {
     pub last_id: i64,
 }
 
-async fn append_audit(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, a: &AuditEntry, at: i64) -> DbResult<()> {
-    sqlx::query("INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
-        .bind(at)
-        .bind(&a.actor)
-        .bind(a.action)
-        .bind(&a.target)
-        .bind(a.detail.to_string())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 impl Db {
-    /// Appends an audit entry on its own (a change whose row was written already).
-    ///
-    /// # Errors
-    /// Database failure.
-    pub async fn append_audit(&self, a: &AuditEntry) -> DbResult<()> {
-        let mut tx = self.pool().begin().await?;
-        append_audit(&mut tx, a, now_ms()).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Inserts a rollout with its listed devices and its members (made by `members` from the
     /// new rollout's id; their counts included), in one transaction.
     ///

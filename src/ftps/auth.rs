@@ -7,7 +7,8 @@
 //!
 //! Repeated failures lock that device out from that client IP for a while. libunftp has such
 //! a policy, but its cache is per `Server` and we build one `Server` per connection (see
-//! [`super::front`]), so [`Lockout`] keeps it here.
+//! [`super::front`]), so [`Lockout`] keeps it here (held by [`Sessions`], which the admin API
+//! reaches to show and clear lockouts).
 //!
 //! libunftp runs behind the front on loopback, so the address it sees is `127.0.0.1`:
 //! [`SessionAuthenticator`] gives [`DeviceAuthenticator`] the IQ's real address from the
@@ -93,6 +94,28 @@ impl Lockout {
             self.lock().remove(&(user.to_owned(), ip));
         }
     }
+
+    /// The addresses `user` is locked out from now, with how long each lasts.
+    pub fn locked(&self, user: &str) -> Vec<(IpAddr, Duration)> {
+        if self.max == 0 {
+            return Vec::new();
+        }
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .filter(|((u, _), (n, last))| {
+                u == user && *n >= self.max && now.duration_since(*last) < self.period
+            })
+            .map(|((_, ip), (_, last))| (*ip, self.period.saturating_sub(now.duration_since(*last))))
+            .collect()
+    }
+
+    /// Forgets every failure of `user` (locked or not); returns how many addresses were locked.
+    pub fn clear(&self, user: &str) -> usize {
+        let locked = self.locked(user).len();
+        self.lock().retain(|(u, _), _| u != user);
+        locked
+    }
 }
 
 /// Logins of the probe account per client IP per minute.
@@ -133,20 +156,15 @@ impl ProbeLimit {
 #[derive(Debug)]
 pub struct DeviceAuthenticator {
     db: Db,
+    /// Also holds the lockouts (so the admin API can show and clear them).
     sessions: Arc<Sessions>,
-    lockout: Lockout,
     /// `None` when the probe account is disabled.
     probe: Option<ProbeLimit>,
 }
 
 impl DeviceAuthenticator {
-    pub fn new(db: Db, sessions: Arc<Sessions>, lockout: Lockout, probe: Option<ProbeLimit>) -> Self {
-        DeviceAuthenticator {
-            db,
-            sessions,
-            lockout,
-            probe,
-        }
+    pub fn new(db: Db, sessions: Arc<Sessions>, probe: Option<ProbeLimit>) -> Self {
+        DeviceAuthenticator { db, sessions, probe }
     }
 
     fn probe_login(&self, creds: &Credentials) -> Result<SessionUser, AuthenticationError> {
@@ -193,7 +211,7 @@ impl DeviceAuthenticator {
             return Err(AuthenticationError::BadUser);
         };
         let key = id.to_string();
-        if self.lockout.is_locked(&key, creds.source_ip) {
+        if self.sessions.lockout.is_locked(&key, creds.source_ip) {
             tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: locked out after repeated failures");
             // As libunftp does: a locked-out client learns nothing quickly.
             tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -210,7 +228,7 @@ impl DeviceAuthenticator {
         let secret_ok = hash.matches(&password);
         match found {
             Some(c) if usable && secret_ok => {
-                self.lockout.succeeded(&key, creds.source_ip);
+                self.sessions.lockout.succeeded(&key, creds.source_ip);
                 tracing::info!(device = %id, ip = %creds.source_ip, "device logged in");
                 Ok(SessionUser {
                     principal: Principal::Device(DeviceLogin { id, model: c.model }),
@@ -220,17 +238,17 @@ impl DeviceAuthenticator {
             }
             Some(_) if !usable => {
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: device disabled");
-                self.lockout.failed(&key, creds.source_ip);
+                self.sessions.lockout.failed(&key, creds.source_ip);
                 Err(AuthenticationError::BadUser)
             }
             Some(_) => {
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: wrong secret");
-                self.lockout.failed(&key, creds.source_ip);
+                self.sessions.lockout.failed(&key, creds.source_ip);
                 Err(AuthenticationError::BadPassword)
             }
             None => {
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: unknown device");
-                self.lockout.failed(&key, creds.source_ip);
+                self.sessions.lockout.failed(&key, creds.source_ip);
                 Err(AuthenticationError::BadUser)
             }
         }

@@ -35,7 +35,7 @@ use tokio::net::TcpSocket;
 
 use crate::config::FtpsConfig;
 use crate::diagnostics::Diagnostics;
-use auth::{DeviceAuthenticator, Lockout, ProbeLimit, SessionAuthenticator, SessionUserProvider};
+use auth::{DeviceAuthenticator, ProbeLimit, SessionAuthenticator, SessionUserProvider};
 use conn::Conn;
 use control::FrontCtx;
 use front::{Front, IpGate};
@@ -45,6 +45,7 @@ use principal::SessionUser;
 use vfs::DeviceVfs;
 
 // What `app` wires the front with: its surface, so nothing outside reaches into submodules.
+pub use auth::Lockout;
 pub use front::Front as FtpsFront;
 pub use records::{Recorder, spawn_writer as spawn_recorder};
 pub use sessions::Sessions;
@@ -161,7 +162,6 @@ pub async fn build(
     listener: tokio::net::TcpListener,
 ) -> Result<Front, FtpsError> {
     let sessions = shared.sessions.clone();
-    let lockout = Lockout::new(cfg.max_failed_logins, Duration::from_secs(cfg.lockout_secs));
     let probe = cfg
         .probe_enabled
         .then(|| ProbeLimit::new(cfg.probe_logins_per_minute));
@@ -170,7 +170,6 @@ pub async fn build(
         authenticator: Arc::new(DeviceAuthenticator::new(
             shared.db.clone(),
             sessions.clone(),
-            lockout,
             probe,
         )),
         logger: log::SlogBridge::logger(),

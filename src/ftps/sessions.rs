@@ -1,24 +1,42 @@
-//! The open FTPS sessions, and session serials.
+//! The open FTPS sessions, session serials and the failed-login lockouts.
 //!
 //! Every accepted control connection is registered here until it ends, so the admin API can
-//! close a device's sessions at once (disable, and later secret rotation) and the front can
-//! drain on shutdown. A serial, unique to each logged-in session, is carried in its
+//! close a device's sessions at once (disable, secret rotation, delete) and the front can
+//! drain on shutdown. The lockouts live here too, so the API can show and clear them
+//! (through [`DeviceSessions`]). A serial, unique to each logged-in session, is carried in its
 //! [`super::auth::Device`] (and so in libunftp's log lines), tying a session's records together.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::auth::Lockout;
 use super::conn::Conn;
-use crate::domain::DeviceId;
+use crate::domain::{DeviceId, now_ms};
+use crate::services::devices::{DeviceSessions, LockoutView};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     next_serial: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Conn>>>,
+    pub lockout: Lockout,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new(Lockout::new(5, std::time::Duration::from_secs(300)))
+    }
 }
 
 impl Sessions {
+    pub fn new(lockout: Lockout) -> Self {
+        Sessions {
+            next_serial: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+            lockout,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
         self.open
             .lock()
@@ -57,9 +75,28 @@ impl Sessions {
     }
 }
 
-impl crate::services::devices::DeviceSessions for Sessions {
+impl DeviceSessions for Sessions {
     fn close_device(&self, id: DeviceId) -> usize {
         Sessions::close_device(self, id)
+    }
+
+    fn lockouts(&self, id: DeviceId) -> Vec<LockoutView> {
+        let now = now_ms();
+        let mut v: Vec<LockoutView> = self
+            .lockout
+            .locked(&id.to_string())
+            .into_iter()
+            .map(|(client_ip, left)| LockoutView {
+                client_ip,
+                until: now.saturating_add(i64::try_from(left.as_millis()).unwrap_or(i64::MAX)),
+            })
+            .collect();
+        v.sort_by_key(|l| l.client_ip);
+        v
+    }
+
+    fn unlock(&self, id: DeviceId) -> usize {
+        self.lockout.clear(&id.to_string())
     }
 }
 

@@ -1,25 +1,54 @@
 //! Devices: registering IQs (one through the API, a fleet through `fwdist devices import`,
-//! under the same rules), disabling them (which also ends their open FTPS sessions), and
-//! showing one with its current target.
+//! under the same rules), their lifecycle — disable and enable, a new secret, delete, clearing
+//! failed-login lockouts — and pins (SPEC §9); showing one with its current target. Every
+//! change is audited (SPEC §10) in the transaction that makes it.
 
 use std::collections::HashSet;
+use std::net::IpAddr;
 use std::sync::Arc;
+
+use serde_json::json;
 
 use super::rollouts::Rollouts;
 use super::targeting::{Target, Targeting};
 use super::{ServiceError, ServiceResult};
 use crate::db::Db;
+use crate::db::audit::AuditEntry;
 use crate::db::devices::DeviceRow;
-use crate::domain::{DeviceId, Model};
+use crate::db::pins::PinRow;
+use crate::domain::{DeviceId, Model, Version, now_ms};
 use crate::secret::Secret;
 
 pub const MAX_LABELS: usize = 32;
 pub const MAX_LABEL_LEN: usize = 64;
+/// A pin's reason, in bytes.
+pub const MAX_PIN_REASON: usize = 1024;
 
-/// Ends the open sessions of a device; the FTPS front implements it.
+/// What the FTPS front knows of a device's logins; the front implements it.
 pub trait DeviceSessions: Send + Sync + std::fmt::Debug {
-    /// Returns how many sessions were closed.
+    /// Ends the device's open sessions; returns how many were closed.
     fn close_device(&self, id: DeviceId) -> usize;
+    /// The client addresses the device is locked out from now (failed logins).
+    fn lockouts(&self, id: DeviceId) -> Vec<LockoutView>;
+    /// Clears the device's failed logins; returns how many addresses were locked.
+    fn unlock(&self, id: DeviceId) -> usize;
+}
+
+/// A failed-login lockout of one device from one client address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockoutView {
+    pub client_ip: IpAddr,
+    /// Unix ms.
+    pub until: i64,
+}
+
+/// A pin to set.
+#[derive(Debug, Clone)]
+pub struct NewPin {
+    pub version: Version,
+    pub reason: String,
+    /// Unix ms; None: until removed.
+    pub expires_at: Option<i64>,
 }
 
 /// A device to register.
@@ -75,12 +104,18 @@ impl Devices {
     ///
     /// # Errors
     /// Bad labels, an id already registered (conflict), database failure.
-    pub async fn register(&self, d: &NewDevice) -> ServiceResult<(DeviceRow, Secret)> {
+    pub async fn register(&self, d: &NewDevice, actor: &str) -> ServiceResult<(DeviceRow, Secret)> {
         check_labels(&d.labels)?;
         let secret = new_secret()?;
+        let audit = AuditEntry::new(
+            actor,
+            "device.create",
+            d.id.to_string(),
+            json!({"model": d.model.as_str(), "labels": d.labels}),
+        );
         match self
             .db
-            .insert_device(&d.id, &d.model, &d.labels, &secret.hash())
+            .insert_device(&d.id, &d.model, &d.labels, &secret.hash(), &audit)
             .await
         {
             Ok(row) => {
@@ -102,7 +137,7 @@ impl Devices {
     /// # Errors
     /// A device listed twice or with bad labels (naming its position, 1-based), one already
     /// registered (conflict; nothing is written), database failure.
-    pub async fn import(&self, fleet: &[NewDevice]) -> ServiceResult<Vec<(DeviceId, Secret)>> {
+    pub async fn import(&self, fleet: &[NewDevice], actor: &str) -> ServiceResult<Vec<(DeviceId, Secret)>> {
         let mut seen = HashSet::with_capacity(fleet.len());
         let mut batch = Vec::with_capacity(fleet.len());
         let mut secrets = Vec::with_capacity(fleet.len());
@@ -119,7 +154,7 @@ impl Devices {
             batch.push((d.id, d.model.clone(), d.labels.clone(), secret.hash()));
             secrets.push((d.id, secret));
         }
-        match self.db.insert_devices(&batch).await {
+        match self.db.insert_devices(&batch, actor).await {
             Ok(()) => {
                 tracing::info!(devices = batch.len(), "devices imported");
                 let enrolled: Vec<_> = fleet
@@ -150,22 +185,191 @@ impl Devices {
         Ok((d, target))
     }
 
+    fn not_found(id: &DeviceId) -> ServiceError {
+        ServiceError::NotFound(format!("no such device: {id}"))
+    }
+
+    async fn row(&self, id: &DeviceId) -> ServiceResult<DeviceRow> {
+        self.db.device(id).await?.ok_or_else(|| Self::not_found(id))
+    }
+
+    fn close_sessions(&self, id: DeviceId) -> usize {
+        self.sessions.as_ref().map_or(0, |s| s.close_device(id))
+    }
+
     /// Disables a device: it can no longer log in, and its open sessions end now.
     ///
     /// # Errors
     /// No such device, database failure.
-    pub async fn disable(&self, id: &DeviceId) -> ServiceResult<DeviceRow> {
-        if !self.db.disable_device(id).await? {
-            return Err(ServiceError::NotFound(format!("no such device: {id}")));
+    pub async fn disable(&self, id: &DeviceId, actor: &str) -> ServiceResult<DeviceRow> {
+        let audit = AuditEntry::new(actor, "device.disable", id.to_string(), json!({"enabled": false}));
+        if !self.db.set_device_enabled(id, false, &audit).await? {
+            return Err(Self::not_found(id));
         }
-        let d = self
-            .db
-            .device(id)
-            .await?
-            .ok_or_else(|| ServiceError::NotFound(format!("no such device: {id}")))?;
-        let closed = self.sessions.as_ref().map_or(0, |s| s.close_device(*id));
+        let closed = self.close_sessions(*id);
         tracing::info!(device = %id, sessions_closed = closed, "device disabled");
-        Ok(d)
+        self.row(id).await
+    }
+
+    /// Enables a device again: it can log in with its secret.
+    ///
+    /// # Errors
+    /// No such device, database failure.
+    pub async fn enable(&self, id: &DeviceId, actor: &str) -> ServiceResult<DeviceRow> {
+        let audit = AuditEntry::new(actor, "device.enable", id.to_string(), json!({"enabled": true}));
+        if !self.db.set_device_enabled(id, true, &audit).await? {
+            return Err(Self::not_found(id));
+        }
+        tracing::info!(device = %id, "device enabled");
+        self.row(id).await
+    }
+
+    /// Gives a device a new secret (returned once): the old one is refused from now on, its
+    /// open sessions end and its lockouts are cleared (the IQ is being set up afresh).
+    ///
+    /// # Errors
+    /// No such device, no randomness, database failure.
+    pub async fn rotate_secret(&self, id: &DeviceId, actor: &str) -> ServiceResult<Secret> {
+        let secret = new_secret()?;
+        let audit = AuditEntry::new(actor, "device.secret", id.to_string(), json!({"rotated": true}));
+        if !self.db.set_device_secret(id, &secret.hash(), &audit).await? {
+            return Err(Self::not_found(id));
+        }
+        let closed = self.close_sessions(*id);
+        let unlocked = self.sessions.as_ref().map_or(0, |s| s.unlock(*id));
+        tracing::info!(device = %id, sessions_closed = closed, lockouts_cleared = unlocked, "device secret rotated");
+        Ok(secret)
+    }
+
+    /// Deletes a device: it can no longer log in, its sessions end, its pin and rollout
+    /// memberships go; its download records and reports stay.
+    ///
+    /// # Errors
+    /// No such device, database failure.
+    pub async fn delete(&self, id: &DeviceId, actor: &str) -> ServiceResult<()> {
+        let d = self.row(id).await?;
+        let audit = AuditEntry::new(
+            actor,
+            "device.delete",
+            id.to_string(),
+            json!({"model": d.model.as_str(), "labels": d.labels}),
+        );
+        if !self.db.delete_device(id, &audit).await? {
+            return Err(Self::not_found(id));
+        }
+        let closed = self.close_sessions(*id);
+        if let Some(s) = &self.sessions {
+            s.unlock(*id);
+        }
+        tracing::info!(device = %id, sessions_closed = closed, "device deleted");
+        Ok(())
+    }
+
+    /// The addresses a device is locked out from now.
+    ///
+    /// # Errors
+    /// No such device, database failure.
+    pub async fn lockouts(&self, id: &DeviceId) -> ServiceResult<Vec<LockoutView>> {
+        self.row(id).await?;
+        Ok(self.sessions.as_ref().map_or_else(Vec::new, |s| s.lockouts(*id)))
+    }
+
+    /// Clears a device's failed-login lockouts (audited even when there were none: support
+    /// acted).
+    ///
+    /// # Errors
+    /// No such device, database failure.
+    pub async fn unlock(&self, id: &DeviceId, actor: &str) -> ServiceResult<usize> {
+        self.row(id).await?;
+        let cleared = self.sessions.as_ref().map_or_else(Vec::new, |s| {
+            let locked = s.lockouts(*id);
+            s.unlock(*id);
+            locked
+        });
+        let ips: Vec<String> = cleared.iter().map(|l| l.client_ip.to_string()).collect();
+        self.db
+            .append_audit(&AuditEntry::new(
+                actor,
+                "device.unlock",
+                id.to_string(),
+                json!({"client_ips": ips}),
+            ))
+            .await?;
+        tracing::info!(device = %id, lockouts_cleared = cleared.len(), "device lockouts cleared");
+        Ok(cleared.len())
+    }
+
+    /// Pins a device to a release of its model that is served (not yanked).
+    ///
+    /// # Errors
+    /// No such device; an unknown or yanked release, a reason too long, an expiry in the past
+    /// (invalid); database failure.
+    pub async fn pin(&self, id: &DeviceId, p: &NewPin, actor: &str) -> ServiceResult<PinRow> {
+        let d = self.row(id).await?;
+        if p.reason.len() > MAX_PIN_REASON {
+            return Err(ServiceError::Invalid(format!(
+                "reason: at most {MAX_PIN_REASON} bytes"
+            )));
+        }
+        let now = now_ms();
+        if p.expires_at.is_some_and(|t| t <= now) {
+            return Err(ServiceError::Invalid("expires_at is not in the future".into()));
+        }
+        let release = self.db.release(&d.model, &p.version).await?;
+        match release {
+            None => {
+                return Err(ServiceError::Invalid(format!(
+                    "no release {} of model {} to pin to",
+                    p.version, d.model
+                )));
+            }
+            Some(r) if r.yanked_at.is_some() => {
+                return Err(ServiceError::Invalid(format!(
+                    "release {}/{} is yanked: a device cannot be pinned to it",
+                    d.model, p.version
+                )));
+            }
+            Some(_) => {}
+        }
+        let row = PinRow {
+            device: *id,
+            model: d.model.clone(),
+            version: p.version.clone(),
+            reason: p.reason.clone(),
+            expires_at: p.expires_at,
+            set_by: actor.to_owned(),
+            set_at: now,
+            release_yanked: false,
+        };
+        let audit = AuditEntry::new(
+            actor,
+            "pin.set",
+            id.to_string(),
+            json!({
+                "version": p.version.as_str(),
+                "reason": p.reason,
+                "expires_at": p.expires_at.map(crate::domain::format_ms),
+            }),
+        );
+        self.db.set_pin(&row, &audit).await?;
+        tracing::info!(device = %id, version = %p.version, "device pinned");
+        Ok(row)
+    }
+
+    /// Removes a device's pin.
+    ///
+    /// # Errors
+    /// No such device, or it has no pin (not found); database failure.
+    pub async fn unpin(&self, id: &DeviceId, actor: &str) -> ServiceResult<()> {
+        self.row(id).await?;
+        let old = self.db.pin(id).await?;
+        let detail = json!({"version": old.as_ref().map(|p| p.version.as_str())});
+        let audit = AuditEntry::new(actor, "pin.clear", id.to_string(), detail);
+        if !self.db.clear_pin(id, &audit).await? {
+            return Err(ServiceError::NotFound(format!("device {id} has no pin")));
+        }
+        tracing::info!(device = %id, "device unpinned");
+        Ok(())
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use time::OffsetDateTime;
 
 use super::{ServiceError, ServiceResult};
+use crate::db::audit::AuditEntry;
 use crate::db::releases::{NewRelease, ReleaseRow};
 use crate::db::{Db, DbError};
 use crate::domain::{Model, Version};
@@ -84,6 +85,7 @@ impl Publisher {
         manifest: &[u8],
         signature: &[u8],
         image: StagedImage,
+        actor: &str,
     ) -> Result<Published, PublishError> {
         let checked = self.check(manifest, signature, &image);
         let m = match checked {
@@ -133,7 +135,13 @@ impl Publisher {
             manifest,
             signature,
         };
-        match self.db.insert_release(&row).await {
+        let audit = AuditEntry::new(
+            actor,
+            "release.publish",
+            format!("{}/{}", m.model, m.version),
+            serde_json::json!({"sequence": m.sequence, "file": m.file, "size": size, "sha256": sha256.to_string()}),
+        );
+        match self.db.insert_release(&row, &audit).await {
             Ok(r) => {
                 tracing::info!(model = %m.model, version = %m.version, sequence = m.sequence, size, "release published");
                 Ok(Published::Created(r))
@@ -149,9 +157,15 @@ impl Publisher {
     ///
     /// # Errors
     /// No such release, database failure.
-    pub async fn yank(&self, model: &Model, version: &Version) -> ServiceResult<ReleaseRow> {
+    pub async fn yank(&self, model: &Model, version: &Version, actor: &str) -> ServiceResult<ReleaseRow> {
         let missing = || ServiceError::NotFound(format!("no release {model} {version}"));
-        if !self.db.yank_release(model, version).await? {
+        let audit = AuditEntry::new(
+            actor,
+            "release.yank",
+            format!("{model}/{version}"),
+            serde_json::json!({}),
+        );
+        if !self.db.yank_release(model, version, &audit).await? {
             return Err(missing());
         }
         let r = self.db.release(model, version).await?.ok_or_else(missing)?;

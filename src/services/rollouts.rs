@@ -13,8 +13,9 @@ use serde::Serialize;
 
 use super::targeting::policy;
 use super::{ServiceError, ServiceResult};
+use crate::db::audit::AuditEntry;
 use crate::db::members::{Event, MemberRules, NewMember, Standing};
-use crate::db::rollouts::{AuditEntry, Expect, NewRolloutRow, RolloutRow, RolloutUpdate};
+use crate::db::rollouts::{Expect, NewRolloutRow, RolloutRow, RolloutUpdate};
 use crate::db::{Db, Page};
 use crate::domain::{DeviceId, MemberState, Model, ReportOutcome, RolloutState, Version, now_ms};
 

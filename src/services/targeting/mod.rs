@@ -1,23 +1,37 @@
-//! Targeting: what a device should fetch now (SPEC §6). Today that is the newest active
-//! rollout of its model that selects it and whose release is still served; device pins
-//! (SPEC §9) join here. The one place that decides it: the FTPS tree, the API's device view
-//! and rollout status all ask this module.
+//! Targeting: what a device should fetch now (SPEC §6, §9). A pin that holds (not expired,
+//! its release still served) wins; otherwise the newest active rollout of its model that
+//! selects it and whose release is still served. The one place that decides it: the FTPS
+//! tree, the API's device view and rollout status all ask this module.
 //!
 //! `policy` is the pure part (stable buckets, percent, explicit lists, newest wins); this
 //! file reads the candidates from the database and applies the policy.
 
 pub mod policy;
 
+use crate::db::pins::PinRow;
 use crate::db::releases::ReleaseRow;
 use crate::db::{Db, DbResult};
 use crate::domain::{DeviceId, Model, RolloutState, Version, now_ms};
 use policy::{Rule, choose_target};
 
-/// The rollout that targets a device now, and its release version.
+/// What a device should fetch now, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Target {
-    pub rollout: i64,
     pub version: Version,
+    pub source: TargetSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetSource {
+    /// This rollout selects the device.
+    Rollout(i64),
+    /// Its pin holds.
+    Pin,
+}
+
+/// Whether a pin decides the target at `now` (unix ms).
+pub fn pin_holds(pin: &PinRow, now: i64) -> bool {
+    !pin.release_yanked && pin.expires_at.is_none_or(|t| t > now)
 }
 
 /// What a device may read (SPEC §4): every release of its model that is still served, by
@@ -50,15 +64,25 @@ impl Targeting {
         Ok(DeviceReleases { releases, target })
     }
 
-    /// The target of `device` (of `model`), if any rollout selects it.
+    /// The target of `device` (of `model`): its pin if one holds, else the rollout that
+    /// selects it, if any.
     ///
     /// # Errors
     /// Database failure.
     pub async fn target_of(&self, device: &DeviceId, model: &Model) -> DbResult<Option<Target>> {
+        let now = now_ms();
+        if let Some(pin) = self.db.pin(device).await?
+            && pin.model == *model
+            && pin_holds(&pin, now)
+        {
+            return Ok(Some(Target {
+                version: pin.version,
+                source: TargetSource::Pin,
+            }));
+        }
         // Only active rollouts that have started target; a yanked release is never served
         // (SPEC §6, §8). The candidates are the rollouts the device is a member of: eligible
         // by model and labels, or listed.
-        let now = now_ms();
         let candidates: Vec<_> = self
             .db
             .rollouts_for_device(model, device, RolloutState::Active)
@@ -75,8 +99,40 @@ impl Targeting {
             })
             .collect();
         Ok(choose_target(device, &rules).map(|i| Target {
-            rollout: candidates[i].id,
             version: candidates[i].version.clone(),
+            source: TargetSource::Rollout(candidates[i].id),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pin(expires_at: Option<i64>, release_yanked: bool) -> PinRow {
+        PinRow {
+            device: DeviceId::parse("aa:bb:cc:00:00:01").unwrap(),
+            model: Model::parse("iq2").unwrap(),
+            version: Version::parse("1.0.0").unwrap(),
+            reason: String::new(),
+            expires_at,
+            set_by: "ops".into(),
+            set_at: 0,
+            release_yanked,
+        }
+    }
+
+    #[test]
+    fn a_pin_holds_until_it_expires_or_its_release_is_yanked() {
+        assert!(pin_holds(&pin(None, false), 1_000));
+        assert!(pin_holds(&pin(Some(1_001), false), 1_000));
+        assert!(
+            !pin_holds(&pin(Some(1_000), false), 1_000),
+            "expired at that very ms"
+        );
+        assert!(
+            !pin_holds(&pin(None, true), 1_000),
+            "a yanked release is never served"
+        );
     }
 }

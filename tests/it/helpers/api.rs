@@ -23,7 +23,7 @@ impl TestApp {
         let url = format!("sqlite://{}", self.path("firmware-store/fwdist.sqlite").display());
         let db = fwdist::db::Db::connect(&url).await.unwrap();
         let (_, token) = fwdist::services::tokens::Tokens::new(db.clone())
-            .create(name, role)
+            .create(name, role, "cli")
             .await
             .unwrap();
         db.close().await;

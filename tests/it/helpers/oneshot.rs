@@ -45,7 +45,15 @@ pub async fn api() -> Api {
     let app = App::build(cfg).await.unwrap();
     let token = |name: &'static str, role| {
         let tokens = app.services().tokens.clone();
-        async move { tokens.create(name, role).await.unwrap().1.expose().to_owned() }
+        async move {
+            tokens
+                .create(name, role, "cli")
+                .await
+                .unwrap()
+                .1
+                .expose()
+                .to_owned()
+        }
     };
     use fwdist::domain::Role;
     let (admin, publisher, viewer) = (
