@@ -16,8 +16,40 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::diagnostics::Diagnostics;
 use crate::ftps::{self, FtpsFront, FtpsShared, Sessions};
+use crate::metrics::Metrics;
 use crate::services::{Services, Wiring};
 use crate::store::{FsStore, ReleaseStore};
+
+/// `fwdist_api_requests_total{method,status}` around the admin API. Methods outside the
+/// standard set count as `other`, so a client cannot grow the label set.
+fn count_requests(router: axum::Router, metrics: Arc<Metrics>) -> axum::Router {
+    router.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let metrics = metrics.clone();
+            async move {
+                let method: &'static str = match req.method().as_str() {
+                    "GET" => "GET",
+                    "POST" => "POST",
+                    "PUT" => "PUT",
+                    "PATCH" => "PATCH",
+                    "DELETE" => "DELETE",
+                    "HEAD" => "HEAD",
+                    "OPTIONS" => "OPTIONS",
+                    _ => "other",
+                };
+                let resp = next.run(req).await;
+                let class = match resp.status().as_u16() {
+                    200..=299 => "2xx",
+                    300..=399 => "3xx",
+                    400..=499 => "4xx",
+                    _ => "5xx",
+                };
+                metrics.api_requests.with_label_values(&[method, class]).inc();
+                resp
+            }
+        },
+    ))
+}
 
 /// How long sessions and requests get to finish after a shutdown signal.
 const GRACE: Duration = Duration::from_secs(10);
@@ -48,11 +80,15 @@ impl App {
                 .context("opening the firmware store")?,
         );
         let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
-        let (recorder, recorder_task) = ftps::spawn_recorder(db.clone());
-        let sessions = Arc::new(Sessions::new(ftps::Lockout::new(
-            cfg.ftps.max_failed_logins,
-            Duration::from_secs(cfg.ftps.lockout_secs),
-        )));
+        let metrics = Arc::new(Metrics::new());
+        let (recorder, recorder_task) = ftps::spawn_recorder(db.clone(), metrics.clone());
+        let sessions = Arc::new(Sessions::new(
+            ftps::Lockout::new(
+                cfg.ftps.max_failed_logins,
+                Duration::from_secs(cfg.ftps.lockout_secs),
+            ),
+            metrics.clone(),
+        ));
         let services = Services::new(Wiring {
             db: db.clone(),
             store: store.clone(),
@@ -60,6 +96,7 @@ impl App {
             max_image_bytes: cfg.store.max_image_bytes,
             sessions: Some(sessions.clone()),
             node: cfg.node.clone(),
+            metrics: metrics.clone(),
         });
         // Rollouts made before per-device state existed get their members now.
         services
@@ -67,6 +104,7 @@ impl App {
             .backfill()
             .await
             .context("making the members of older rollouts")?;
+        let ftps_probes = sessions.probes.clone();
         let shared = Arc::new(FtpsShared {
             db: db.clone(),
             store,
@@ -84,7 +122,7 @@ impl App {
         cfg.ftps.listen = ftp_listener.local_addr()?;
         let ftp_addr = cfg.ftps.listen;
         let (stop, _) = watch::channel(false);
-        let diagnostics = Arc::new(Diagnostics::default());
+        let diagnostics = Arc::new(Diagnostics::new(metrics.clone()));
         let ftps = ftps::build(&cfg.ftps, shared, diagnostics.clone(), ftp_listener).await?;
         let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
             .await
@@ -99,12 +137,14 @@ impl App {
                 &cfg.ftps.network_site()?,
             )),
             diagnostics,
+            metrics: metrics.clone(),
+            ftps_probes,
         };
         Ok(App {
             ftp_addr,
             api_addr,
             ftps,
-            api: (listener, api::router(state)),
+            api: (listener, count_requests(api::router(state), metrics)),
             db,
             services,
             recorder_task,

@@ -3,15 +3,17 @@
 //! connections whose TLS handshake failed, and sessions refused with `421` because one
 //! address had too many open. Kept per device and per client IP, in memory, since start.
 //!
-//! Written by the FTPS front, read by the admin API; knows nothing of either.
+//! Written by the FTPS front, read by the admin API; knows nothing of either. Each event also
+//! moves its Prometheus counter ([`Metrics`]), so the two never disagree.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
 use crate::domain::{DeviceId, now_ms};
+use crate::metrics::{Metrics, Refusal};
 
 /// What went wrong, and when it last did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -51,6 +53,7 @@ pub enum Event {
 #[derive(Debug, Default)]
 pub struct Diagnostics {
     inner: Mutex<Inner>,
+    pub metrics: Arc<Metrics>,
 }
 
 #[derive(Debug, Default)]
@@ -78,7 +81,19 @@ pub struct Snapshot {
 }
 
 impl Diagnostics {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Diagnostics {
+            inner: Mutex::default(),
+            metrics,
+        }
+    }
+
     pub fn count(&self, ip: IpAddr, device: Option<DeviceId>, event: Event) {
+        match event {
+            Event::PassiveOfferUnused { .. } => self.metrics.passive_offers_unused.inc(),
+            Event::SessionRefused => self.metrics.refused(Refusal::TooManySessions),
+            Event::DataTlsFailure | Event::DataUnbound => {}
+        }
         let at = now_ms();
         let mut g = self.lock();
         bump(&mut g.by_ip, ip, event, at);

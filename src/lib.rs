@@ -31,6 +31,7 @@ pub mod db;
 pub mod diagnostics;
 pub mod domain;
 pub mod ftps;
+pub mod metrics;
 pub mod network;
 pub mod secret;
 pub mod services;

@@ -15,10 +15,13 @@ pub const DEFAULT_FILTER: &str = "info,unftp=warn";
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // A target directive is more specific than a bare level, so this holds whatever RUST_LOG says.
-    let filter = match "libunftp=off".parse() {
-        Ok(d) => filter.add_directive(d),
-        Err(_) => filter,
-    };
+    // rustls warns per connection when a client sends an IP address as SNI (every IQ that is
+    // configured with the server's address does, as RFC 6066 forbids but clients do): noise
+    // that would drown real warnings. Its handshake failures are reported by the front itself.
+    let filter = ["libunftp=off", "rustls::msgs::handshake=error"]
+        .into_iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, EnvFilter::add_directive);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

@@ -41,6 +41,9 @@ pub struct AppState {
     pub max_image_bytes: u64,
     pub network: Arc<crate::network::NetworkRequirements>,
     pub diagnostics: Arc<crate::diagnostics::Diagnostics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// How `/healthz` reaches the FTPS listener without taking a session slot.
+    pub ftps_probes: Arc<crate::ftps::HealthProbes>,
 }
 
 pub fn router(state: AppState) -> Router {

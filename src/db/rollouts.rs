@@ -460,4 +460,18 @@ impl Db {
             })
             .collect()
     }
+
+    /// How many rollouts are in each stored state, split by whether `start_at` is after
+    /// `now`: `(state, starts_later, n)`.
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn rollout_state_counts(&self, now: i64) -> DbResult<Vec<(String, bool, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT state, COALESCE(start_at > $1, 0) AS later, COUNT(*) FROM rollouts GROUP BY state, later",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await?)
+    }
 }

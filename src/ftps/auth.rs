@@ -212,6 +212,7 @@ impl DeviceAuthenticator {
         };
         let key = id.to_string();
         if self.sessions.lockout.is_locked(&key, creds.source_ip) {
+            self.sessions.metrics.refused(crate::metrics::Refusal::Lockout);
             tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: locked out after repeated failures");
             // As libunftp does: a locked-out client learns nothing quickly.
             tokio::time::sleep(Duration::from_millis(1500)).await;

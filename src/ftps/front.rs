@@ -111,6 +111,10 @@ impl Front {
                     continue;
                 }
             };
+            if self.sessions.probes.is_probe(peer) {
+                tokio::spawn(answer_probe(stream));
+                continue;
+            }
             let Some(permit) = self.gate.try_enter(peer.ip()) else {
                 self.diagnostics.count(peer.ip(), None, Event::SessionRefused);
                 tracing::warn!(ip = %peer.ip(), "session refused: too many sessions from this address");
@@ -151,6 +155,15 @@ impl Front {
         }
         engine.abort();
     }
+}
+
+/// `/healthz`'s connection: the listener works.
+async fn answer_probe(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = stream.write_all(b"220 fwdist FTPS listener ok\r\n").await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// `421` before the greeting, then close. Plain text: no TLS has been negotiated yet.

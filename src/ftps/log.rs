@@ -41,12 +41,34 @@ fn fields(record: &Record<'_>, values: &OwnedKVList) -> Fields {
     f
 }
 
+/// libunftp warns about every command a storage backend refuses ("Control channel error").
+/// Our tree refuses by design: a device without an update gets `550` on `/target/...` (the
+/// normal poll), a write gets `550` read-only. Those are the client's answer, not a server
+/// problem: logged at debug. Anything else keeps libunftp's level.
+fn effective_level(record: &Record<'_>) -> slog::Level {
+    if record.level() != slog::Level::Warning {
+        return record.level();
+    }
+    let msg = record.msg().to_string();
+    let expected = [
+        "PermanentFileNotAvailable",
+        "PermanentDirectoryNotAvailable",
+        "PermissionDenied",
+    ];
+    if msg.starts_with("Control channel error") && expected.iter().any(|k| msg.contains(k)) {
+        slog::Level::Debug
+    } else {
+        slog::Level::Warning
+    }
+}
+
 impl Drain for SlogBridge {
     type Ok = ();
     type Err = slog::Never;
 
     fn log(&self, record: &Record<'_>, values: &OwnedKVList) -> Result<(), slog::Never> {
-        let shown = match record.level() {
+        let level = effective_level(record);
+        let shown = match level {
             slog::Level::Critical | slog::Level::Error => {
                 tracing::enabled!(target: "unftp", tracing::Level::ERROR)
             }
@@ -63,7 +85,7 @@ impl Drain for SlogBridge {
         {
             let trace = f.trace_id.as_deref().unwrap_or("-");
             let kv = f.text.as_str();
-            match record.level() {
+            match level {
                 slog::Level::Critical | slog::Level::Error => {
                     tracing::error!(target: "unftp", trace_id = trace, "{msg}{kv}")
                 }

@@ -48,7 +48,7 @@ use vfs::DeviceVfs;
 pub use auth::Lockout;
 pub use front::Front as FtpsFront;
 pub use records::{Recorder, spawn_writer as spawn_recorder};
-pub use sessions::Sessions;
+pub use sessions::{HealthProbes, Sessions};
 pub use tls::ensure_certificate;
 pub use vfs::FtpsShared;
 
@@ -181,7 +181,7 @@ pub async fn build(
     let ctx = FrontCtx {
         tls: tls::server_config(cfg)?,
         inner,
-        pool: PortPool::new(range),
+        pool: PortPool::new(range, diagnostics.metrics.passive_ports_in_use.clone()),
         diagnostics: diagnostics.clone(),
         host: cfg.passive_host()?,
         data_timeout: Duration::from_secs(cfg.data_connect_timeout_secs),

@@ -47,6 +47,8 @@ pub struct PortPool {
     inner: Mutex<Inner>,
     /// Signalled whenever a port is given back.
     freed: Notify,
+    /// `fwdist_passive_ports_in_use`.
+    in_use: prometheus::IntGauge,
 }
 
 #[derive(Default)]
@@ -71,7 +73,12 @@ pub struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.pool.lock().held.remove(&self.port);
+        let mut g = self.pool.lock();
+        g.held.remove(&self.port);
+        self.pool
+            .in_use
+            .set(i64::try_from(g.held.len()).unwrap_or(i64::MAX));
+        drop(g);
         self.pool.freed.notify_waiters();
     }
 }
@@ -84,11 +91,12 @@ enum Busy {
 }
 
 impl PortPool {
-    pub fn new(range: RangeInclusive<u16>) -> Arc<Self> {
+    pub fn new(range: RangeInclusive<u16>, in_use: prometheus::IntGauge) -> Arc<Self> {
         Arc::new(PortPool {
             range,
             inner: Mutex::new(Inner::default()),
             freed: Notify::new(),
+            in_use,
         })
     }
 
@@ -146,6 +154,7 @@ impl PortPool {
             };
             g.cursor = cursor + i + 1;
             g.held.insert(port, who);
+            self.in_use.set(i64::try_from(g.held.len()).unwrap_or(i64::MAX));
             return Ok(Claim {
                 pool: self.clone(),
                 port,
@@ -205,7 +214,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_probe_holds_one_port_per_address_and_devices_the_rest() {
-        let pool = PortPool::new(free_range(3));
+        let pool = PortPool::new(free_range(3), prometheus::IntGauge::new("t", "t").unwrap());
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();

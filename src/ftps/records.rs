@@ -10,8 +10,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use std::sync::Arc;
+
 use crate::db::Db;
 use crate::db::downloads::DownloadRecord;
+use crate::domain::Outcome;
+use crate::metrics::Metrics;
 
 const QUEUE: usize = 16 * 1024;
 const BATCH: usize = 512;
@@ -19,27 +23,30 @@ const BATCH: usize = 512;
 #[derive(Debug, Clone)]
 pub struct Recorder {
     tx: mpsc::Sender<DownloadRecord>,
+    metrics: Arc<Metrics>,
 }
 
 impl Recorder {
     /// Queues a record; waits only if the queue is full.
     pub async fn record(&self, r: DownloadRecord) {
+        self.metrics.record_queue_depth.inc();
         if self.tx.send(r).await.is_err() {
+            self.metrics.record_queue_depth.dec();
             tracing::error!("download record dropped: recorder has stopped");
         }
     }
 
     /// For paths that cannot await (a transfer future being dropped).
     pub fn record_detached(&self, r: DownloadRecord) {
-        let tx = self.tx.clone();
+        let this = self.clone();
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
-                h.spawn(async move {
-                    let _ = tx.send(r).await;
-                });
+                h.spawn(async move { this.record(r).await });
             }
             Err(_) => {
-                if tx.try_send(r).is_err() {
+                self.metrics.record_queue_depth.inc();
+                if self.tx.try_send(r).is_err() {
+                    self.metrics.record_queue_depth.dec();
                     tracing::error!("download record dropped: no runtime and queue full");
                 }
             }
@@ -48,12 +55,28 @@ impl Recorder {
 }
 
 /// Starts the writer. It ends once every [`Recorder`] clone is dropped and the queue is empty.
-pub fn spawn_writer(db: Db) -> (Recorder, JoinHandle<()>) {
+pub fn spawn_writer(db: Db, metrics: Arc<Metrics>) -> (Recorder, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(QUEUE);
-    (Recorder { tx }, tokio::spawn(write_loop(db, rx)))
+    let recorder = Recorder {
+        tx,
+        metrics: metrics.clone(),
+    };
+    (recorder, tokio::spawn(write_loop(db, rx, metrics)))
 }
 
-async fn write_loop(db: Db, mut rx: mpsc::Receiver<DownloadRecord>) {
+/// Counts a written batch.
+fn written(m: &Metrics, batch: &[DownloadRecord]) {
+    for r in batch {
+        let outcome = match r.outcome {
+            Outcome::Complete => "complete",
+            Outcome::Aborted => "aborted",
+        };
+        m.downloads.with_label_values(&[outcome]).inc();
+        m.download_bytes.inc_by(r.bytes);
+    }
+}
+
+async fn write_loop(db: Db, mut rx: mpsc::Receiver<DownloadRecord>, metrics: Arc<Metrics>) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         let mut attempt = 0u32;
@@ -62,7 +85,10 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<DownloadRecord>) {
                 .insert_downloads(&batch, &crate::services::rollouts::RULES)
                 .await
             {
-                Ok(()) => break,
+                Ok(()) => {
+                    written(&metrics, &batch);
+                    break;
+                }
                 Err(e) if attempt < 5 => {
                     attempt += 1;
                     tracing::warn!(error = %e, attempt, records = batch.len(), "writing download records failed; retrying");
@@ -74,6 +100,9 @@ async fn write_loop(db: Db, mut rx: mpsc::Receiver<DownloadRecord>) {
                 }
             }
         }
+        metrics
+            .record_queue_depth
+            .sub(i64::try_from(batch.len()).unwrap_or(i64::MAX));
         batch.clear();
     }
 }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use super::auth::Lockout;
 use super::conn::Conn;
 use crate::domain::{DeviceId, now_ms};
+use crate::metrics::Metrics;
 use crate::services::devices::{DeviceSessions, LockoutView};
 
 #[derive(Debug)]
@@ -20,20 +21,76 @@ pub struct Sessions {
     next_serial: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Conn>>>,
     pub lockout: Lockout,
+    /// `fwdist_ftps_sessions`, and lockout refusals.
+    pub metrics: Arc<Metrics>,
+    /// `/healthz` connections, answered by the accept loop without a session.
+    pub probes: Arc<HealthProbes>,
+}
+
+/// The local addresses of `/healthz` probes on their way in: the front's accept loop answers
+/// a connection from one of them with `220` and closes it, before any session limit, so the
+/// health check proves the listener accepts without taking a session slot (a check that
+/// counted as a session was refused `421` whenever its address had its 16 sessions open).
+#[derive(Debug, Default)]
+pub struct HealthProbes {
+    pending: Mutex<std::collections::HashSet<std::net::SocketAddr>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl HealthProbes {
+    /// Announces a probe from `local` (bound before it connects); dropping the guard ends it.
+    pub fn announce(self: &Arc<Self>, local: std::net::SocketAddr) -> ProbeGuard {
+        self.lock().insert(local);
+        self.count.fetch_add(1, Ordering::SeqCst);
+        ProbeGuard {
+            probes: self.clone(),
+            local,
+        }
+    }
+
+    /// True (once) for a connection from an announced probe.
+    pub fn is_probe(&self, peer: std::net::SocketAddr) -> bool {
+        // The common case, no probe under way, costs one atomic load per accept.
+        self.count.load(Ordering::SeqCst) > 0 && self.lock().contains(&peer)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<std::net::SocketAddr>> {
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+pub struct ProbeGuard {
+    probes: Arc<HealthProbes>,
+    local: std::net::SocketAddr,
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if self.probes.lock().remove(&self.local) {
+            self.probes.count.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 impl Default for Sessions {
     fn default() -> Self {
-        Sessions::new(Lockout::new(5, std::time::Duration::from_secs(300)))
+        Sessions::new(
+            Lockout::new(5, std::time::Duration::from_secs(300)),
+            Arc::new(Metrics::new()),
+        )
     }
 }
 
 impl Sessions {
-    pub fn new(lockout: Lockout) -> Self {
+    pub fn new(lockout: Lockout, metrics: Arc<Metrics>) -> Self {
         Sessions {
             next_serial: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
             lockout,
+            metrics,
+            probes: Arc::default(),
         }
     }
 
@@ -49,11 +106,15 @@ impl Sessions {
     }
 
     pub fn register(&self, conn: Arc<Conn>) {
-        self.lock().insert(conn.id, conn);
+        if self.lock().insert(conn.id, conn).is_none() {
+            self.metrics.ftps_sessions.inc();
+        }
     }
 
     pub fn unregister(&self, id: u64) {
-        self.lock().remove(&id);
+        if self.lock().remove(&id).is_some() {
+            self.metrics.ftps_sessions.dec();
+        }
     }
 
     pub fn open(&self) -> Vec<Arc<Conn>> {

@@ -73,6 +73,7 @@ pub struct Wiring {
     pub sessions: Option<Arc<dyn devices::DeviceSessions>>,
     /// This node's name, in reports.
     pub node: String,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Services {
@@ -86,7 +87,7 @@ impl Services {
                 w.trusted_keys,
                 w.max_image_bytes,
             )),
-            reports: reports::Reports::new(w.db.clone(), rollouts.clone(), w.node),
+            reports: reports::Reports::new(w.db.clone(), rollouts.clone(), w.node, w.metrics),
             tokens: tokens::Tokens::new(w.db.clone()),
             devices: devices::Devices::new(w.db, targeting.clone(), rollouts.clone(), w.sessions),
             rollouts,

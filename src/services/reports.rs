@@ -45,11 +45,22 @@ pub struct Reports {
     db: Db,
     rollouts: Rollouts,
     node: String,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 impl Reports {
-    pub fn new(db: Db, rollouts: Rollouts, node: String) -> Self {
-        Reports { db, rollouts, node }
+    pub fn new(
+        db: Db,
+        rollouts: Rollouts,
+        node: String,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+    ) -> Self {
+        Reports {
+            db,
+            rollouts,
+            node,
+            metrics,
+        }
     }
 
     /// Validates and stores a report by `device` (of `model`, when the caller knows it: the
@@ -107,6 +118,10 @@ impl Reports {
             node: self.node.clone(),
         };
         let stored = self.db.insert_report(&report, &RULES).await?;
+        self.metrics
+            .reports
+            .with_label_values(&[outcome.as_str(), source.as_str()])
+            .inc();
         tracing::info!(device = %device, version = %stored.version, outcome = outcome.as_str(), source = source.as_str(), "install report stored");
         self.rollouts.poke();
         Ok(stored)

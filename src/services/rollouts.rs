@@ -185,6 +185,28 @@ pub fn shown_state(r: &RolloutRow, now: i64) -> &'static str {
     }
 }
 
+/// Rollouts per shown state (`scheduled`, `active`, `paused`, `aborted`), for
+/// `fwdist_rollouts`.
+///
+/// # Errors
+/// Database failure.
+pub async fn state_counts(db: &Db) -> ServiceResult<Vec<(&'static str, i64)>> {
+    let mut out: Vec<(&'static str, i64)> = ["scheduled", "active", "paused", "aborted"]
+        .into_iter()
+        .map(|s| (s, 0))
+        .collect();
+    for (state, later, n) in db.rollout_state_counts(now_ms()).await? {
+        let shown = match RolloutState::parse(&state)? {
+            RolloutState::Active if later => "scheduled",
+            s => s.as_str(),
+        };
+        if let Some(e) = out.iter_mut().find(|(s, _)| *s == shown) {
+            e.1 += n;
+        }
+    }
+    Ok(out)
+}
+
 fn threshold_ppm(name: &str, v: f64) -> ServiceResult<u32> {
     if !v.is_finite() || !(0.0..=1.0).contains(&v) {
         return Err(ServiceError::Invalid(format!(

@@ -21,6 +21,7 @@ mod front;
 mod ftp_client;
 mod ftps;
 mod helpers;
+mod metrics;
 mod network_requirements;
 mod operator;
 mod passive;

@@ -24,7 +24,7 @@ except ftplib.error_perm as e:
     print(str(e)[:3])
 "#;
 
-async fn login(app: &TestApp, user: &str, pw: &str, source: &str) -> String {
+pub async fn login(app: &TestApp, user: &str, pw: &str, source: &str) -> String {
     std::fs::write(app.path("login.py"), LOGIN_PY).unwrap();
     let port = app.ftp_addr.port().to_string();
     let cert = app.cert_path().display().to_string();

@@ -103,7 +103,7 @@ async fn session(
         let mut tcp = tcp;
         let _ = tcp.set_nodelay(true);
         write(&mut tcp, GREETING).await?;
-        let rest = plaintext(&mut tcp, login_deadline).await?;
+        let rest = plaintext(&mut tcp, login_deadline, &ctx.diagnostics.metrics).await?;
         let until = login_deadline.min(Instant::now() + TLS_TIMEOUT);
         let client =
             match tokio::time::timeout_at(until, tls.control().accept(Prefixed::new(rest, tcp))).await {
@@ -136,7 +136,11 @@ async fn session(
 }
 
 /// Before TLS: only what it takes to start TLS. Returns the bytes read past `AUTH TLS`.
-async fn plaintext(tcp: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, &'static str> {
+async fn plaintext(
+    tcp: &mut TcpStream,
+    deadline: Instant,
+    metrics: &crate::metrics::Metrics,
+) -> Result<Vec<u8>, &'static str> {
     let mut lines = LineBuf::default();
     let mut buf = [0u8; 1024];
     loop {
@@ -159,7 +163,10 @@ async fn plaintext(tcp: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, &'
                         write(tcp, "221 Goodbye\r\n").await?;
                         return Err("quit before TLS");
                     }
-                    Some(_) => TLS_REQUIRED,
+                    Some(_) => {
+                        metrics.refused(crate::metrics::Refusal::Plaintext);
+                        TLS_REQUIRED
+                    }
                     None => "500 Syntax error, command unrecognized\r\n",
                 };
                 write(tcp, reply).await?;
