@@ -1,37 +1,51 @@
-//! `fwdist doctor HOST:PORT`: arguments and printing; the steps are in [`fwdist_iq::doctor`].
+//! `fwdist doctor HOST:PORT`: arguments and printing; the steps, and the choice of trust
+//! roots (the system's, or `--ca`), are in [`fwdist_iq::doctor`].
 
 use std::io::Write as _;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 
 use crate::domain::DeviceId;
-use fwdist_iq::doctor::{self, DoctorOptions, Line, Login};
+use fwdist_iq::doctor::{self, DoctorOptions, Line, Login, TrustRoots};
 
 /// Exit code for bad arguments (clap uses it too).
 const BAD_ARGUMENTS: u8 = 2;
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Exit codes:\n  \
+#[command(
+    after_help = "Trust: the server's certificate must chain to the system's trust roots, as for \
+    curl and openssl\n\
+    (the files SSL_CERT_FILE and SSL_CERT_DIR name when either is set, else the platform's store,\n\
+    e.g. /etc/ssl/certs), or with --ca FILE to that file's certificate(s) instead. A certificate an\n\
+    IQ would refuse (unknown issuer, self-signed, expired, wrong name) stops the run at the\n\
+    certificate step; with --insecure that line still says it is NOT trusted, the later steps run,\n\
+    and the exit code is 4 at best.\n\n\
+    Exit codes:\n  \
     0  every step passed: an IQ update works from here\n  \
     3  updates work but degraded: some passive ports fail, so an IQ that draws one needs a retry\n  \
-    1  an update cannot work from here (a step failed, or no passive port works)\n  \
-    2  bad arguments")]
+    4  only with --insecure: the certificate is NOT trusted (an IQ refuses it), while the steps\n     \
+    after it worked (every passive port, or some: the summary says)\n  \
+    1  an update cannot work from here (a step failed, or no passive port works; with --insecure\n     \
+    this outranks 4, and the certificate line still says what is wrong with it)\n  \
+    2  bad arguments: also an unusable --ca, or no usable root in the system's store (give --ca)"
+)]
 pub struct DoctorArgs {
     /// The FTPS server as IQs reach it: HOST:PORT of the control port.
     #[arg(value_name = "HOST:PORT", value_parser = parse_server)]
     pub server: (String, u16),
-    /// PEM certificate(s) the server's certificate must chain to (fwdist ships no platform
-    /// roots, so this is required).
+    /// PEM certificate(s) the server's certificate must chain to, instead of the system's
+    /// trust roots: the server's own CA, or its self-signed certificate.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// Go on after the certificate step fails, having shown what is wrong with the
+    /// certificate: the later steps (login, passive ports) still run; exit 4 at best.
     #[arg(long)]
-    pub ca: PathBuf,
+    pub insecure: bool,
     /// Log in as this device (its MAC, sent as typed) instead of the built-in probe account;
     /// each passive port is then tested with a directory listing.
     #[arg(long, requires = "secret", value_parser = parse_device)]
@@ -90,29 +104,18 @@ fn parse_range(s: &str) -> Result<RangeInclusive<u16>, String> {
     Ok(a..=b)
 }
 
-fn load_roots(ca: &Path) -> Result<RootCertStore, String> {
-    let shown = ca.display();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca)
-        .map_err(|e| format!("reading --ca {shown}: {e}"))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("--ca {shown} is not PEM: {e}"))?;
-    let mut roots = RootCertStore::empty();
-    for c in certs {
-        roots.add(c).map_err(|e| format!("--ca {shown}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("--ca {shown}: no certificates in it"));
-    }
-    Ok(roots)
-}
-
 /// Runs the doctor; the exit code is its verdict.
 ///
 /// # Errors
-/// None of its own: unusable arguments print one line and exit 2.
+/// None of its own: unusable arguments (an unusable `--ca`, or a system store without a
+/// usable root when `--ca` is not given) print one line and exit 2.
 pub async fn run(a: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let (host, port) = a.server.clone();
-    let roots = match load_roots(&a.ca) {
+    let roots = match &a.ca {
+        Some(ca) => TrustRoots::pinned(ca),
+        None => TrustRoots::system(),
+    };
+    let roots = match roots {
         Ok(r) => r,
         Err(e) => return Ok(bad_arguments(&e)),
     };
@@ -131,7 +134,8 @@ pub async fn run(a: &DoctorArgs) -> anyhow::Result<ExitCode> {
         host,
         port,
         server_name,
-        roots: Arc::new(roots),
+        roots,
+        insecure: a.insecure,
         login,
         passive_ports: a.passive_ports.clone(),
         timeout: Duration::from_secs(a.timeout_secs),
@@ -148,7 +152,7 @@ pub async fn run(a: &DoctorArgs) -> anyhow::Result<ExitCode> {
     };
     let report = match doctor::run(&opts, &mut print).await {
         Ok(r) => r,
-        Err(e) => return Ok(bad_arguments(&format!("--ca {}: {e}", a.ca.display()))),
+        Err(e) => return Ok(bad_arguments(&format!("the trust roots: {e}"))),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -7,13 +7,18 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{CliOutput, TestApp, random_u64, run_cli};
+use super::{CliOutput, TestApp, random_u64, run_cli, run_cli_with_env};
 
 impl TestApp {
     // ---- CLI ----
 
     pub async fn cli(&self, args: &[&str]) -> CliOutput {
         run_cli(self.dir.path(), args).await
+    }
+
+    /// [`Self::cli`] with environment changes (`None` removes a variable).
+    pub async fn cli_with_env(&self, args: &[&str], env: &[(&str, Option<&str>)]) -> CliOutput {
+        run_cli_with_env(self.dir.path(), args, env).await
     }
 
     /// A token made through the same service `fwdist token create` uses, on the server's

@@ -12,7 +12,7 @@ pub mod system;
 
 pub use api::{Signed, assert_client_error};
 pub use data::{image, rfc3339, sha256_hex, snapshot};
-pub use process::{CliOutput, run_cli, run_program};
+pub use process::{CliOutput, run_cli, run_cli_with_env, run_program};
 
 use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};

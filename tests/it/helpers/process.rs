@@ -48,21 +48,50 @@ impl CliOutput {
 }
 
 pub async fn run_cli(dir: &Path, args: &[&str]) -> CliOutput {
-    let out = run_program(dir, BIN, args).await;
+    run_cli_with_env(dir, args, &[]).await
+}
+
+/// [`run_cli`] with environment changes: `(NAME, Some(value))` sets, `(NAME, None)` removes.
+pub async fn run_cli_with_env(dir: &Path, args: &[&str], env: &[(&str, Option<&str>)]) -> CliOutput {
+    let out = run_program_with_env(dir, BIN, args, env).await;
+    let shown: Vec<String> = env
+        .iter()
+        .map(|(k, v)| format!("{k}={} ", v.unwrap_or("(unset)")))
+        .collect();
     CliOutput {
-        args: args.join(" "),
+        args: format!("{}{}", shown.concat(), args.join(" ")),
         ..out
     }
 }
 
 /// Runs any program to completion off the async runtime.
 pub async fn run_program(dir: &Path, program: &str, args: &[&str]) -> CliOutput {
+    run_program_with_env(dir, program, args, &[]).await
+}
+
+async fn run_program_with_env(
+    dir: &Path,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> CliOutput {
     let dir = dir.to_path_buf();
     let program = program.to_string();
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let env: Vec<(String, Option<String>)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.map(str::to_owned)))
+        .collect();
     tokio::task::spawn_blocking(move || {
         let ctx = format!("{program} {}", args.join(" "));
-        let mut child = Command::new(&program)
+        let mut cmd = Command::new(&program);
+        for (k, v) in &env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let mut child = cmd
             .args(&args)
             .current_dir(&dir)
             .env_remove("RUST_LOG")

@@ -1,5 +1,8 @@
-//! The `certificate` step: what the server's certificate says, judged against `--ca` and
-//! HOST, collected during the handshake by [`CertInspector`].
+//! The `certificate` step: what the server's certificate says, judged against the trust
+//! roots ([`super::TrustRoots`]: the system's, or `--ca`) and HOST, collected during the
+//! handshake by [`CertInspector`]. With `--insecure` the inspector lets the handshake go on
+//! past a certificate it would refuse, so that the steps after it can still run; what is
+//! wrong with it is still reported.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,23 +14,30 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::Status;
+use super::{RootSource, Status, TrustRoots};
 
 /// Under this many days left, the certificate step warns.
 pub const EXPIRY_WARN_DAYS: i64 = 30;
 
-/// What the server's certificate says, judged against `--ca` and HOST.
+/// What the server's certificate says, judged against the trust roots and HOST.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertFacts {
     pub subject: String,
-    /// Chains to `--ca` (judged at a moment inside the certificate's validity, so expiry is
-    /// reported on its own).
+    /// What the certificate was judged against.
+    pub source: RootSource,
+    /// Its issuer is its subject.
+    pub self_signed: bool,
+    /// Chains to the trust roots (judged at a moment inside the certificate's validity, so
+    /// expiry is reported on its own).
     pub chain: Result<(), String>,
     /// Valid for HOST.
     pub name: Result<(), String>,
     /// Validity, Unix seconds; None when unreadable.
     pub validity: Option<(i64, i64)>,
     pub now: i64,
+    /// What rustls' own verifier decided: a refusal the checks above do not explain is
+    /// reported as is (so `--insecure` cannot pass over one unseen).
+    pub verifier: Result<(), String>,
 }
 
 impl CertFacts {
@@ -37,6 +47,7 @@ impl CertFacts {
         name: &ServerName<'_>,
         now: UnixTime,
         roots: &RootCertStore,
+        source: &RootSource,
         algs: WebPkiSupportedAlgorithms,
     ) -> Self {
         let now_s = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
@@ -52,16 +63,22 @@ impl CertFacts {
         let subject = x509
             .as_ref()
             .map_or_else(|| "?".into(), |c| c.subject().to_string());
+        let self_signed = x509
+            .as_ref()
+            .is_some_and(|c| c.issuer().as_raw() == c.subject().as_raw());
         let parsed = match ParsedCertificate::try_from(ee) {
             Ok(p) => p,
             Err(e) => {
                 let bad = Err(format!("unreadable certificate: {e}"));
                 return CertFacts {
                     subject,
+                    source: source.clone(),
+                    self_signed,
                     chain: bad.clone(),
                     name: bad,
                     validity,
                     now: now_s,
+                    verifier: Ok(()),
                 };
             }
         };
@@ -72,14 +89,18 @@ impl CertFacts {
         };
         let at = UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(at).unwrap_or(0)));
         let chain = verify_server_cert_signed_by_trust_anchor(&parsed, roots, intermediates, at, algs.all)
-            .map_err(|e| describe_cert_error(&e));
-        let name = verify_server_name(&parsed, name).map_err(|e| describe_cert_error(&e));
+            .map_err(|e| describe_cert_error(&e, source, self_signed));
+        let name =
+            verify_server_name(&parsed, name).map_err(|e| describe_cert_error(&e, source, self_signed));
         CertFacts {
             subject,
+            source: source.clone(),
+            self_signed,
             chain,
             name,
             validity,
             now: now_s,
+            verifier: Ok(()),
         }
     }
 
@@ -90,25 +111,46 @@ impl CertFacts {
     }
 }
 
-fn describe_cert_error(e: &rustls::Error) -> String {
-    match e {
-        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
-            "not issued by a certificate in --ca (wrong --ca, or a TLS-inspecting middlebox)".into()
+fn describe_cert_error(e: &rustls::Error, source: &RootSource, self_signed: bool) -> String {
+    match (e, source) {
+        (rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer), RootSource::Pinned(_)) => {
+            let what = if self_signed { "it is self-signed: " } else { "" };
+            format!("not issued by a certificate in --ca ({what}wrong --ca, or a TLS-inspecting middlebox)")
         }
-        rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
+        (rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer), RootSource::System)
+            if self_signed =>
+        {
+            "unknown issuer: it is self-signed, so none of the system's trust roots vouches for it \
+             (pin it with --ca FILE)"
+                .into()
+        }
+        (rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer), RootSource::System) => {
+            "unknown issuer: not issued by any of the system's trust roots (a private CA: give it with \
+             --ca FILE; or a TLS-inspecting middlebox)"
+                .into()
+        }
+        (rustls::Error::InvalidCertificate(CertificateError::BadSignature), RootSource::Pinned(_)) => {
             "its issuer's name is in --ca but the signature does not verify (wrong --ca, or a \
              TLS-inspecting middlebox)"
                 .into()
         }
-        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-            expected,
-            presented,
-        }) => format!(
+        (rustls::Error::InvalidCertificate(CertificateError::BadSignature), RootSource::System) => {
+            "its issuer's name is among the system's trust roots but the signature does not verify \
+             (an impostor, or a TLS-inspecting middlebox)"
+                .into()
+        }
+        (
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                expected,
+                presented,
+            }),
+            _,
+        ) => format!(
             "issued for {}, not for {}",
             presented.join(", "),
             expected.to_str()
         ),
-        other => other.to_string(),
+        (other, _) => other.to_string(),
     }
 }
 
@@ -142,6 +184,11 @@ pub fn assess_cert(f: &CertFacts, host: &str) -> (Status, String) {
     } else if f.now < before {
         problems.push(format!("not valid before {}", date(before)));
     }
+    if problems.is_empty()
+        && let Err(e) = &f.verifier
+    {
+        problems.push(format!("refused: {e}"));
+    }
     if !problems.is_empty() {
         return (Status::Fail, format!("{}: {}", f.subject, problems.join("; ")));
     }
@@ -149,17 +196,26 @@ pub fn assess_cert(f: &CertFacts, host: &str) -> (Status, String) {
     if days < EXPIRY_WARN_DAYS {
         (Status::Warn, format!("{}: {expiry}: renew it soon", f.subject))
     } else {
-        let detail = format!("{}: chains to --ca, valid for {host}, {expiry}", f.subject);
+        let detail = format!(
+            "{}: chains to {}, valid for {host}, {expiry}",
+            f.subject,
+            f.source.name()
+        );
         (Status::Ok, detail)
     }
 }
 
 /// A certificate verifier that decides exactly as rustls' WebPKI verifier does, and keeps
 /// what it saw so the certificate step can say what is wrong, not just that something is.
+///
+/// `insecure`: it accepts whatever certificate it is shown (still checking the handshake
+/// signatures, which prove the server holds the certificate's key), having kept the facts
+/// that say what is wrong with it.
 #[derive(Debug)]
 pub struct CertInspector {
     inner: Arc<WebPkiServerVerifier>,
-    roots: Arc<RootCertStore>,
+    roots: TrustRoots,
+    insecure: bool,
     algs: WebPkiSupportedAlgorithms,
     seen: Mutex<Option<CertFacts>>,
 }
@@ -167,14 +223,15 @@ pub struct CertInspector {
 impl CertInspector {
     /// # Errors
     /// No usable root in `roots`.
-    pub fn new(roots: Arc<RootCertStore>, provider: Arc<CryptoProvider>) -> Result<Self, String> {
+    pub fn new(roots: TrustRoots, provider: Arc<CryptoProvider>, insecure: bool) -> Result<Self, String> {
         let algs = provider.signature_verification_algorithms;
-        let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider)
+        let inner = WebPkiServerVerifier::builder_with_provider(roots.store.clone(), provider)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(CertInspector {
             inner,
             roots,
+            insecure,
             algs,
             seen: Mutex::new(None),
         })
@@ -194,19 +251,26 @@ impl ServerCertVerifier for CertInspector {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let facts = CertFacts::gather(
+        let mut facts = CertFacts::gather(
             end_entity,
             intermediates,
             server_name,
             now,
-            &self.roots,
+            &self.roots.store,
+            &self.roots.source,
             self.algs,
         );
+        let decided =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now);
+        facts.verifier = decided.as_ref().map(|_| ()).map_err(ToString::to_string);
         if let Ok(mut g) = self.seen.lock() {
             *g = Some(facts);
         }
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        match decided {
+            Err(_) if self.insecure => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -259,6 +323,15 @@ mod tests {
     fn facts(ee: &CertificateDer<'_>, root: &CertificateDer<'_>, host: &str) -> CertFacts {
         let mut roots = RootCertStore::empty();
         roots.add(root.clone()).unwrap();
+        facts_against(ee, roots, &RootSource::Pinned("ca.pem".into()), host)
+    }
+
+    fn facts_against(
+        ee: &CertificateDer<'_>,
+        roots: RootCertStore,
+        source: &RootSource,
+        host: &str,
+    ) -> CertFacts {
         let provider = rustls::crypto::ring::default_provider();
         let name = ServerName::try_from(host.to_owned()).unwrap();
         let now = UnixTime::now();
@@ -268,6 +341,7 @@ mod tests {
             &name,
             now,
             &roots,
+            source,
             provider.signature_verification_algorithms,
         )
     }
@@ -318,5 +392,99 @@ mod tests {
         let ip = cert(&["127.0.0.1"], -1, 365);
         let (s, d) = assess_cert(&facts(&ip, &ip, "127.0.0.1"), "127.0.0.1");
         assert_eq!(s, Status::Ok, "{d}");
+    }
+
+    fn roots_of(c: &CertificateDer<'_>) -> RootCertStore {
+        let mut roots = RootCertStore::empty();
+        roots.add(c.clone().into_owned()).unwrap();
+        roots
+    }
+
+    #[test]
+    fn against_the_system_roots_a_self_signed_or_private_certificate_is_named_as_such() {
+        let host = "ftp.example.com";
+        let server = cert(&[host], -1, 365);
+        let other = cert_named("some public root");
+        let f = facts_against(&server, roots_of(&other), &RootSource::System, host);
+        assert!(f.self_signed);
+        let (s, d) = assess_cert(&f, host);
+        assert_eq!(s, Status::Fail);
+        assert!(
+            d.ends_with(
+                "untrusted: unknown issuer: it is self-signed, so none of the system's trust roots \
+                 vouches for it (pin it with --ca FILE)"
+            ),
+            "{d}"
+        );
+
+        // Issued by a CA the system does not know.
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "private CA");
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let ee_params = rcgen::CertificateParams::new(vec![host.to_owned()]).unwrap();
+        let ee_key = rcgen::KeyPair::generate().unwrap();
+        let ee = ee_params.signed_by(&ee_key, &issuer).unwrap();
+        let f = facts_against(ee.der(), roots_of(&other), &RootSource::System, host);
+        assert!(!f.self_signed);
+        let (_, d) = assess_cert(&f, host);
+        assert!(
+            d.contains("unknown issuer: not issued by any of the system's trust roots"),
+            "{d}"
+        );
+
+        // The private CA in the system store: it chains.
+        let f = facts_against(ee.der(), roots_of(ca.der()), &RootSource::System, host);
+        let (s, d) = assess_cert(&f, host);
+        assert_eq!(s, Status::Ok, "{d}");
+        assert!(
+            d.contains("chains to the system's trust roots, valid for ftp.example.com"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn a_refusal_the_checks_do_not_explain_is_reported_as_is() {
+        let good = cert(&["ftp.example.com"], -1, 365);
+        let mut f = facts(&good, &good, "ftp.example.com");
+        f.verifier = Err("something else".into());
+        let (s, d) = assess_cert(&f, "ftp.example.com");
+        assert_eq!(s, Status::Fail);
+        assert!(d.ends_with(": refused: something else"), "{d}");
+    }
+
+    #[test]
+    fn insecure_accepts_what_it_reports_as_wrong() {
+        let server = cert(&["ftp.example.com"], -1, 365);
+        let other = cert(&["ftp.example.com"], -1, 365);
+        let roots = TrustRoots {
+            store: Arc::new(roots_of(&other)),
+            source: RootSource::System,
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let name = ServerName::try_from("ftp.example.com").unwrap();
+        for insecure in [false, true] {
+            let inspector = CertInspector::new(roots.clone(), provider.clone(), insecure).unwrap();
+            let r = inspector.verify_server_cert(&server, &[], &name, &[], UnixTime::now());
+            assert_eq!(r.is_ok(), insecure, "{r:?}");
+            let f = inspector.take().unwrap();
+            assert!(!f.acceptable());
+            assert!(f.verifier.is_err() && f.chain.is_err(), "{f:?}");
+        }
+        let trusting = TrustRoots {
+            store: Arc::new(roots_of(&server)),
+            source: RootSource::System,
+        };
+        let inspector = CertInspector::new(trusting, provider, true).unwrap();
+        assert!(
+            inspector
+                .verify_server_cert(&server, &[], &name, &[], UnixTime::now())
+                .is_ok()
+        );
+        assert!(inspector.take().unwrap().acceptable());
     }
 }

@@ -43,7 +43,7 @@ impl Doctor<'_> {
         let mut facts = self.inspector.take();
         if let Err(e) = &result
             && retryable(e)
-            && facts.as_ref().is_none_or(CertFacts::acceptable)
+            && (self.opts.insecure || facts.as_ref().is_none_or(CertFacts::acceptable))
         {
             // libunftp's AUTH TLS race drops a few % of upgrades: every IQ retries once.
             let mut again = cfg.clone();
@@ -128,7 +128,8 @@ impl Doctor<'_> {
         self.say(Status::Fail, "tcp", detail);
     }
 
-    /// The certificate line; false when an IQ would refuse the certificate.
+    /// The certificate line; false when an IQ would refuse the certificate and the run must
+    /// stop there (without `--insecure`).
     fn certificate(&mut self, facts: Option<CertFacts>) -> bool {
         let Some(facts) = facts else {
             // A resumed session shows no certificate; the first connection never resumes.
@@ -140,6 +141,12 @@ impl Doctor<'_> {
             return true;
         };
         let (status, detail) = assess_cert(&facts, &self.opts.host);
+        if status == Status::Fail && self.opts.insecure {
+            self.untrusted = true;
+            let detail = format!("NOT trusted, an IQ would refuse it (going on: --insecure): {detail}");
+            self.say(Status::Fail, "certificate", detail);
+            return true;
+        }
         self.say(status, "certificate", detail);
         status != Status::Fail
     }

@@ -11,13 +11,20 @@
 //! assessment — have their unit tests next to them; `tests/it/doctor.rs` runs the whole
 //! against the real server.
 //!
+//! The certificate is judged against [`TrustRoots`]: the system's by default, or `--ca`'s.
+//! A certificate an IQ would refuse stops the run at the `certificate` step, unless
+//! [`DoctorOptions::insecure`]: then the line still says it is NOT trusted, the later steps
+//! run, and the verdict is at best [`Verdict::Untrusted`] (exit 4), never `works`.
+//!
 //! Here: the options, the report and the step driver. `connect.rs`: the steps up to `login`;
 //! `passive.rs`: `passive-range` and the passive ports; `cert.rs`: the certificate inspector
-//! and its assessment; `verdict.rs`: the verdict, the port results, the rule and summary texts.
+//! and its assessment; `roots.rs`: the trust roots (system or `--ca`); `verdict.rs`: the
+//! verdict, the port results, the rule and summary texts.
 
 mod cert;
 mod connect;
 mod passive;
+mod roots;
 mod verdict;
 
 use std::collections::BTreeMap;
@@ -27,7 +34,6 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 
@@ -36,6 +42,7 @@ use fwdist_release::probe;
 use verdict::summary;
 
 pub use cert::{CertFacts, CertInspector, EXPIRY_WARN_DAYS, assess_cert};
+pub use roots::{RootSource, TrustRoots};
 pub use verdict::{
     PortResult, PortTest, Verdict, allow_rule, blocked_text, is_public, pasv_host_warning, rule_line, verdict,
 };
@@ -48,8 +55,10 @@ pub struct DoctorOptions {
     pub port: u16,
     /// The name its certificate must carry (HOST).
     pub server_name: ServerName<'static>,
-    /// What the certificate must chain to (`--ca`).
-    pub roots: Arc<RootCertStore>,
+    /// What the certificate must chain to: the system's roots, or `--ca`'s.
+    pub roots: TrustRoots,
+    /// `--insecure`: go on past a certificate an IQ would refuse (having said what is wrong).
+    pub insecure: bool,
     pub login: Login,
     /// `--passive-ports`: tested instead of what `SITE PORTS` says, or when it says nothing.
     pub passive_ports: Option<RangeInclusive<u16>>,
@@ -120,6 +129,9 @@ pub struct Report {
     pub passive_range: Option<(u16, u16)>,
     pub ports: Vec<PortTest>,
     pub untested: Vec<u16>,
+    /// What the certificate was judged against: `system` or `--ca FILE`.
+    pub roots: String,
+    pub insecure: bool,
     /// One line per blocked destination: what to allow, as an nftables rule.
     pub rules: Vec<String>,
     pub verdict: Verdict,
@@ -129,11 +141,15 @@ pub struct Report {
 /// Runs every step, handing each line to `out` as soon as it is known.
 ///
 /// # Errors
-/// Only a trust store that cannot make a verifier (no usable certificate in `--ca`); every
-/// network outcome is in the [`Report`].
+/// Only a trust store that cannot make a verifier (no usable root in it); every network
+/// outcome is in the [`Report`].
 pub async fn run(opts: &DoctorOptions, out: &mut dyn FnMut(&Line)) -> Result<Report, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let inspector = Arc::new(CertInspector::new(opts.roots.clone(), provider.clone())?);
+    let inspector = Arc::new(CertInspector::new(
+        opts.roots.clone(),
+        provider.clone(),
+        opts.insecure,
+    )?);
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
@@ -147,6 +163,7 @@ pub async fn run(opts: &DoctorOptions, out: &mut dyn FnMut(&Line)) -> Result<Rep
         out,
         lines: Vec::new(),
         rules: Vec::new(),
+        untrusted: false,
     };
     let found = d.steps().await;
     Ok(d.finish(found))
@@ -169,6 +186,8 @@ struct Doctor<'a> {
     out: &'a mut dyn FnMut(&Line),
     lines: Vec<Line>,
     rules: Vec<String>,
+    /// The certificate failed and `--insecure` went on past it.
+    untrusted: bool,
 }
 
 impl Doctor<'_> {
@@ -222,8 +241,8 @@ impl Doctor<'_> {
                 self.rules.push(rule_line(SocketAddr::new(p.host, p.port)));
             }
         }
-        let v = verdict(step_failed, &ports, untested.len());
-        let mut detail = summary(v, step_failed, &ports, &untested);
+        let v = verdict(step_failed, self.untrusted, &ports, untested.len());
+        let mut detail = summary(v, step_failed, self.untrusted, &ports, &untested);
         if elsewhere {
             detail.push_str(
                 "; the failing data connections went to the address PASV announced, not the one \
@@ -233,7 +252,7 @@ impl Doctor<'_> {
         let status = match v {
             Verdict::Works => Status::Ok,
             Verdict::Degraded => Status::Warn,
-            Verdict::Broken => Status::Fail,
+            Verdict::Untrusted | Verdict::Broken => Status::Fail,
         };
         self.say(status, "summary", detail);
         Report {
@@ -242,6 +261,8 @@ impl Doctor<'_> {
             passive_range: range.map(|r| (*r.start(), *r.end())),
             ports,
             untested,
+            roots: self.opts.roots.source.describe(),
+            insecure: self.opts.insecure,
             rules: self.rules,
             verdict: v,
             exit_code: v.exit_code(),

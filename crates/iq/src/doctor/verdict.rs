@@ -43,25 +43,35 @@ pub enum Verdict {
     Works,
     /// An update works, but some passive ports fail (or went untested): IQs need retries.
     Degraded,
+    /// Only with `--insecure`: the certificate is not trusted (an IQ refuses it), while the
+    /// steps after it worked, all passive ports or some.
+    Untrusted,
     /// An update cannot work from here.
     Broken,
 }
 
 impl Verdict {
-    /// The process exit code: 0 works, 3 degraded, 1 broken (2 is left to bad arguments).
+    /// The process exit code: 0 works, 3 degraded, 4 untrusted, 1 broken (2 is left to bad
+    /// arguments).
     pub fn exit_code(self) -> u8 {
         match self {
             Verdict::Works => 0,
             Verdict::Degraded => 3,
+            Verdict::Untrusted => 4,
             Verdict::Broken => 1,
         }
     }
 }
 
-/// The verdict from whether a step failed and how the passive ports fared.
-pub fn verdict(step_failed: bool, ports: &[PortTest], untested: usize) -> Verdict {
+/// The verdict from whether a step failed, whether the certificate was gone past untrusted
+/// (`--insecure`), and how the passive ports fared. A network problem outranks the
+/// certificate (the more to fix; the certificate line still says it), the certificate
+/// outranks a degraded range.
+pub fn verdict(step_failed: bool, untrusted: bool, ports: &[PortTest], untested: usize) -> Verdict {
     if step_failed || !ports.iter().any(|p| p.result.is_ok()) {
         Verdict::Broken
+    } else if untrusted {
+        Verdict::Untrusted
     } else if untested > 0 || ports.iter().any(|p| !p.result.is_ok()) {
         Verdict::Degraded
     } else {
@@ -157,7 +167,13 @@ pub(super) fn connect_failure(e: &ClientError) -> String {
 }
 
 /// The summary line's detail.
-pub(super) fn summary(v: Verdict, step_failed: bool, ports: &[PortTest], untested: &[u16]) -> String {
+pub(super) fn summary(
+    v: Verdict,
+    step_failed: bool,
+    untrusted: bool,
+    ports: &[PortTest],
+    untested: &[u16],
+) -> String {
     let bad = ports.iter().filter(|p| !p.result.is_ok()).count();
     let total = ports.len() + untested.len();
     let mut detail = match v {
@@ -169,9 +185,23 @@ pub(super) fn summary(v: Verdict, step_failed: bool, ports: &[PortTest], unteste
             "updates work, but {} of {total} passive ports went untested",
             untested.len()
         ),
+        Verdict::Untrusted => {
+            let ports = if bad > 0 {
+                format!("{bad} of {total} passive ports fail")
+            } else {
+                format!("all {total} passive ports pass")
+            };
+            format!(
+                "an IQ update cannot work from here until the certificate is trusted (see the \
+                 certificate FAIL above); the rest, checked because of --insecure: {ports}"
+            )
+        }
         Verdict::Broken if step_failed => "an IQ update cannot work from here (see the FAIL above)".into(),
         Verdict::Broken => "an IQ update cannot work from here: no passive port works".into(),
     };
+    if untrusted && v == Verdict::Broken {
+        detail.push_str("; the certificate is NOT trusted either (--insecure went on past it)");
+    }
     if !untested.is_empty() {
         detail.push_str(&format!(
             "; untested (attempts or time ran out): {}",
@@ -201,19 +231,51 @@ mod tests {
     fn verdict_from_steps_and_ports() {
         let ok = |p| test(p, PortResult::Ok("fine".into()));
         let blocked = |p| test(p, PortResult::Blocked("timed out".into()));
-        assert_eq!(verdict(false, &[ok(1), ok(2)], 0), Verdict::Works);
-        assert_eq!(verdict(false, &[ok(1), blocked(2)], 0), Verdict::Degraded);
-        assert_eq!(verdict(false, &[ok(1), ok(2)], 1), Verdict::Degraded);
+        assert_eq!(verdict(false, false, &[ok(1), ok(2)], 0), Verdict::Works);
+        assert_eq!(verdict(false, false, &[ok(1), blocked(2)], 0), Verdict::Degraded);
+        assert_eq!(verdict(false, false, &[ok(1), ok(2)], 1), Verdict::Degraded);
         let tls = test(3, PortResult::TlsFailed("reset".into()));
-        assert_eq!(verdict(false, &[ok(1), tls], 0), Verdict::Degraded);
-        assert_eq!(verdict(false, &[blocked(1), blocked(2)], 0), Verdict::Broken);
-        assert_eq!(verdict(false, &[], 0), Verdict::Broken);
-        assert_eq!(verdict(true, &[ok(1)], 0), Verdict::Broken);
-        let codes: Vec<u8> = [Verdict::Works, Verdict::Degraded, Verdict::Broken]
-            .iter()
-            .map(|v| v.exit_code())
-            .collect();
-        assert_eq!(codes, [0, 3, 1]);
+        assert_eq!(verdict(false, false, &[ok(1), tls], 0), Verdict::Degraded);
+        assert_eq!(
+            verdict(false, false, &[blocked(1), blocked(2)], 0),
+            Verdict::Broken
+        );
+        assert_eq!(verdict(false, false, &[], 0), Verdict::Broken);
+        assert_eq!(verdict(true, false, &[ok(1)], 0), Verdict::Broken);
+        // An untrusted certificate (--insecure) is never success; the network outranks it.
+        assert_eq!(verdict(false, true, &[ok(1), ok(2)], 0), Verdict::Untrusted);
+        assert_eq!(verdict(false, true, &[ok(1), blocked(2)], 0), Verdict::Untrusted);
+        assert_eq!(verdict(false, true, &[blocked(1)], 0), Verdict::Broken);
+        assert_eq!(verdict(true, true, &[], 0), Verdict::Broken);
+        let codes: Vec<u8> = [
+            Verdict::Works,
+            Verdict::Degraded,
+            Verdict::Untrusted,
+            Verdict::Broken,
+        ]
+        .iter()
+        .map(|v| v.exit_code())
+        .collect();
+        assert_eq!(codes, [0, 3, 4, 1]);
+    }
+
+    #[test]
+    fn summaries_with_an_untrusted_certificate() {
+        let ok = |p| test(p, PortResult::Ok("fine".into()));
+        let blocked = |p| test(p, PortResult::Blocked("timed out".into()));
+        assert_eq!(
+            summary(Verdict::Untrusted, false, true, &[ok(1), ok(2)], &[]),
+            "an IQ update cannot work from here until the certificate is trusted (see the certificate \
+             FAIL above); the rest, checked because of --insecure: all 2 passive ports pass"
+        );
+        let s = summary(Verdict::Untrusted, false, true, &[ok(1), blocked(2)], &[]);
+        assert!(s.ends_with("--insecure: 1 of 2 passive ports fail"), "{s}");
+        let s = summary(Verdict::Broken, false, true, &[blocked(1)], &[]);
+        assert!(
+            s.starts_with("an IQ update cannot work from here: no passive port works")
+                && s.ends_with("the certificate is NOT trusted either (--insecure went on past it)"),
+            "{s}"
+        );
     }
 
     #[test]
