@@ -1,11 +1,13 @@
 //! The `fwdist` command line (SPEC §2). Each subcommand prints one clear line on failure and
 //! exits non-zero; `main` does the printing.
 
+pub mod api;
 pub mod devices;
 pub mod doctor;
 pub mod fetch;
 pub mod net;
 pub mod netreq;
+pub mod ops;
 pub mod release;
 pub mod simulate;
 pub mod token;
@@ -63,7 +65,7 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Run many simulated IQs against a server and report rate, latency and errors.
     Simulate(simulate::SimulateArgs),
-    /// Devices in bulk.
+    /// Devices: import a fleet into the database (local), or add, pin and unpin through the API.
     Devices {
         #[command(subcommand)]
         command: DevicesCommand,
@@ -76,6 +78,15 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Upload a signed release directory to a running server (checked locally first).
+    Publish(ops::PublishArgs),
+    /// Create, inspect and steer rollouts through a running server's API.
+    Rollout {
+        #[command(subcommand)]
+        command: ops::RolloutCommand,
+    },
+    /// Post an install report for a device, as the KS backend does (role reporter or admin).
+    Report(ops::ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -86,6 +97,17 @@ pub enum DevicesCommand {
         file: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Register devices through the API; prints `id,secret` once per device.
+    Add(ops::DevicesAdd),
+    /// Hold a device on one release (its rollouts no longer decide) until unpinned or expired.
+    Pin(ops::DevicesPin),
+    /// Remove a device's pin.
+    Unpin {
+        #[arg(value_name = "MAC")]
+        mac: String,
+        #[command(flatten)]
+        api: api::ApiArgs,
     },
 }
 
@@ -103,6 +125,18 @@ pub enum TokenCommand {
         /// error: a token written to a database the server does not use would be refused).
         #[arg(long)]
         init: bool,
+    },
+    /// List tokens through the API (names, roles, times; never a token).
+    List {
+        #[command(flatten)]
+        api: api::ApiArgs,
+    },
+    /// Revoke a token through the API: refused from the next request on.
+    Revoke {
+        /// Its id, from `fwdist token list`.
+        id: String,
+        #[command(flatten)]
+        api: api::ApiArgs,
     },
 }
 
@@ -132,6 +166,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(config.as_deref())?;
             runtime()?.block_on(devices::import(&cfg, &file))?;
         }
+        Command::Devices {
+            command: DevicesCommand::Add(a),
+        } => runtime()?.block_on(ops::devices_add(&a))?,
+        Command::Devices {
+            command: DevicesCommand::Pin(a),
+        } => runtime()?.block_on(ops::devices_pin(&a))?,
+        Command::Devices {
+            command: DevicesCommand::Unpin { mac, api },
+        } => runtime()?.block_on(ops::devices_unpin(&mac, &api))?,
+        Command::Token {
+            command: TokenCommand::List { api },
+        } => runtime()?.block_on(ops::token_list(&api))?,
+        Command::Token {
+            command: TokenCommand::Revoke { id, api },
+        } => runtime()?.block_on(ops::token_revoke(&id, &api))?,
+        Command::Publish(args) => runtime()?.block_on(ops::publish(&args))?,
+        Command::Rollout { command } => runtime()?.block_on(ops::rollout(&command))?,
+        Command::Report(args) => runtime()?.block_on(ops::report(&args))?,
         Command::NetworkRequirements(args) => netreq::run(&args)?,
         Command::Simulate(args) => return runtime()?.block_on(simulate::run(&args)),
         Command::Fetch(args) => return runtime()?.block_on(fetch::run(&args)),

@@ -133,14 +133,53 @@ pub fn sign(a: &SignArgs) -> anyhow::Result<()> {
 pub fn verify(public: &Path, dir: &Path) -> anyhow::Result<()> {
     let pem = std::fs::read_to_string(public).with_context(|| format!("reading {}", public.display()))?;
     let key = signing::decode_public_key(&pem).with_context(|| format!("{}", public.display()))?;
+    let checked = check_dir(dir, Some(&TrustedKeys::from_keys([key])))?;
+    let m = &checked.manifest;
+    println!(
+        "OK: {} {} sequence {} ({} bytes) signed by keyid {}",
+        m.model,
+        m.version,
+        m.sequence,
+        m.size,
+        checked.keyid.as_deref().unwrap_or("?")
+    );
+    Ok(())
+}
+
+/// A release directory whose manifest, signature document and image agree.
+#[derive(Debug)]
+pub struct CheckedDir {
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub signature: Vec<u8>,
+    pub image: PathBuf,
+    /// The key that signed it, when the check had keys to verify against.
+    pub keyid: Option<String>,
+}
+
+/// Checks a release directory: the manifest parses, the signature document is one, the image
+/// has the manifest's size and SHA-256 and, given `keys`, the signature verifies. Warns on
+/// standard error when the manifest has expired.
+///
+/// # Errors
+/// The first thing that does not hold, naming the file.
+pub fn check_dir(dir: &Path, keys: Option<&TrustedKeys>) -> anyhow::Result<CheckedDir> {
     let manifest_path = dir.join(MANIFEST_NAME);
     let bytes =
         std::fs::read(&manifest_path).with_context(|| format!("reading {}", manifest_path.display()))?;
     let sig_path = dir.join(SIGNATURE_NAME);
     let sig = std::fs::read(&sig_path).with_context(|| format!("reading {}", sig_path.display()))?;
-    let keyid = TrustedKeys::from_keys([key]).verify(&sig, &bytes)?;
-    let m = Manifest::parse(&bytes)?;
-    let (size, sha256) = hash_file(&dir.join(&m.file))?;
+    let keyid = match keys {
+        Some(k) => Some(k.verify(&sig, &bytes)?),
+        None => {
+            serde_json::from_slice::<signing::SignatureEnvelope>(&sig)
+                .with_context(|| format!("{} is not a signature document", sig_path.display()))?;
+            None
+        }
+    };
+    let m = Manifest::parse(&bytes).with_context(|| format!("{}", manifest_path.display()))?;
+    let image = dir.join(&m.file);
+    let (size, sha256) = hash_file(&image)?;
     if size != m.size {
         bail!("{}: size is {size} bytes, manifest says {}", m.file, m.size);
     }
@@ -150,11 +189,13 @@ pub fn verify(public: &Path, dir: &Path) -> anyhow::Result<()> {
     if m.expires_at.is_some_and(|e| e <= OffsetDateTime::now_utc()) {
         eprintln!("warning: the manifest has expired; IQs will refuse it");
     }
-    println!(
-        "OK: {} {} sequence {} ({} bytes) signed by keyid {keyid}",
-        m.model, m.version, m.sequence, m.size
-    );
-    Ok(())
+    Ok(CheckedDir {
+        manifest: m,
+        manifest_bytes: bytes,
+        signature: sig,
+        image,
+        keyid,
+    })
 }
 
 fn with_suffix(prefix: &Path, ext: &str) -> PathBuf {

@@ -24,7 +24,7 @@
 mod cert;
 mod connect;
 mod passive;
-mod roots;
+pub mod roots;
 mod verdict;
 
 use std::collections::BTreeMap;
