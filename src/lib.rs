@@ -21,6 +21,7 @@
 //! - [`diagnostics`] — counters of FTPS failures per device and client IP (firewall clues).
 //! - [`ftps`] — the FTPS front for IQs (owns sockets and TLS; libunftp behind it).
 //! - [`api`] — the axum admin API: translates HTTP to services.
+//! - [`tls`] — the rustls configuration both fronts start from (PEM files, ring).
 //! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge; `app` wires it all.
 
 pub mod api;
@@ -36,3 +37,4 @@ pub mod secret;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
