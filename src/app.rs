@@ -37,6 +37,7 @@ impl App {
     /// # Errors
     /// Anything that keeps the server from starting, with what it was doing.
     pub async fn build(mut cfg: Config) -> anyhow::Result<App> {
+        crate::descriptors::apply(&cfg)?;
         if ftps::ensure_certificate(&cfg.ftps)? {
             tracing::info!(cert = %cfg.ftps.cert.display(), "TLS certificate created");
         }

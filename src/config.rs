@@ -88,7 +88,7 @@ pub struct AdminConfig {
     /// read the response — is closed. A request the server is still working on is not.
     pub idle_timeout_secs: u64,
     /// Concurrent connections; more are accepted and closed at once, unanswered. Part of the
-    /// descriptor budget, so the API cannot take what FTPS needs.
+    /// descriptor budget ([`crate::descriptors`]), so the API cannot take what FTPS needs.
     pub max_connections: u32,
     /// PEM certificate chain and key, both or neither: with them the API speaks HTTPS only.
     pub cert: Option<PathBuf>,

@@ -22,6 +22,7 @@
 //! - [`ftps`] — the FTPS front for IQs (owns sockets and TLS; libunftp behind it).
 //! - [`api`] — the axum admin API: translates HTTP to services.
 //! - [`tls`] — the rustls configuration both fronts start from (PEM files, ring).
+//! - [`descriptors`] — the file-descriptor limit and what each front may use of it.
 //! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge; `app` wires it all.
 
 pub mod api;
@@ -29,6 +30,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod descriptors;
 pub mod diagnostics;
 pub mod domain;
 pub mod ftps;
