@@ -59,9 +59,9 @@ pub const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
     #[error("admin.cert/admin.key: {0}")]
-    Tls(#[from] crate::tls::LoadError),
-    #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: io::Error },
+    Tls(crate::tls::LoadError),
+    #[error("cannot bind: {0}")]
+    Bind(io::Error),
 }
 
 /// The listener's bounds, from `[admin]`.
@@ -107,18 +107,13 @@ impl AdminListener {
     pub async fn bind(cfg: &AdminConfig) -> Result<Self, ListenerError> {
         let tls = match cfg.tls_files() {
             Some((cert, key)) => {
-                let mut sc = crate::tls::server_config(cert, key)?;
+                let mut sc = crate::tls::server_config(cert, key).map_err(ListenerError::Tls)?;
                 sc.alpn_protocols = vec![b"http/1.1".to_vec()];
                 Some(tokio_rustls::TlsAcceptor::from(Arc::new(sc)))
             }
             None => None,
         };
-        let listener = TcpListener::bind(cfg.listen)
-            .await
-            .map_err(|source| ListenerError::Bind {
-                addr: cfg.listen,
-                source,
-            })?;
+        let listener = TcpListener::bind(cfg.listen).await.map_err(ListenerError::Bind)?;
         if tls.is_none() && !cfg.listen.ip().is_loopback() {
             tracing::warn!(
                 listen = %cfg.listen,
