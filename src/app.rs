@@ -58,7 +58,7 @@ pub struct App {
     ftp_addr: SocketAddr,
     api_addr: SocketAddr,
     ftps: FtpsFront,
-    api: (tokio::net::TcpListener, axum::Router),
+    api: (api::listener::AdminListener, axum::Router),
     db: Db,
     services: Services,
     recorder_task: tokio::task::JoinHandle<()>,
@@ -69,6 +69,7 @@ impl App {
     /// # Errors
     /// Anything that keeps the server from starting, with what it was doing.
     pub async fn build(mut cfg: Config) -> anyhow::Result<App> {
+        crate::descriptors::apply(&cfg)?;
         if ftps::ensure_certificate(&cfg.ftps)? {
             tracing::info!(cert = %cfg.ftps.cert.display(), "TLS certificate created");
         }
@@ -124,9 +125,9 @@ impl App {
         let (stop, _) = watch::channel(false);
         let diagnostics = Arc::new(Diagnostics::new(metrics.clone()));
         let ftps = ftps::build(&cfg.ftps, shared, diagnostics.clone(), ftp_listener).await?;
-        let listener = tokio::net::TcpListener::bind(cfg.admin.listen)
+        let listener = api::listener::AdminListener::bind(&cfg.admin)
             .await
-            .with_context(|| format!("binding the admin API to {}", cfg.admin.listen))?;
+            .with_context(|| format!("starting the admin API on {}", cfg.admin.listen))?;
         let api_addr = listener.local_addr()?;
         let state = AppState {
             db: db.clone(),
@@ -193,11 +194,10 @@ impl App {
         // The automatic rollout steps (advance, pause): every second, and at once on a report.
         let steps = tokio::spawn(services.rollouts.clone().run_steps());
         let mut api_stop = stop.subscribe();
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let api = axum::serve(listener, service).with_graceful_shutdown(async move {
+        let api = listener.serve(router, async move {
             while api_stop.changed().await.is_ok() && !*api_stop.borrow() {}
         });
-        let mut api = Box::pin(api.into_future());
+        let mut api = Box::pin(api);
         let mut ftp_stop = stop.subscribe();
         let mut ftp = Box::pin(ftps.run(
             async move { while ftp_stop.changed().await.is_ok() && !*ftp_stop.borrow() {} },

@@ -78,6 +78,21 @@ pub struct FtpsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// The longest a client may take to send a request's head (request line and headers),
+    /// counted from when the server starts waiting for it: the accept (the TLS handshake has
+    /// the same bound) or the end of the previous response. Closes a slowloris connection
+    /// and, since the wait between requests counts, an idle keep-alive connection too.
+    pub header_timeout_secs: u64,
+    /// A connection on which no byte moves for this long while the server waits on the
+    /// client — for its next request, for a request body that stopped arriving, for it to
+    /// read the response — is closed. A request the server is still working on is not.
+    pub idle_timeout_secs: u64,
+    /// Concurrent connections; more are accepted and closed at once, unanswered. Part of the
+    /// descriptor budget ([`crate::descriptors`]), so the API cannot take what FTPS needs.
+    pub max_connections: u32,
+    /// PEM certificate chain and key, both or neither: with them the API speaks HTTPS only.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +157,11 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            header_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_connections: 256,
+            cert: None,
+            key: None,
         }
     }
 }
@@ -226,6 +246,7 @@ impl Config {
         if self.ftps.public_port == Some(0) {
             return Err(invalid("ftps.public_port", "must be 1-65535"));
         }
+        self.admin.validate()?;
         if self.node.is_empty() || self.node.len() > 64 {
             return Err(invalid("node", "must be 1-64 characters"));
         }
@@ -245,6 +266,30 @@ impl Config {
             return Err(invalid("store.max_image_bytes", "must be above 0"));
         }
         Ok(())
+    }
+}
+
+impl AdminConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.header_timeout_secs == 0 {
+            return Err(invalid("admin.header_timeout_secs", "must be above 0"));
+        }
+        if self.idle_timeout_secs == 0 {
+            return Err(invalid("admin.idle_timeout_secs", "must be above 0"));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("admin.max_connections", "must be above 0"));
+        }
+        match (&self.cert, &self.key) {
+            (Some(_), None) => Err(invalid("admin.key", "must be set with admin.cert")),
+            (None, Some(_)) => Err(invalid("admin.cert", "must be set with admin.key")),
+            _ => Ok(()),
+        }
+    }
+
+    /// The PEM certificate chain and key, when the API speaks HTTPS.
+    pub fn tls_files(&self) -> Option<(&Path, &Path)> {
+        Some((self.cert.as_deref()?, self.key.as_deref()?))
     }
 }
 
@@ -358,6 +403,15 @@ mod tests {
         assert_eq!(c.ftps.listen.to_string(), "127.0.0.1:2121");
         assert_eq!(c.ftps.passive_range().unwrap(), 50000..=50049);
         assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(
+            (
+                c.admin.header_timeout_secs,
+                c.admin.idle_timeout_secs,
+                c.admin.max_connections
+            ),
+            (10, 60, 256)
+        );
+        assert_eq!(c.admin.tls_files(), None);
         assert_eq!(c.store.root, PathBuf::from("firmware-store"));
         assert_eq!(c.db.url, "sqlite://firmware-store/fwdist.sqlite");
         assert_eq!(c.signing.trusted_keys, PathBuf::from("certs/release-keys"));
@@ -418,6 +472,33 @@ mod tests {
         assert_eq!(
             c.ftps.passive_host().unwrap(),
             PassiveHost::Dns("fw.example.com".into())
+        );
+    }
+
+    #[test]
+    fn admin_limits_are_above_zero_and_tls_files_come_in_pairs() {
+        for (key, set) in [
+            (
+                "admin.header_timeout_secs",
+                (|c| c.header_timeout_secs = 0) as fn(&mut AdminConfig),
+            ),
+            ("admin.idle_timeout_secs", |c| c.idle_timeout_secs = 0),
+            ("admin.max_connections", |c| c.max_connections = 0),
+            ("admin.key", |c| c.cert = Some("a.crt".into())),
+            ("admin.cert", |c| c.key = Some("a.key".into())),
+        ] {
+            let mut c = Config::default();
+            set(&mut c.admin);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+        let mut c = Config::default();
+        c.admin.cert = Some("a.crt".into());
+        c.admin.key = Some("a.key".into());
+        c.validate().unwrap();
+        assert_eq!(
+            c.admin.tls_files(),
+            Some((Path::new("a.crt"), Path::new("a.key")))
         );
     }
 

@@ -20,7 +20,10 @@
 //! - [`network`] — the firewall rules an IQ needs, from plain values. Pure.
 //! - [`diagnostics`] — counters of FTPS failures per device and client IP (firewall clues).
 //! - [`ftps`] — the FTPS front for IQs (owns sockets and TLS; libunftp behind it).
-//! - [`api`] — the axum admin API: translates HTTP to services.
+//! - [`api`] — the axum admin API: translates HTTP to services; its own listener
+//!   (timeouts, connection cap, optional TLS).
+//! - [`tls`] — the rustls configuration both fronts start from (PEM files, ring).
+//! - [`descriptors`] — the file-descriptor limit and what each front may use of it.
 //! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge; `app` wires it all.
 
 pub mod api;
@@ -28,6 +31,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod descriptors;
 pub mod diagnostics;
 pub mod domain;
 pub mod ftps;
@@ -37,3 +41,4 @@ pub mod secret;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod tls;

@@ -11,6 +11,7 @@ pub mod diagnostics;
 pub mod downloads;
 pub mod error;
 pub mod health;
+pub mod listener;
 pub mod network;
 pub mod releases;
 pub mod reports;

@@ -7,9 +7,6 @@ use std::path::Path;
 
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject as _;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
 use crate::config::{FtpsConfig, PassiveHost};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,8 +19,8 @@ pub enum TlsError {
     Generate(String),
     #[error("cannot write {0}: {1}")]
     Write(String, std::io::Error),
-    #[error("cannot load the TLS certificate/key ({0}): {1}")]
-    Load(String, String),
+    #[error(transparent)]
+    Load(#[from] crate::tls::LoadError),
 }
 
 /// Makes sure `cfg.cert` and `cfg.key` exist; returns true if they were just created.
@@ -69,30 +66,15 @@ fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
 }
 
 /// The rustls configuration every control connection starts from: TLS 1.2 and 1.3, ring,
-/// the configured certificate, and stateful resumption only (session ids in TLS 1.2, ids as
-/// tickets in TLS 1.3): a stateless ticket could be replayed on any session's data port,
-/// while a session id is something [`SessionTls`] can tie to one control connection.
+/// the configured certificate ([`crate::tls::server_config`]), and stateful resumption only
+/// (session ids in TLS 1.2, ids as tickets in TLS 1.3): a stateless ticket could be replayed
+/// on any session's data port, while a session id is something [`SessionTls`] can tie to one
+/// control connection.
 ///
 /// # Errors
 /// Unreadable or unusable certificate or key.
 pub fn server_config(cfg: &FtpsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
-    let what = || format!("{}, {}", cfg.cert.display(), cfg.key.display());
-    let load = |e: &dyn std::fmt::Display| TlsError::Load(what(), e.to_string());
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cfg.cert)
-        .map_err(|e| load(&e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| load(&e))?;
-    if certs.is_empty() {
-        return Err(load(&"no certificate in the file"));
-    }
-    let key = PrivateKeyDer::from_pem_file(&cfg.key).map_err(|e| load(&e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .map_err(|e| load(&e))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| load(&e))?;
+    let mut sc = crate::tls::server_config(&cfg.cert, &cfg.key)?;
     sc.session_storage = rustls::server::ServerSessionMemoryCache::new(SHARED_SESSIONS);
     Ok(Arc::new(sc))
 }

@@ -8,6 +8,7 @@
 // Test helpers outside `#[test]` fns panic on purpose: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin_listener;
 mod api;
 mod api_rules;
 mod cli;
