@@ -98,10 +98,7 @@ impl Api {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| reach_error(&self.base, &e))?;
+        let resp = req.send().await.map_err(|e| reach_error(&self.base, &e))?;
         answer(resp).await.map(|(_, v)| v)
     }
 
@@ -114,7 +111,11 @@ impl Api {
     ///
     /// # Errors
     /// As [`Api::call`].
-    pub async fn upload(&self, path: &str, form: reqwest::multipart::Form) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn upload(
+        &self,
+        path: &str,
+        form: reqwest::multipart::Form,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let resp = self
             .http
             .post(self.url(path))
@@ -128,7 +129,10 @@ impl Api {
 
     /// Prints `v` as pretty JSON (for `--json`).
     pub fn print_json(v: &Value) {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string()));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+        );
     }
 }
 
@@ -161,7 +165,11 @@ async fn answer(resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> 
             .get("error")
             .and_then(Value::as_str)
             .map_or_else(|| body.to_string(), str::to_owned);
-        bail!("{} {}: {msg}", status.as_u16(), status.canonical_reason().unwrap_or(""));
+        bail!(
+            "{} {}: {msg}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
     }
     Ok((status, body))
 }

@@ -153,10 +153,15 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("-")
 }
 
+/// A JSON value in words: `10` for 10.0, `-` for null.
 fn num(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
         other => other.to_string(),
     }
 }
@@ -192,7 +197,8 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         bar.set_message(format!("uploading {} {}", m.model, m.version));
         Some(bar)
     } else {
-        eprintln!(
+        // Off a terminal, progress is plain lines on stdout (stderr is kept for the one error line).
+        println!(
             "checked {} {} (sequence {}, {size} bytes); uploading",
             m.model, m.version, m.sequence
         );
@@ -509,7 +515,11 @@ pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
         body["detail"] = json!(d);
     }
     let r = api
-        .call(Method::POST, &format!("/devices/{}/reports", a.device), Some(&body))
+        .call(
+            Method::POST,
+            &format!("/devices/{}/reports", a.device),
+            Some(&body),
+        )
         .await?;
     if api.json {
         Api::print_json(&r);
@@ -543,7 +553,10 @@ pub async fn token_list(api: &ApiArgs) -> anyhow::Result<()> {
         Api::print_json(&Value::Array(items));
         return Ok(());
     }
-    println!("{:>5}  {:<24} {:<10} {:<25} LAST USED", "ID", "NAME", "ROLE", "CREATED");
+    println!(
+        "{:>5}  {:<24} {:<10} {:<25} LAST USED",
+        "ID", "NAME", "ROLE", "CREATED"
+    );
     for t in &items {
         println!(
             "{:>5}  {:<24} {:<10} {:<25} {}",

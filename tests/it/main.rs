@@ -25,6 +25,7 @@ mod helpers;
 mod metrics;
 mod network_requirements;
 mod operator;
+mod operator_cli;
 mod passive;
 mod raw_ctl;
 mod releases;
