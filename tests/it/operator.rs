@@ -365,3 +365,123 @@ async fn tokens_are_listed_without_secrets_and_a_revoked_one_is_refused_at_once(
         403
     );
 }
+
+/// Every action of SPEC §10 happens once; each is in the log with its actor, its target and a
+/// JSON object as detail, and no secret or token appears anywhere in it.
+#[tokio::test]
+async fn every_change_and_every_automatic_step_is_audited_without_secrets() {
+    let app = spawn_app().await;
+    let ops = app.create_token("ops", "viewer").await; // token.create (actor cli)
+    app.publish("iq2", "1.0.0", 1, &image(1000, 1)).await; // release.publish
+    app.publish("iq2", "1.1.0", 2, &image(1000, 2)).await;
+    let a = app.create_device("aa:bb:cc:33:00:01", "iq2").await; // device.create
+    let b = app.create_device("aa:bb:cc:33:00:02", "iq2").await;
+    let path = "/api/v1/devices/aa:bb:cc:33:00:02";
+    assert_eq!(app.post(&format!("{path}/disable"), json!({})).await.0, 200);
+    assert_eq!(app.post(&format!("{path}/enable"), json!({})).await.0, 200);
+    let (_, rotated) = app.post(&format!("{path}/secret"), json!({})).await;
+    assert_eq!(delete(&app, &format!("{path}/lockout")).await.0, 204);
+    assert_eq!(
+        put(&app, &format!("{path}/pin"), json!({"version": "1.1.0"}))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(delete(&app, &format!("{path}/pin")).await.0, 204);
+    // A staged rollout that advances by itself, then pauses by itself.
+    let id = app
+        .rollout(
+            json!({"model": "iq2", "version": "1.0.0", "devices": ["aa:bb:cc:33:00:01"],
+                        "phases": [1, 100], "success_threshold": 1.0, "failure_threshold": 0.5}),
+        )
+        .await;
+    let report = |dev: &'static str, outcome: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = app
+                .post(
+                    &format!("/api/v1/devices/{dev}/reports"),
+                    json!({"version": "1.0.0", "outcome": outcome}),
+                )
+                .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    report("aa:bb:cc:33:00:01", "installed").await;
+    let wait = |action: &'static str| {
+        let app = &app;
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while audit(app, &format!("action={action}")).await.is_empty() {
+                assert!(std::time::Instant::now() < deadline, "no {action} entry");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    };
+    wait("rollout.advance").await;
+    report("aa:bb:cc:33:00:02", "failed").await;
+    wait("rollout.pause").await;
+    assert_eq!(
+        app.patch(
+            &format!("/api/v1/rollouts/{id}"),
+            json!({"failure_threshold": 0.9})
+        )
+        .await
+        .0,
+        200
+    );
+    assert_eq!(
+        app.post("/api/v1/releases/iq2/1.1.0/yank", json!({})).await.0,
+        200
+    );
+    assert_eq!(delete(&app, path).await.0, 204);
+    let (_, tokens) = app.get("/api/v1/tokens").await;
+    let ops_id = tokens["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ops")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(delete(&app, &format!("/api/v1/tokens/{ops_id}")).await.0, 204);
+
+    let log = audit(&app, "limit=1000").await;
+    let want = [
+        ("token.create", "cli", "token/ops"),
+        ("release.publish", "it-publisher", "iq2/1.0.0"),
+        ("device.create", "it-admin", "aa:bb:cc:33:00:01"),
+        ("device.disable", "it-admin", "aa:bb:cc:33:00:02"),
+        ("device.enable", "it-admin", "aa:bb:cc:33:00:02"),
+        ("device.secret", "it-admin", "aa:bb:cc:33:00:02"),
+        ("device.unlock", "it-admin", "aa:bb:cc:33:00:02"),
+        ("pin.set", "it-admin", "aa:bb:cc:33:00:02"),
+        ("pin.clear", "it-admin", "aa:bb:cc:33:00:02"),
+        ("rollout.create", "it-admin", "rollout/"),
+        ("rollout.advance", "fwdist", "rollout/"),
+        ("rollout.pause", "fwdist", "rollout/"),
+        ("rollout.update", "it-admin", "rollout/"),
+        ("release.yank", "it-admin", "iq2/1.1.0"),
+        ("device.delete", "it-admin", "aa:bb:cc:33:00:02"),
+        ("token.revoke", "it-admin", "token/ops"),
+    ];
+    for (action, actor, target) in want {
+        let e = log
+            .iter()
+            .find(|e| e["action"] == action && e["target"].as_str().is_some_and(|t| t.starts_with(target)))
+            .unwrap_or_else(|| panic!("no {action} on {target} in {log:#?}"));
+        assert_eq!(e["actor"], actor, "{e}");
+        assert!(e["detail"].is_object(), "{e}");
+        crate::helpers::rfc3339(&e["at"], "at");
+    }
+    let text = serde_json::to_string(&log).unwrap();
+    let secret = rotated["secret"].as_str().unwrap();
+    for s in [
+        a.secret.as_str(),
+        b.secret.as_str(),
+        secret,
+        ops.as_str(),
+        app.admin_token.as_str(),
+    ] {
+        assert!(!text.contains(s), "a secret or token in the audit log");
+    }
+}
