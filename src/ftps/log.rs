@@ -44,7 +44,8 @@ fn fields(record: &Record<'_>, values: &OwnedKVList) -> Fields {
 /// libunftp warns about every command a storage backend refuses ("Control channel error").
 /// Our tree refuses by design: a device without an update gets `550` on `/target/...` (the
 /// normal poll), a write gets `550` read-only. Those are the client's answer, not a server
-/// problem: logged at debug. Anything else keeps libunftp's level.
+/// problem: logged at debug. Its "Failed login attempt" repeats our own warning with the
+/// loopback address it sees instead of the IQ's: debug too. Anything else keeps its level.
 fn effective_level(record: &Record<'_>) -> slog::Level {
     if record.level() != slog::Level::Warning {
         return record.level();
@@ -55,7 +56,9 @@ fn effective_level(record: &Record<'_>) -> slog::Level {
         "PermanentDirectoryNotAvailable",
         "PermissionDenied",
     ];
-    if msg.starts_with("Control channel error") && expected.iter().any(|k| msg.contains(k)) {
+    if (msg.starts_with("Control channel error") && expected.iter().any(|k| msg.contains(k)))
+        || msg.starts_with("PASS: Failed login attempt")
+    {
         slog::Level::Debug
     } else {
         slog::Level::Warning

@@ -22,6 +22,7 @@ mod front;
 mod ftp_client;
 mod ftps;
 mod helpers;
+mod logs;
 mod metrics;
 mod network_requirements;
 mod operator;
