@@ -65,8 +65,9 @@ pub struct FtpsConfig {
     /// Concurrent control sessions from one client IP; the next one gets `421` at connect.
     /// Protects a site's uplink and the passive range from one busy NAT address. 0 = no limit.
     pub max_sessions_per_ip: u32,
-    /// How long a passive port waits for the IQ's data connection. When it expires the
-    /// port is freed and the session is closed (libunftp alone would leave a RETR hanging).
+    /// How long a passive port waits for the IQ's data connection. When it expires the port
+    /// is freed and the command waiting on it gets `425`; a session's second unused offer
+    /// closes it (libunftp alone would leave a RETR hanging).
     pub data_connect_timeout_secs: u64,
     /// The built-in `probe` account (password `probe`) used by `fwdist doctor`: it can read
     /// only `/probe.bin`, and logs in at most `probe_logins_per_minute` times per client IP.

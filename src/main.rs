@@ -1,5 +1,6 @@
 //! The `fwdist` binary: parse the command line, run it (see [`fwdist::cli::run`]), and turn a
-//! failure into one `fwdist: error: ...` line on stderr and a non-zero exit code.
+//! failure into one `fwdist: error: ...` line on stderr (joined, if its text had several) and a
+//! non-zero exit code.
 
 use std::process::ExitCode;
 
@@ -10,7 +11,10 @@ fn main() -> ExitCode {
     match cli::run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("fwdist: error: {e:#}");
+            // One line, whatever the error's text holds (a TOML parse error spans several).
+            let text = format!("{e:#}");
+            let line: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+            eprintln!("fwdist: error: {}", line.join(" "));
             ExitCode::FAILURE
         }
     }

@@ -57,9 +57,10 @@ pub fn parse_csv(text: &str) -> anyhow::Result<Vec<Row>> {
 
 /// # Errors
 /// Unreadable file, bad CSV, an already registered device (nothing is written), database.
-pub async fn import(cfg: &Config, file: &Path) -> anyhow::Result<()> {
+pub async fn import(cfg: &Config, file: &Path, init: bool) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let rows = parse_csv(&text)?;
+    super::token::refuse_missing_db(cfg, init)?;
     let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
     let devices = Devices::new(
         db.clone(),

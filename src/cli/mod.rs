@@ -97,6 +97,10 @@ pub enum DevicesCommand {
         file: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Create the database if it does not exist yet (without it, a missing database is an
+        /// error: devices written to a database the server does not use could never log in).
+        #[arg(long)]
+        init: bool,
     },
     /// Register devices through the API; prints `id,secret` once per device.
     Add(ops::DevicesAdd),
@@ -161,10 +165,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(token::create(&cfg, &name, role, init))?;
         }
         Command::Devices {
-            command: DevicesCommand::Import { file, config },
+            command: DevicesCommand::Import { file, config, init },
         } => {
             let cfg = Config::load(config.as_deref())?;
-            runtime()?.block_on(devices::import(&cfg, &file))?;
+            runtime()?.block_on(devices::import(&cfg, &file, init))?;
         }
         Command::Devices {
             command: DevicesCommand::Add(a),

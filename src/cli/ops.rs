@@ -166,6 +166,11 @@ fn num(v: &Value) -> String {
     }
 }
 
+/// The canonical form of a MAC the API accepted (it answers 404 for one it cannot parse).
+fn canonical(mac: &str) -> String {
+    DeviceId::parse(mac).map_or_else(|_| mac.to_owned(), |d| d.to_string())
+}
+
 // ---- publish ----
 
 /// Uploads a release directory after checking it locally.
@@ -394,6 +399,7 @@ pub async fn rollout(cmd: &RolloutCommand) -> anyhow::Result<()> {
             let items = list["items"].as_array().cloned().unwrap_or_default();
             if items.is_empty() {
                 println!("no rollouts");
+                return Ok(());
             }
             println!(
                 "{:>5}  {:<12} {:<12} {:<10} {:>7} {:>9} {:>9} {:>7}",
@@ -487,7 +493,7 @@ pub async fn devices_pin(a: &DevicesPin) -> anyhow::Result<()> {
         let until = pin["expires_at"]
             .as_str()
             .map_or_else(|| "until unpinned".to_owned(), |t| format!("until {t}"));
-        println!("pinned {} to {} {until}", a.mac, text(&pin, "version"));
+        println!("pinned {} to {} {until}", canonical(&a.mac), text(&pin, "version"));
     }
     Ok(())
 }
@@ -499,7 +505,7 @@ pub async fn devices_unpin(mac: &str, api: &ApiArgs) -> anyhow::Result<()> {
     api.call(Method::DELETE, &format!("/devices/{mac}/pin"), None)
         .await?;
     if !api.json {
-        println!("unpinned {mac}: its rollouts decide its target again");
+        println!("unpinned {}: its rollouts decide its target again", canonical(mac));
     }
     Ok(())
 }

@@ -10,17 +10,27 @@ use crate::db::Db;
 use crate::domain::Role;
 use crate::services::tokens::Tokens;
 
-/// Prints the token as the last word of its output.
+/// Local commands write the server's database: one that does not exist yet is most likely the
+/// wrong directory or config, so it is created only with `--init`.
 ///
 /// # Errors
-/// Bad config, database failure, or an empty name.
-pub async fn create(cfg: &Config, name: &str, role: Role, init: bool) -> anyhow::Result<()> {
+/// The database file is missing and `init` is false.
+pub fn refuse_missing_db(cfg: &Config, init: bool) -> anyhow::Result<()> {
     if !init && let Some(path) = Db::missing_file(&cfg.db.url) {
         anyhow::bail!(
             "no database at {} (run this where the server runs, or give its --config; --init creates a new one)",
             path.display()
         );
     }
+    Ok(())
+}
+
+/// Prints the token as the last word of its output.
+///
+/// # Errors
+/// Bad config, database failure, or an empty name.
+pub async fn create(cfg: &Config, name: &str, role: Role, init: bool) -> anyhow::Result<()> {
+    refuse_missing_db(cfg, init)?;
     let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
     let created = Tokens::new(db.clone()).create(name, role, "cli").await;
     db.close().await;

@@ -35,13 +35,28 @@ use crate::db::Db;
 use crate::domain::DeviceId;
 use crate::secret::{Secret, SecretHash};
 
-/// Failed logins per (user, client IP): after `max` failures in `period`, that pair is
-/// refused for `period`. In memory; bounded.
+/// Failed logins per (user, client IP): `max` failures within `period` (a sliding window)
+/// lock that pair for `period` from the last of them (SPEC §6: 5 within 5 minutes lock for
+/// 5 minutes). In memory; bounded. The `_at` forms take the time, so the rule is tested
+/// without a clock.
 #[derive(Debug)]
 pub struct Lockout {
     max: u32,
     period: Duration,
-    failures: Mutex<HashMap<(String, IpAddr), (u32, Instant)>>,
+    failures: Mutex<HashMap<(String, IpAddr), Pair>>,
+}
+
+#[derive(Debug, Default)]
+struct Pair {
+    /// The failures within the window, oldest first (at most `max`).
+    recent: std::collections::VecDeque<Instant>,
+    locked_until: Option<Instant>,
+}
+
+impl Pair {
+    fn stale(&self, now: Instant, period: Duration) -> bool {
+        self.locked_until.is_none_or(|u| u <= now) && self.recent.back().is_none_or(|t| now.duration_since(*t) >= period)
+    }
 }
 
 const MAX_TRACKED: usize = 100_000;
@@ -56,37 +71,47 @@ impl Lockout {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), (u32, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, IpAddr), Pair>> {
         self.failures
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub fn is_locked(&self, user: &str, ip: IpAddr) -> bool {
-        if self.max == 0 {
-            return false;
-        }
-        let now = Instant::now();
-        matches!(self.lock().get(&(user.to_owned(), ip)),
-            Some((n, last)) if *n >= self.max && now.duration_since(*last) < self.period)
+        self.is_locked_at(user, ip, Instant::now())
+    }
+
+    pub fn is_locked_at(&self, user: &str, ip: IpAddr, now: Instant) -> bool {
+        self.max > 0
+            && self
+                .lock()
+                .get(&(user.to_owned(), ip))
+                .and_then(|p| p.locked_until)
+                .is_some_and(|u| u > now)
     }
 
     pub fn failed(&self, user: &str, ip: IpAddr) {
+        self.failed_at(user, ip, Instant::now());
+    }
+
+    pub fn failed_at(&self, user: &str, ip: IpAddr, now: Instant) {
         if self.max == 0 {
             return;
         }
-        let now = Instant::now();
+        let (max, period) = (self.max as usize, self.period);
         let mut g = self.lock();
         if g.len() >= MAX_TRACKED {
-            let period = self.period;
-            g.retain(|_, (_, last)| now.duration_since(*last) < period);
+            g.retain(|_, p| !p.stale(now, period));
         }
-        let e = g.entry((user.to_owned(), ip)).or_insert((0, now));
-        if now.duration_since(e.1) >= self.period {
-            e.0 = 0;
+        let p = g.entry((user.to_owned(), ip)).or_default();
+        while p.recent.front().is_some_and(|t| now.duration_since(*t) >= period) {
+            p.recent.pop_front();
         }
-        e.0 += 1;
-        e.1 = now;
+        p.recent.push_back(now);
+        if p.recent.len() >= max {
+            p.locked_until = Some(now + period);
+            p.recent.clear();
+        }
     }
 
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
@@ -97,16 +122,17 @@ impl Lockout {
 
     /// The addresses `user` is locked out from now, with how long each lasts.
     pub fn locked(&self, user: &str) -> Vec<(IpAddr, Duration)> {
+        self.locked_at(user, Instant::now())
+    }
+
+    pub fn locked_at(&self, user: &str, now: Instant) -> Vec<(IpAddr, Duration)> {
         if self.max == 0 {
             return Vec::new();
         }
-        let now = Instant::now();
         self.lock()
             .iter()
-            .filter(|((u, _), (n, last))| {
-                u == user && *n >= self.max && now.duration_since(*last) < self.period
-            })
-            .map(|((_, ip), (_, last))| (*ip, self.period.saturating_sub(now.duration_since(*last))))
+            .filter(|((u, _), _)| u == user)
+            .filter_map(|((_, ip), p)| p.locked_until.filter(|t| *t > now).map(|t| (*ip, t - now)))
             .collect()
     }
 
@@ -320,19 +346,42 @@ mod tests {
         let l = Lockout::new(3, Duration::from_secs(60));
         let ip: IpAddr = "192.0.2.9".parse().unwrap();
         let other: IpAddr = "192.0.2.10".parse().unwrap();
+        let t0 = Instant::now();
         for _ in 0..2 {
-            l.failed("a", ip);
+            l.failed_at("a", ip, t0);
         }
-        assert!(!l.is_locked("a", ip));
-        l.failed("a", ip);
-        assert!(l.is_locked("a", ip));
-        assert!(!l.is_locked("a", other));
-        assert!(!l.is_locked("b", ip));
-        assert!(!Lockout::new(0, Duration::from_secs(60)).is_locked("a", ip));
-        let quick = Lockout::new(1, Duration::from_millis(1));
-        quick.failed("a", ip);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!quick.is_locked("a", ip), "the lockout expires");
+        assert!(!l.is_locked_at("a", ip, t0));
+        l.failed_at("a", ip, t0);
+        assert!(l.is_locked_at("a", ip, t0));
+        assert!(!l.is_locked_at("a", other, t0));
+        assert!(!l.is_locked_at("b", ip, t0));
+        assert_eq!(l.locked_at("a", t0), vec![(ip, Duration::from_secs(60))]);
+        assert!(l.is_locked_at("a", ip, t0 + Duration::from_secs(59)));
+        assert!(!l.is_locked_at("a", ip, t0 + Duration::from_secs(60)), "the lockout ends");
+        assert!(!Lockout::new(0, Duration::from_secs(60)).is_locked_at("a", ip, t0));
+        assert_eq!(l.clear("a"), 1);
+        assert!(!l.is_locked_at("a", ip, t0));
+    }
+
+    #[test]
+    fn only_failures_within_the_window_count() {
+        let l = Lockout::new(3, Duration::from_secs(300));
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let t0 = Instant::now();
+        // Four minutes apart: never three within five minutes.
+        for i in 0..6 {
+            l.failed_at("a", ip, t0 + Duration::from_secs(240 * i));
+            assert!(!l.is_locked_at("a", ip, t0 + Duration::from_secs(240 * i)), "failure {i}");
+        }
+        // Three within the window lock.
+        let t1 = t0 + Duration::from_secs(10_000);
+        for s in [0, 100, 299] {
+            l.failed_at("a", ip, t1 + Duration::from_secs(s));
+        }
+        assert!(l.is_locked_at("a", ip, t1 + Duration::from_secs(299)));
+        // A success forgets the failures.
+        l.succeeded("a", ip);
+        assert!(!l.is_locked_at("a", ip, t1 + Duration::from_secs(300)));
     }
 
     #[test]

@@ -124,6 +124,10 @@ pub async fn run(p: DataParams) -> DataEnd {
                     "passive port offered but no data connection arrived (a firewall may block this port)");
                 diagnostics.count(conn.peer.ip(), conn.device(), Event::PassiveOfferUnused { port });
                 conn.offer_missed();
+            } else {
+                // A connection came and was refused (no TLS resumption, a failed handshake):
+                // the offer is over, and the next one gets a fresh clock.
+                conn.offer_used();
             }
             return end;
         }
@@ -213,12 +217,18 @@ async fn serve(
 
 /// Takes an upload of at most `cap` bytes (then the IQ's end of file), or notes that it is
 /// larger; either way the connection ends cleanly (close_notify, the rest drained).
+/// Most bytes of a refused upload read and dropped before the data connection is closed.
+const DRAIN_MAX: usize = 1024 * 1024;
+
 async fn receive(conn: &Conn, mut tls: Tls, job: ReceiveJob) -> DataEnd {
     let mut body = Vec::with_capacity(job.cap.min(64 * 1024));
     let mut buf = vec![0u8; 16 * 1024];
     // A whole upload gets one stall period, not one per read: a client dribbling a byte at a
     // time cannot hold the transfer slot for hours.
     let until = Instant::now() + STALL;
+    // Past the cap the rest is read and dropped (up to DRAIN_MAX), so the client finishes its
+    // send and reads the refusal instead of a reset in the middle of writing.
+    let mut drained: Option<usize> = None;
     let outcome = loop {
         let r = tokio::select! {
             () = conn.closed() => return DataEnd::Failed(426, CUT),
@@ -226,11 +236,18 @@ async fn receive(conn: &Conn, mut tls: Tls, job: ReceiveJob) -> DataEnd {
                 r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             }
         };
-        match r {
-            Ok(0) => break Received::Body(body),
-            Ok(n) if body.len() + n > job.cap => break Received::TooLarge,
-            Ok(n) => body.extend_from_slice(&buf[..n]),
-            Err(_) => return DataEnd::Failed(426, CUT),
+        match (r, drained) {
+            (Ok(0), None) => break Received::Body(body),
+            (Ok(0), Some(_)) => break Received::TooLarge,
+            (Ok(n), Some(d)) => {
+                if d + n > DRAIN_MAX {
+                    break Received::TooLarge;
+                }
+                drained = Some(d + n);
+            }
+            (Ok(n), None) if body.len() + n > job.cap => drained = Some(body.len() + n),
+            (Ok(n), None) => body.extend_from_slice(&buf[..n]),
+            (Err(_), _) => return DataEnd::Failed(426, CUT),
         }
     };
     let _ = job.got.send(outcome);

@@ -49,6 +49,9 @@ const ENGINE_REPLY: Duration = Duration::from_secs(10);
 /// Counts a transfer on the connection while it lives (shutdown lets transfers finish).
 struct Busy<'a>(&'a Conn);
 
+/// What `HELP` answers: the commands an IQ uses, nothing of the implementation.
+const HELP: &str = "214-Commands an IQ uses:\r\n AUTH PBSZ PROT USER PASS TYPE PASV EPSV SIZE MDTM REST RETR STOR\r\n LIST NLST CWD PWD NOOP FEAT SITE QUIT\r\n214 End\r\n";
+
 impl<'a> Busy<'a> {
     fn new(c: &'a Conn) -> Self {
         c.transfer_started();
@@ -219,6 +222,9 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             }
             "FEAT" => self.reply_client(FEAT).await,
             "STAT" if arg.is_empty() => self.reply_client("211 fwdist firmware server\r\n").await,
+            // libunftp's HELP names itself and its version: nothing an IQ needs, much an
+            // attacker likes.
+            "HELP" => self.reply_client(HELP).await,
             "PASV" | "EPSV" | "PORT" | "EPRT" if self.logged_in && !self.prot_p => {
                 self.reply_client(DATA_TLS_REQUIRED).await
             }
