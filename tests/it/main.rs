@@ -22,6 +22,7 @@ mod ftp_client;
 mod ftps;
 mod helpers;
 mod network_requirements;
+mod openapi;
 mod operator;
 mod passive;
 mod raw_ctl;
