@@ -1,10 +1,12 @@
 //! `GET /audit` (admin): the append-only log of changes and automatic rollout actions
 //! (SPEC §10), newest first, optionally one action.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Admin, Authorized};
 use super::error::{ApiError, ApiQuery};
@@ -32,19 +34,41 @@ pub const ACTIONS: &[&str] = &[
     "pin.clear",
 ];
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/audit", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(list_audit))
 }
 
-#[derive(Debug, Serialize)]
+/// One entry of the audit log, never edited.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = AuditEntry)]
 struct AuditView {
     id: i64,
+    #[schema(format = DateTime)]
     at: String,
+    /// The token's name; `cli` for `fwdist token create`, `fwdist` for automatic actions.
     actor: String,
+    #[schema(value_type = AuditAction)]
     action: String,
+    /// The object: `aa:bb:cc:dd:ee:ff`, `iq2/1.2.0`, `rollout/7`, `token/ops`.
     target: String,
+    /// What changed.
+    #[schema(value_type = Object)]
     detail: serde_json::Value,
 }
+
+/// The schema of an audit action: one of [`ACTIONS`].
+struct AuditAction;
+
+impl utoipa::PartialSchema for AuditAction {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("What was done (SPEC §10)."))
+            .enum_values(Some(ACTIONS.iter().copied()))
+            .into()
+    }
+}
+impl ToSchema for AuditAction {}
 
 impl AuditView {
     fn new(a: &AuditRow) -> Self {
@@ -59,15 +83,29 @@ impl AuditView {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only entries of this action.
+    #[param(value_type = Option<AuditAction>, inline)]
     action: Option<String>,
-    limit: Option<String>,
-    after: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    page: PageQuery,
 }
 
-async fn list(
+/// The audit log, newest first
+///
+/// Every change made through the API or the CLI, and every automatic rollout advance or
+/// pause (SPEC §10).
+#[utoipa::path(
+    get,
+    path = "/audit",
+    params(ListQuery, PageQuery),
+    responses((status = 200, description = "A page of entries.", body = Listing<AuditView>)),
+    extensions(("x-fwdist-role" = json!("admin"))),
+)]
+async fn list_audit(
     _: Authorized<Admin>,
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -81,11 +119,7 @@ async fn list(
             ACTIONS.join(", ")
         )));
     }
-    let page = PageQuery {
-        limit: q.limit,
-        after: q.after,
-    }
-    .page()?;
+    let page = q.page.page()?;
     let rows = st.db.list_audit(action, page).await?;
     let (rows, next) = page.finish(rows, |a| a.id);
     Ok(Json(Listing {

@@ -1,36 +1,49 @@
 //! `/downloads`: download records (SPEC §5), newest first, filtered and paginated.
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::auth::{Authorized, Viewer};
 use super::error::{ApiError, ApiQuery};
-use super::{AppState, Listing, PageQuery};
+use super::openapi::DeviceIdSchema;
+use super::{AppState, Listing, PageQuery, filter, filter_model};
 use crate::db::downloads::{DownloadFilter, DownloadRecord};
-use crate::domain::{DeviceId, Model, Outcome, Version, format_ms};
+use crate::domain::{DeviceId, InvalidInput, Outcome, Version, format_ms};
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/downloads", get(list))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(list_downloads))
 }
 
-/// A record exactly as SPEC §5 shows it.
-#[derive(Debug, Serialize)]
+/// A download record, exactly as SPEC §5 shows it: one `RETR` by a device.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Download)]
 pub struct DownloadView {
     id: i64,
+    #[schema(value_type = DeviceIdSchema)]
     device: DeviceId,
     model: String,
     version: String,
     file: String,
+    /// The start offset (`REST`).
     offset: u64,
+    /// Bytes the IQ acknowledged (within 64 KiB for an aborted one).
     bytes: u64,
+    /// The file's size.
     size: u64,
     outcome: Outcome,
+    #[schema(format = DateTime)]
     started_at: String,
+    #[schema(format = DateTime)]
     finished_at: String,
     client_ip: String,
+    /// The passive data port used.
+    #[schema(required = true)]
     data_port: Option<u16>,
+    /// The server node that served it.
     node: String,
 }
 
@@ -55,39 +68,50 @@ impl DownloadView {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only this device's records (any MAC form).
     device: Option<String>,
+    /// Only records of this model.
     model: Option<String>,
+    /// Only records of this version.
     version: Option<String>,
+    /// Only `complete` or only `aborted` records.
+    #[param(value_type = Option<Outcome>, inline)]
+    outcome: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
-async fn list(
+fn parse_outcome(s: &str) -> Result<Outcome, InvalidInput> {
+    [Outcome::Complete, Outcome::Aborted]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| InvalidInput(format!("invalid outcome {s:?}: expected complete or aborted")))
+}
+
+/// List download records, newest first
+///
+/// A deleted device's records stay listed.
+#[utoipa::path(
+    get,
+    path = "/downloads",
+    params(ListQuery, PageQuery),
+    responses((status = 200, description = "A page of records.", body = Listing<DownloadView>)),
+    extensions(("x-fwdist-role" = json!("viewer"))),
+)]
+async fn list_downloads(
     _: Authorized<Viewer>,
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Listing<DownloadView>>, ApiError> {
     let filter = DownloadFilter {
-        device: q
-            .device
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(DeviceId::parse)
-            .transpose()?,
-        model: q
-            .model
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(Model::parse)
-            .transpose()?,
-        version: q
-            .version
-            .as_deref()
-            .filter(|s| !s.is_empty())
-            .map(Version::parse)
-            .transpose()?,
+        device: filter(q.device.as_deref(), DeviceId::parse)?,
+        model: filter_model(q.model.as_deref())?,
+        version: filter(q.version.as_deref(), Version::parse)?,
+        outcome: filter(q.outcome.as_deref(), parse_outcome)?,
     };
     let page = q.page.page()?;
     let rows = st.db.list_downloads(&filter, page).await?;

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::multipart::MultipartError;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -11,6 +11,14 @@ use crate::db::DbError;
 use crate::domain::{InvalidInput, Role};
 use crate::services::ServiceError;
 use crate::services::publish::{PublishError, StoreError};
+
+/// The body of every error answer: `{"error": "..."}` (its OpenAPI schema is `Error`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    /// What went wrong, in words, naming the parameter or field at fault.
+    pub error: String,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -26,6 +34,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     Unprocessable(String),
     #[error("{0}")]
@@ -43,6 +53,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -56,7 +67,10 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %e, "admin API request failed");
         }
         let status = self.status();
-        let mut resp = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        let body = ErrorBody {
+            error: self.to_string(),
+        };
+        let mut resp = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
@@ -115,6 +129,17 @@ impl From<JsonRejection> for ApiError {
         match r.status() {
             StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(msg),
             StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(msg),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(msg),
+            _ => ApiError::BadRequest(msg),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        let msg = r.body_text();
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(msg),
             _ => ApiError::BadRequest(msg),
         }
     }
@@ -142,9 +167,11 @@ impl From<MultipartError> for ApiError {
     }
 }
 
+/// The one way `Multipart` refuses a request: no `multipart/form-data` content type with a
+/// boundary, i.e. a body of another media type.
 impl From<axum::extract::multipart::MultipartRejection> for ApiError {
-    fn from(r: axum::extract::multipart::MultipartRejection) -> Self {
-        ApiError::BadRequest(r.body_text())
+    fn from(_: axum::extract::multipart::MultipartRejection) -> Self {
+        ApiError::UnsupportedMediaType("expected Content-Type: multipart/form-data with a boundary".into())
     }
 }
 

@@ -3,6 +3,10 @@
 //! Translates HTTP to calls of `services` (which own the rules) and plain reads of `db`;
 //! knows nothing of FTP except the address `/healthz` probes, and reaches the firmware store
 //! only through `services::publish`.
+//!
+//! Each resource's `router()` is a utoipa-axum `OpenApiRouter`: a handler is routed and
+//! documented by the same `routes!` call (see `openapi.rs`); the rules every route shares
+//! (unknown query parameters, 405, 404) read that document (see `rules.rs`).
 
 pub mod audit;
 pub mod auth;
@@ -13,18 +17,24 @@ pub mod error;
 pub mod health;
 pub mod listener;
 pub mod network;
+pub mod openapi;
 pub mod releases;
 pub mod reports;
 pub mod rollouts;
+pub mod rules;
 pub mod tokens;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::http::Method;
+use axum::{Extension, Router};
 use serde::{Deserialize, Serialize};
 use tower_http::trace::TraceLayer;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::db::{Db, Page};
 use crate::services::Services;
@@ -48,8 +58,40 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .merge(releases::router(state.max_image_bytes))
+    let (routes, doc) = documented(state.max_image_bytes).split_for_parts();
+    let doc = openapi::finish(doc);
+    let table = Arc::new(rules::RouteTable::new(&doc));
+    let served = match openapi::Served::new(&doc) {
+        Ok(s) => s,
+        // utoipa's types always serialize; should one not, the API still serves the rest and
+        // the document's endpoint answers 500.
+        Err(e) => {
+            tracing::error!(error = %e, "the OpenAPI document could not be serialized");
+            openapi::Served(axum::body::Bytes::new())
+        }
+    };
+    let not_allowed = table.clone();
+    routes
+        .merge(health::router())
+        .route_layer(axum::middleware::from_fn_with_state(
+            table,
+            rules::refuse_unknown_query,
+        ))
+        .method_not_allowed_fallback(move |method: Method, matched: Option<MatchedPath>| {
+            let table = not_allowed.clone();
+            async move { rules::method_not_allowed(&table, &method, matched.as_ref()) }
+        })
+        .fallback(rules::no_such_endpoint)
+        .layer(Extension(served))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Every `/api/v1` route with its operation in the document (before [`openapi::finish`]).
+pub fn documented(max_image_bytes: u64) -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::default()
+        .merge(releases::router(max_image_bytes))
         .merge(devices::router())
         .merge(rollouts::router())
         .merge(reports::router())
@@ -58,26 +100,33 @@ pub fn router(state: AppState) -> Router {
         .merge(diagnostics::router())
         .merge(tokens::router())
         .merge(audit::router())
-        .fallback(|| async { ApiError::NotFound("no such endpoint".into()) });
-    Router::new()
-        .nest("/api/v1", api)
-        .merge(health::router())
-        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .routes(routes!(openapi::openapi_document));
+    OpenApiRouter::with_openapi(openapi::base()).nest(openapi::PREFIX, api)
 }
 
-/// `{"items": [...], "next": cursor|null}`.
-#[derive(Debug, Serialize)]
+/// The OpenAPI document as `GET /api/v1/openapi.json` serves it.
+pub fn openapi_document(max_image_bytes: u64) -> utoipa::openapi::OpenApi {
+    openapi::finish(documented(max_image_bytes).into_openapi())
+}
+
+/// One page of a list: `{"items": [...], "next": cursor|null}`.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Listing<T> {
+    /// Newest first.
     pub items: Vec<T>,
+    /// Give it as `after` for the next page; null on the last page.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
-/// `limit` and `after` of list endpoints.
-#[derive(Debug, Default, Deserialize)]
+/// `limit` and `after` of list endpoints (kept as text: a bad value gets our own 400).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Items per page, 1-1000 (default 100).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 1000)]
     pub limit: Option<String>,
+    /// The `next` of the previous page.
     pub after: Option<String>,
 }
 
@@ -105,6 +154,43 @@ impl PageQuery {
         };
         Ok(Page { limit, after })
     }
+}
+
+/// A query filter: absent or empty is no filter; a bad value is a 400 with `parse`'s reason
+/// (which names the parameter: `invalid model "IQ2": expected …`).
+///
+/// # Errors
+/// `parse` refuses the value.
+pub fn filter<T>(
+    value: Option<&str>,
+    parse: impl FnOnce(&str) -> Result<T, crate::domain::InvalidInput>,
+) -> Result<Option<T>, ApiError> {
+    value
+        .filter(|s| !s.is_empty())
+        .map(|s| parse(s).map_err(|e| ApiError::BadRequest(e.0)))
+        .transpose()
+}
+
+/// The `model` filter.
+///
+/// # Errors
+/// Not a model name.
+pub fn filter_model(value: Option<&str>) -> Result<Option<crate::domain::Model>, ApiError> {
+    filter(value, crate::domain::Model::parse)
+}
+
+/// A `true`/`false` filter named `name`.
+///
+/// # Errors
+/// Neither `true` nor `false`.
+pub fn filter_bool(name: &str, value: Option<&str>) -> Result<Option<bool>, ApiError> {
+    filter(value, |s| match s {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(crate::domain::InvalidInput(format!(
+            "invalid {name} {s:?}: expected true or false"
+        ))),
+    })
 }
 
 /// An RFC 3339 time in a body, as unix ms; `what` names the field in the 422.

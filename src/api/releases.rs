@@ -1,52 +1,80 @@
 //! `/releases`: upload (multipart, streamed to disk while hashing), list, show, yank.
 
+use axum::Json;
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt as _};
+use utoipa_axum::routes;
 
 use super::auth::{Admin, Authorized, Publisher, Viewer};
-use super::error::{ApiError, ApiPath, ApiQuery};
-use super::{AppState, Listing, PageQuery};
+use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::{AppState, Listing, PageQuery, filter_model};
 use crate::db::releases::ReleaseRow;
 use crate::domain::{Model, Version, format_ms};
 use crate::services::publish::{Published, Staged, StagedImage};
 use fwdist_release::manifest::MAX_MANIFEST_BYTES;
 
-pub fn router(max_image_bytes: u64) -> Router<AppState> {
+pub fn router(max_image_bytes: u64) -> OpenApiRouter<AppState> {
     let upload_limit = usize::try_from(max_image_bytes)
         .unwrap_or(usize::MAX)
         .saturating_add(1 << 20);
-    Router::new()
-        .route(
-            "/releases",
-            post(upload).layer(DefaultBodyLimit::max(upload_limit)).get(list),
-        )
-        .route("/releases/{model}/{version}", get(show))
-        .route("/releases/{model}/{version}/yank", post(yank))
+    OpenApiRouter::default()
+        .routes(routes!(publish_release).layer(DefaultBodyLimit::max(upload_limit)))
+        .routes(routes!(list_releases))
+        .routes(routes!(show_release))
+        .routes(routes!(yank_release))
 }
 
-#[derive(Debug, Serialize)]
+/// A published release. `GET /releases/{model}/{version}`, uploads and yanks add
+/// `manifest`, `manifest_raw` and `signature`; lists leave them out.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Release)]
 pub struct ReleaseView {
     pub model: String,
     pub version: String,
+    /// Grows with every release of a model (an IQ refuses a lower one).
     pub sequence: u64,
     pub file: String,
     pub size: u64,
+    /// 64 lowercase hex digits.
     pub sha256: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    /// A yanked release is served to no one.
     pub yanked: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = DateTime, required = false)]
     pub yanked_at: Option<String>,
+    /// `manifest.json` as JSON.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false)]
     pub manifest: Option<serde_json::Value>,
     /// `manifest.json` exactly as signed (the signature covers these bytes, not `manifest`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     pub manifest_raw: Option<String>,
     /// The `manifest.json.sig` document as uploaded.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false)]
     pub signature: Option<serde_json::Value>,
+}
+
+/// The three parts of a release upload (`fwdist sign` writes the first two beside the
+/// image).
+#[derive(ToSchema)]
+#[allow(dead_code)] // describes the multipart body `read_parts` streams
+struct ReleaseUpload {
+    /// `manifest.json`, exactly as signed (at most 64 KiB).
+    #[schema(value_type = String, format = Binary)]
+    manifest: Vec<u8>,
+    /// `manifest.json.sig` (at most 64 KiB).
+    #[schema(value_type = String, format = Binary)]
+    signature: Vec<u8>,
+    /// The firmware image the manifest names.
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
 }
 
 impl ReleaseView {
@@ -82,7 +110,26 @@ struct Parts {
     image: Option<StagedImage>,
 }
 
-async fn upload(
+/// Publish a release
+///
+/// A multipart upload of the signed manifest, its signature and the image; the image is
+/// streamed to disk while hashed. The same bytes again answer 200 (idempotent).
+#[utoipa::path(
+    post,
+    path = "/releases",
+    request_body(content = ReleaseUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "Published.", body = ReleaseView),
+        (status = 200, description = "Already published with these very bytes.", body = ReleaseView),
+        (status = 400, description = "A part missing, unknown or given twice, or a malformed multipart body.", body = ErrorBody),
+        (status = 409, description = "This model and version were published with other bytes.", body = ErrorBody),
+        (status = 413, description = "The image is larger than `store.max_image_bytes`, or the manifest or signature larger than 64 KiB.", body = ErrorBody),
+        (status = 415, description = "The body is not `multipart/form-data` with a boundary.", body = ErrorBody),
+        (status = 422, description = "A bad signature, an untrusted key, a size or sha256 that does not match the image, or a sequence not above the model's last.", body = ErrorBody),
+    ),
+    extensions(("x-fwdist-role" = json!("publisher"))),
+)]
+async fn publish_release(
     who: Authorized<Publisher>,
     State(st): State<AppState>,
     multipart: Result<Multipart, axum::extract::multipart::MultipartRejection>,
@@ -180,19 +227,30 @@ async fn stream_into(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Only releases of this model.
     model: Option<String>,
     #[serde(flatten)]
+    #[param(ignore)]
     page: PageQuery,
 }
 
-async fn list(
+/// List releases, newest first
+#[utoipa::path(
+    get,
+    path = "/releases",
+    params(ListQuery, PageQuery),
+    responses((status = 200, description = "A page of releases.", body = Listing<ReleaseView>)),
+    extensions(("x-fwdist-role" = json!("viewer"))),
+)]
+async fn list_releases(
     _: Authorized<Viewer>,
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Listing<ReleaseView>>, ApiError> {
-    let model = q.model.as_deref().map(Model::parse).transpose()?;
+    let model = filter_model(q.model.as_deref())?;
     let page = q.page.page()?;
     let rows = st.db.list_releases(model.as_ref(), page).await?;
     let (rows, next) = page.finish(rows, |r| r.id);
@@ -210,10 +268,31 @@ fn parse_key(model: &str, version: &str) -> Result<(Model, Version), ApiError> {
     ))
 }
 
-async fn show(
+/// `{model}` and `{version}` of the `/releases/{model}/{version}…` paths.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ReleasePath {
+    /// `[a-z0-9][a-z0-9-]{0,31}`
+    model: String,
+    /// A semantic version.
+    version: String,
+}
+
+/// Show a release with its manifest and signature
+#[utoipa::path(
+    get,
+    path = "/releases/{model}/{version}",
+    params(ReleasePath),
+    responses(
+        (status = 200, description = "The release.", body = ReleaseView),
+        (status = 404, description = "No such release.", body = ErrorBody),
+    ),
+    extensions(("x-fwdist-role" = json!("viewer"))),
+)]
+async fn show_release(
     _: Authorized<Viewer>,
     State(st): State<AppState>,
-    ApiPath((model, version)): ApiPath<(String, String)>,
+    ApiPath(ReleasePath { model, version }): ApiPath<ReleasePath>,
 ) -> Result<Json<ReleaseView>, ApiError> {
     let (m, v) = parse_key(&model, &version)?;
     let r = st
@@ -224,10 +303,24 @@ async fn show(
     Ok(Json(ReleaseView::new(&r, true)))
 }
 
-async fn yank(
+/// Yank a release
+///
+/// It is served to no one any more: it leaves every device's tree and every rollout's
+/// target at once. Yanking again changes nothing.
+#[utoipa::path(
+    post,
+    path = "/releases/{model}/{version}/yank",
+    params(ReleasePath),
+    responses(
+        (status = 200, description = "Yanked.", body = ReleaseView),
+        (status = 404, description = "No such release.", body = ErrorBody),
+    ),
+    extensions(("x-fwdist-role" = json!("admin"))),
+)]
+async fn yank_release(
     who: Authorized<Admin>,
     State(st): State<AppState>,
-    ApiPath((model, version)): ApiPath<(String, String)>,
+    ApiPath(ReleasePath { model, version }): ApiPath<ReleasePath>,
 ) -> Result<Json<ReleaseView>, ApiError> {
     let (m, v) = parse_key(&model, &version)?;
     let r = st.services.publish.yank(&m, &v, &who.token.name).await?;

@@ -3,37 +3,71 @@
 
 use std::net::SocketAddr;
 
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{Authorized, Reporter};
-use super::devices::parse_path_id;
-use super::error::{ApiError, ApiPath};
+use super::devices::{DevicePath, parse_path_id};
+use super::error::{ApiError, ApiPath, ErrorBody};
+use super::openapi::DeviceIdSchema;
 use crate::db::reports::ReportRow;
 use crate::domain::{DeviceId, ReportOutcome, format_ms};
 use crate::services::reports::Source;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/devices/{id}/reports", post(create))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::default().routes(routes!(create_report))
 }
 
-/// A stored report as SPEC §7 shows it.
-#[derive(Debug, Serialize)]
+/// A stored install report as SPEC §7 shows it.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Report)]
 pub struct ReportView {
     id: i64,
+    #[schema(value_type = DeviceIdSchema)]
     device: DeviceId,
     version: String,
     outcome: ReportOutcome,
+    #[schema(required = true)]
     detail: Option<String>,
+    #[schema(format = DateTime)]
     at: String,
+    /// `ftps` (the IQ's `STOR /report.json`) or `api`.
+    #[schema(value_type = ReportSource)]
     source: String,
+    /// The IQ's address over FTPS, the caller's over HTTP (empty when unknown).
     client_ip: String,
     node: String,
+}
+
+/// Where a report came from.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)] // describes `ReportRow::source`, which is stored as text
+enum ReportSource {
+    Ftps,
+    Api,
+}
+
+/// An install report, as the IQ would `STOR` it to `/report.json`: a JSON object of at most
+/// 4 KiB with exactly these fields.
+#[derive(ToSchema)]
+#[schema(as = NewReport)]
+#[allow(dead_code)] // describes the body `services::reports` parses from the raw bytes
+struct ReportBody {
+    /// A release of the device's model, yanked or not.
+    version: String,
+    outcome: ReportOutcome,
+    /// At most 1 KiB.
+    #[schema(max_length = 1024)]
+    detail: Option<String>,
 }
 
 impl ReportView {
@@ -68,13 +102,32 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-async fn create(
+/// Post an install report for a device
+///
+/// What the KS backend says for an IQ (the same rules as the IQ's own `STOR /report.json`
+/// over FTPS). The device's `installed_version` follows its latest `installed` report; a
+/// staged rollout counts it.
+#[utoipa::path(
+    post,
+    path = "/devices/{id}/reports",
+    params(DevicePath),
+    request_body(content = ReportBody, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored.", body = ReportView),
+        (status = 404, description = "No such device.", body = ErrorBody),
+        (status = 413, description = "The body is larger than 256 KiB.", body = ErrorBody),
+        (status = 422, description = "Not a JSON object of exactly `version`, `outcome` and an optional `detail`, over 4 KiB, a `detail` over 1 KiB, or a version that is no release of the device's model; nothing is stored.", body = ErrorBody),
+    ),
+    extensions(("x-fwdist-role" = json!("reporter"))),
+)]
+async fn create_report(
     _: Authorized<Reporter>,
     State(st): State<AppState>,
     ClientIp(ip): ClientIp,
-    ApiPath(id): ApiPath<String>,
-    body: axum::body::Bytes,
+    ApiPath(DevicePath { id }): ApiPath<DevicePath>,
+    body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ReportView>), ApiError> {
+    let body = body?;
     let id = parse_path_id(&id)?;
     let ip = ip.map(|i| i.to_string()).unwrap_or_default();
     let stored = st

@@ -168,11 +168,13 @@ impl Db {
         &self,
         model: Option<&Model>,
         label: Option<&str>,
+        enabled: Option<bool>,
         page: Page,
     ) -> DbResult<Vec<DeviceRow>> {
         let raws: Vec<Raw> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM devices WHERE ($1 IS NULL OR model = $1)
                AND ($2 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.labels) WHERE value = $2))
+               AND ($5 IS NULL OR enabled = $5)
                AND seq < $3
              ORDER BY seq DESC LIMIT $4"
         ))
@@ -180,6 +182,7 @@ impl Db {
         .bind(label)
         .bind(page.before_id())
         .bind(page.fetch_limit())
+        .bind(enabled)
         .fetch_all(self.pool())
         .await?;
         raws.into_iter().map(TryInto::try_into).collect()

@@ -30,6 +30,7 @@ pub struct DownloadFilter {
     pub device: Option<DeviceId>,
     pub model: Option<Model>,
     pub version: Option<Version>,
+    pub outcome: Option<Outcome>,
 }
 
 #[derive(FromRow)]
@@ -176,6 +177,7 @@ impl Db {
                     finished_at, client_ip, data_port, node
              FROM downloads
              WHERE ($1 IS NULL OR device = $1) AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR version = $3)
+               AND ($6 IS NULL OR outcome = $6)
                AND id < $4
              ORDER BY id DESC LIMIT $5",
         )
@@ -184,6 +186,7 @@ impl Db {
         .bind(f.version.as_ref().map(Version::as_str))
         .bind(page.before_id())
         .bind(page.fetch_limit())
+        .bind(f.outcome.map(Outcome::as_str))
         .fetch_all(self.pool())
         .await?;
         raws.into_iter().map(TryInto::try_into).collect()
