@@ -493,7 +493,11 @@ pub async fn devices_pin(a: &DevicesPin) -> anyhow::Result<()> {
         let until = pin["expires_at"]
             .as_str()
             .map_or_else(|| "until unpinned".to_owned(), |t| format!("until {t}"));
-        println!("pinned {} to {} {until}", canonical(&a.mac), text(&pin, "version"));
+        println!(
+            "pinned {} to {} {until}",
+            canonical(&a.mac),
+            text(&pin, "version")
+        );
     }
     Ok(())
 }
@@ -505,7 +509,10 @@ pub async fn devices_unpin(mac: &str, api: &ApiArgs) -> anyhow::Result<()> {
     api.call(Method::DELETE, &format!("/devices/{mac}/pin"), None)
         .await?;
     if !api.json {
-        println!("unpinned {}: its rollouts decide its target again", canonical(mac));
+        println!(
+            "unpinned {}: its rollouts decide its target again",
+            canonical(mac)
+        );
     }
     Ok(())
 }

@@ -55,7 +55,11 @@ struct Pair {
 
 impl Pair {
     fn stale(&self, now: Instant, period: Duration) -> bool {
-        self.locked_until.is_none_or(|u| u <= now) && self.recent.back().is_none_or(|t| now.duration_since(*t) >= period)
+        self.locked_until.is_none_or(|u| u <= now)
+            && self
+                .recent
+                .back()
+                .is_none_or(|t| now.duration_since(*t) >= period)
     }
 }
 
@@ -357,7 +361,10 @@ mod tests {
         assert!(!l.is_locked_at("b", ip, t0));
         assert_eq!(l.locked_at("a", t0), vec![(ip, Duration::from_secs(60))]);
         assert!(l.is_locked_at("a", ip, t0 + Duration::from_secs(59)));
-        assert!(!l.is_locked_at("a", ip, t0 + Duration::from_secs(60)), "the lockout ends");
+        assert!(
+            !l.is_locked_at("a", ip, t0 + Duration::from_secs(60)),
+            "the lockout ends"
+        );
         assert!(!Lockout::new(0, Duration::from_secs(60)).is_locked_at("a", ip, t0));
         assert_eq!(l.clear("a"), 1);
         assert!(!l.is_locked_at("a", ip, t0));
@@ -371,7 +378,10 @@ mod tests {
         // Four minutes apart: never three within five minutes.
         for i in 0..6 {
             l.failed_at("a", ip, t0 + Duration::from_secs(240 * i));
-            assert!(!l.is_locked_at("a", ip, t0 + Duration::from_secs(240 * i)), "failure {i}");
+            assert!(
+                !l.is_locked_at("a", ip, t0 + Duration::from_secs(240 * i)),
+                "failure {i}"
+            );
         }
         // Three within the window lock.
         let t1 = t0 + Duration::from_secs(10_000);

@@ -65,11 +65,13 @@ pub enum FtpsError {
 }
 
 /// What every session's libunftp `Server` is built from.
+/// libunftp's idle timeout: never the one that fires (see [`control`]'s relay).
+const ENGINE_IDLE_SECS: u64 = 7 * 24 * 3600;
+
 struct SessionFactory {
     shared: Arc<FtpsShared>,
     authenticator: Arc<DeviceAuthenticator>,
     logger: slog::Logger,
-    idle_secs: u64,
     ports_reply: String,
 }
 
@@ -120,7 +122,9 @@ impl SessionFactory {
             .ftps_required(FtpsRequired::None, FtpsRequired::None)
             .passive_host(Ipv4Addr::LOCALHOST)
             .passive_ports(1024..=65535)
-            .idle_session_timeout(self.idle_secs)
+            // The relay keeps the idle clock (it sees every command and transfer, libunftp does
+            // not): libunftp's own is pushed out of the way, a week.
+            .idle_session_timeout(ENGINE_IDLE_SECS)
             // Devices verify images themselves; SITE MD5 would let one read whole images into CPU.
             .sitemd5(SiteMd5::None)
             .site_command(fwdist_release::probe::SITE_PORTS, SitePorts(self.ports_reply.clone()))
@@ -175,7 +179,6 @@ pub async fn build(
         logger: log::SlogBridge::logger(),
         shared: shared.clone(),
         ports_reply: fwdist_release::probe::ports_reply(&range),
-        idle_secs: cfg.idle_timeout_secs,
     };
     let (inner, inner_listener) = Inner::bind(Arc::new(factory)).await?;
     let ctx = FrontCtx {
@@ -185,6 +188,7 @@ pub async fn build(
         diagnostics: diagnostics.clone(),
         host: cfg.passive_host()?,
         data_timeout: Duration::from_secs(cfg.data_connect_timeout_secs),
+        idle: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
         shared,
     };
     Ok(Front {

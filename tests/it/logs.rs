@@ -90,3 +90,64 @@ async fn normal_polls_and_ip_address_sni_do_not_warn() {
     assert!(!log.contains("wrong-secret-xyz"), "a secret in the log");
     assert!(!log.contains(&dev.secret), "a secret in the log");
 }
+
+/// `ftps.idle_timeout_secs` counts the IQ's silence, not libunftp's: a download longer than
+/// the timeout keeps its session (the IQ can still upload its report after the `226`), and a
+/// session then left silent is closed with `421`.
+#[tokio::test]
+async fn a_download_longer_than_the_idle_timeout_keeps_its_session() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__IDLE_TIMEOUT_SECS", "2")]).await;
+    app.publish("iq2", "1.0.0", 1, &image(640 << 10, 3)).await;
+    let dev = app.create_device("aa:bb:cc:34:00:02", "iq2").await;
+    let script = format!(
+        "{}{}",
+        crate::external_clients::FTPLIB_REUSING,
+        r#"
+import socket, time
+host, port, user, pw, cafile = sys.argv[1:]
+class Slow(ReusingFTP_TLS):
+    def ntransfercmd(self, cmd, rest=None):
+        conn, size = super().ntransfercmd(cmd, rest)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        return conn, size
+ctx = ssl.create_default_context(cafile=cafile)
+ftp = Slow(context=ctx, timeout=30)
+ftp.connect(host, int(port)); ftp.auth(); ftp.login(user, pw); ftp.prot_p()
+ftp.voidcmd("TYPE I")
+t = time.monotonic()
+print(ftp.retrbinary("RETR /releases/1.0.0/firmware.bin", lambda b: time.sleep(0.005), blocksize=16384))
+print("took %.1f" % (time.monotonic() - t))
+time.sleep(1)
+print(ftp.voidcmd("NOOP"))
+time.sleep(4)
+try:
+    print(ftp.voidcmd("NOOP"))
+except ftplib.Error as e:
+    print(e)
+"#
+    );
+    std::fs::write(app.path("slow.py"), script).unwrap();
+    let port = app.ftp_addr.port().to_string();
+    let cert = app.cert_path().display().to_string();
+    let res = run_program(
+        app.dir.path(),
+        "python3",
+        &["slow.py", "127.0.0.1", &port, &dev.id, &dev.secret, &cert],
+    )
+    .await;
+    assert!(res.success, "{}\n{}", res.stdout, res.stderr);
+    let lines: Vec<&str> = res.stdout.lines().collect();
+    assert!(lines[0].starts_with("226"), "{}", res.stdout);
+    let took: f64 = lines[1].trim_start_matches("took ").parse().unwrap();
+    assert!(took > 2.5, "the download must outlast the idle timeout: {took} s");
+    assert!(
+        lines[2].starts_with("200"),
+        "the session survived the download: {}",
+        res.stdout
+    );
+    assert_eq!(
+        lines[3], "421 Idle timeout; closing control connection",
+        "{}",
+        res.stdout
+    );
+}

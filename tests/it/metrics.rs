@@ -128,8 +128,9 @@ async fn every_fwdist_family_moves_when_its_event_happens() {
     py(&app, &dev.id, &dev.secret, "cut").await;
     let m = wait_for(&app, "fwdist_downloads_total{outcome=\"aborted\"}", |v| v == 1.0).await;
     let bytes = get(&m, "fwdist_download_bytes_total") - img.len() as f64;
+    // What the IQ acknowledged before the cut (within 64 KiB, so possibly nothing), never all.
     assert!(
-        bytes > 0.0 && bytes < img.len() as f64,
+        (0.0..img.len() as f64).contains(&bytes),
         "the cut download's bytes: {bytes}"
     );
 

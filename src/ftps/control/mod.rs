@@ -68,6 +68,9 @@ pub struct FrontCtx {
     pub diagnostics: Arc<Diagnostics>,
     pub host: PassiveHost,
     pub data_timeout: Duration,
+    /// `ftps.idle_timeout_secs`: a logged-in session with no command from the IQ and no
+    /// transfer running for this long is closed (see [`relay`]).
+    pub idle: Duration,
     /// What the storage backends share: the front opens `RETR`s with it itself.
     pub shared: Arc<crate::ftps::vfs::FtpsShared>,
 }

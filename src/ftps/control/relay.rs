@@ -85,6 +85,11 @@ pub(super) struct Relay<'a, C> {
     skip: u32,
     data: Option<DataChannel>,
     login_deadline: Instant,
+    /// The last command line from the IQ, or the end of a transfer: the idle clock. The relay
+    /// keeps it, not libunftp, which sees neither the commands the front answers itself
+    /// (`PASV`, `RETR`, `STOR`, `TYPE`, ...) nor a transfer under way, and so closed a session
+    /// right after the `226` of any download longer than the idle timeout.
+    last_active: Instant,
     /// The session's directory, as libunftp keeps it (`CWD` joins, `CDUP` pops): `RETR`
     /// paths are joined to it here, as libunftp would.
     cwd: PathBuf,
@@ -117,6 +122,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             skip: 0,
             data: None,
             login_deadline,
+            last_active: Instant::now(),
             cwd: PathBuf::from("/"),
         }
     }
@@ -130,6 +136,9 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                 match self.from_client.next_line(wire::MAX_LINE) {
                     Next::Line(l) => {
                         self.command(&l).await?;
+                        // From the end of the command: a RETR answered here returns after
+                        // its transfer.
+                        self.last_active = Instant::now();
                         continue;
                     }
                     Next::TooLong => {
@@ -156,6 +165,15 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                 () = tokio::time::sleep_until(self.login_deadline), if !self.logged_in => {
                     write(&mut self.client, "421 Login timed out; closing\r\n").await?;
                     return Err("login timed out");
+                }
+                () = tokio::time::sleep_until(self.last_active + self.ctx.idle), if self.logged_in => {
+                    if self.conn.busy() {
+                        // A transfer is activity: the clock starts again when it ends.
+                        self.last_active = Instant::now();
+                        continue;
+                    }
+                    write(&mut self.client, "421 Idle timeout; closing control connection\r\n").await?;
+                    return Err("idle timeout");
                 }
                 () = self.conn.closed() => {
                     let _ = write(&mut self.client, "421 Session closed by the server\r\n").await;
