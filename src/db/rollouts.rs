@@ -150,6 +150,21 @@ pub struct RolloutCandidate {
     pub release_yanked: bool,
 }
 
+/// A device's pin as targeting sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PinCandidate {
+    pub version: Version,
+    pub expires_at: Option<i64>,
+    pub release_yanked: bool,
+}
+
+/// [`Db::target_candidates`].
+#[derive(Debug, Clone, Default)]
+pub struct TargetCandidates {
+    pub rollouts: Vec<RolloutCandidate>,
+    pub pin: Option<PinCandidate>,
+}
+
 /// Per-device download progress on one release's image.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ImageProgress {
@@ -362,41 +377,57 @@ impl Db {
         Ok(true)
     }
 
-    /// The active rollouts of `model` that `device` is a member of, newest first.
+    /// What targeting needs for one device in one query: the rollouts of `state` it is a
+    /// member of (newest first) and its pin, if it has one for `model`.
     ///
     /// # Errors
-    /// Database failure.
-    pub async fn rollouts_for_device(
+    /// Database failure or a corrupt row.
+    pub async fn target_candidates(
         &self,
         model: &Model,
         device: &DeviceId,
         state: RolloutState,
-    ) -> DbResult<Vec<RolloutCandidate>> {
-        let rows: Vec<(i64, String, i64, i32, Option<i64>, bool)> = sqlx::query_as(
-            "SELECT r.id, r.version, r.percent_bp, m.bucket, r.start_at, rel.yanked_at IS NOT NULL
+    ) -> DbResult<TargetCandidates> {
+        // (is the pin, rollout id, version, percent, bucket, start_at, release yanked, expires_at)
+        type Row = (bool, i64, String, i64, i32, Option<i64>, bool, Option<i64>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT 0, r.id, r.version, r.percent_bp, m.bucket, r.start_at, rel.yanked_at IS NOT NULL, NULL
              FROM rollout_members m
              JOIN rollouts r ON r.id = m.rollout_id
              JOIN releases rel ON rel.model = r.model AND rel.version = r.version
              WHERE m.device = $1 AND r.model = $2 AND r.state = $3
-             ORDER BY r.id DESC",
+             UNION ALL
+             SELECT 1, 0, p.version, 0, -1, NULL, rel.yanked_at IS NOT NULL, p.expires_at
+             FROM pins p JOIN releases rel ON rel.model = p.model AND rel.version = p.version
+             WHERE p.device = $1 AND p.model = $2
+             ORDER BY 1, 2 DESC",
         )
         .bind(device.to_string())
         .bind(model.as_str())
         .bind(state.as_str())
         .fetch_all(self.pool())
         .await?;
-        rows.into_iter()
-            .map(|(id, version, bp, bucket, start_at, release_yanked)| {
-                Ok(RolloutCandidate {
+        let mut out = TargetCandidates::default();
+        for (is_pin, id, version, bp, bucket, start_at, release_yanked, expires_at) in rows {
+            let version = Version::parse(&version).map_err(|e| DbError::Corrupt(e.0))?;
+            if is_pin {
+                out.pin = Some(PinCandidate {
+                    version,
+                    expires_at,
+                    release_yanked,
+                });
+            } else {
+                out.rollouts.push(RolloutCandidate {
                     id,
-                    version: Version::parse(&version).map_err(|e| DbError::Corrupt(e.0))?,
+                    version,
                     percent_bp: u16::try_from(bp).map_err(|_| corrupt("percent"))?,
                     bucket,
                     start_at,
                     release_yanked,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out)
     }
 
     /// For each device that fetched any part of this release's image: did it complete it,

@@ -31,7 +31,12 @@ pub enum TargetSource {
 
 /// Whether a pin decides the target at `now` (unix ms).
 pub fn pin_holds(pin: &PinRow, now: i64) -> bool {
-    !pin.release_yanked && pin.expires_at.is_none_or(|t| t > now)
+    holds(pin.expires_at, pin.release_yanked, now)
+}
+
+/// A pin holds until it expires (exclusive) and while its release is served.
+fn holds(expires_at: Option<i64>, release_yanked: bool, now: i64) -> bool {
+    !release_yanked && expires_at.is_none_or(|t| t > now)
 }
 
 /// What a device may read (SPEC §4): every release of its model that is still served, by
@@ -71,9 +76,13 @@ impl Targeting {
     /// Database failure.
     pub async fn target_of(&self, device: &DeviceId, model: &Model) -> DbResult<Option<Target>> {
         let now = now_ms();
-        if let Some(pin) = self.db.pin(device).await?
-            && pin.model == *model
-            && pin_holds(&pin, now)
+        // One query for the pin and the rollouts: this runs for every file an IQ opens.
+        let found = self
+            .db
+            .target_candidates(model, device, RolloutState::Active)
+            .await?;
+        if let Some(pin) = found.pin
+            && holds(pin.expires_at, pin.release_yanked, now)
         {
             return Ok(Some(Target {
                 version: pin.version,
@@ -83,10 +92,8 @@ impl Targeting {
         // Only active rollouts that have started target; a yanked release is never served
         // (SPEC §6, §8). The candidates are the rollouts the device is a member of: eligible
         // by model and labels, or listed.
-        let candidates: Vec<_> = self
-            .db
-            .rollouts_for_device(model, device, RolloutState::Active)
-            .await?
+        let candidates: Vec<_> = found
+            .rollouts
             .into_iter()
             .filter(|c| !c.release_yanked && c.start_at.is_none_or(|t| t <= now))
             .collect();
