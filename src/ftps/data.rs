@@ -217,8 +217,9 @@ async fn serve(
 
 /// Takes an upload of at most `cap` bytes (then the IQ's end of file), or notes that it is
 /// larger; either way the connection ends cleanly (close_notify, the rest drained).
-/// Most bytes of a refused upload read and dropped before the data connection is closed.
-const DRAIN_MAX: usize = 1024 * 1024;
+/// Most bytes of a refused upload read and dropped before the data connection is closed
+/// (SPEC §4: 64 KiB).
+const DRAIN_MAX: usize = 64 * 1024;
 
 async fn receive(conn: &Conn, mut tls: Tls, job: ReceiveJob) -> DataEnd {
     let mut body = Vec::with_capacity(job.cap.min(64 * 1024));
