@@ -12,9 +12,9 @@ use crate::config::{FtpsConfig, PassiveHost};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error(
-        "TLS certificate {0} not found (set ftps.cert/ftps.key, or ftps.self_signed = true for a dev certificate)"
+        "TLS {0} {1} not found (set ftps.cert/ftps.key, or ftps.self_signed = true for a dev certificate)"
     )]
-    Missing(String),
+    Missing(&'static str, String),
     #[error("cannot create the self-signed certificate: {0}")]
     Generate(String),
     #[error("cannot write {0}: {1}")]
@@ -32,8 +32,8 @@ pub fn ensure_certificate(cfg: &FtpsConfig) -> Result<bool, TlsError> {
     match (cert.exists(), key.exists()) {
         (true, true) => return Ok(false),
         (false, false) if cfg.self_signed => {}
-        (false, _) => return Err(TlsError::Missing(cert.display().to_string())),
-        (_, false) => return Err(TlsError::Missing(key.display().to_string())),
+        (false, _) => return Err(TlsError::Missing("certificate", cert.display().to_string())),
+        (_, false) => return Err(TlsError::Missing("key", key.display().to_string())),
     }
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     match cfg.passive_host() {

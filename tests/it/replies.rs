@@ -29,6 +29,9 @@ async fn a_device_session_is_answered_exactly() {
         "RNFR /releases/1.0.0/firmware.bin",
         "REST 100",
         "REST -1",
+        "SITE CHMOD 777 /releases/1.0.0/firmware.bin",
+        "STAT",
+        "HELP",
         "NOOP",
         "QUIT",
     ] {
@@ -53,6 +56,10 @@ async fn a_device_session_is_answered_exactly() {
         "RNFR /releases/1.0.0/firmware.bin -> 350 Tell me, what would you like the new name to be?\r\n",
         "REST 100 -> 350 Restarting at 100. Now send STORE or RETRIEVE.\r\n",
         "REST -1 -> 501 REST needs a byte offset from 0 to 9223372036854775807\r\n",
+        "SITE CHMOD 777 /releases/1.0.0/firmware.bin -> 550 Permission denied\r\n",
+        // Nothing of the implementation, its version or the caller.
+        "STAT -> 211 fwdist firmware server\r\n",
+        "HELP -> 214-Commands an IQ uses:\r\n AUTH PBSZ PROT USER PASS TYPE PASV EPSV SIZE MDTM REST RETR STOR\r\n LIST NLST CWD PWD NOOP FEAT SITE QUIT\r\n214 End\r\n",
         "NOOP -> 200 Successfully did nothing\r\n",
         "QUIT -> 221 Goodbye\r\n",
     ];

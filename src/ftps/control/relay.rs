@@ -243,6 +243,16 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             // libunftp's HELP names itself and its version: nothing an IQ needs, much an
             // attacker likes.
             "HELP" => self.reply_client(HELP).await,
+            // SPEC §4: a write, refused like the others (libunftp would answer 502).
+            "SITE"
+                if self.logged_in
+                    && arg
+                        .split_whitespace()
+                        .next()
+                        .is_some_and(|w| w.eq_ignore_ascii_case("CHMOD")) =>
+            {
+                self.reply_client("550 Permission denied\r\n").await
+            }
             "PASV" | "EPSV" | "PORT" | "EPRT" if self.logged_in && !self.prot_p => {
                 self.reply_client(DATA_TLS_REQUIRED).await
             }
