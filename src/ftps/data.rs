@@ -163,6 +163,7 @@ async fn bind(
                 let Ok((stream, from)) = r else { continue };
                 if from.ip() != want {
                     tracing::warn!(port = claim.port, from = %from.ip(), session = %want, "data connection from another address dropped");
+                    diagnostics.count(from.ip(), None, Event::DataUnbound);
                     continue;
                 }
                 let _ = stream.set_nodelay(true);

@@ -264,6 +264,39 @@ async fn a_stranger_at_the_same_address_cannot_take_the_data_connection() {
 }
 
 #[tokio::test]
+async fn a_connection_from_another_host_is_dropped_and_counted_for_that_host() {
+    let app = spawn_app().await;
+    let (id, secret) = device_with_image(&app, "aa:bb:cc:0e:00:08").await;
+    let mut ctl = RawCtl::login(&app, &id, &secret).await;
+    let port = ctl.pasv_addr().await.port();
+    let other = tokio::net::TcpSocket::new_v4().unwrap();
+    other.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut other = other
+        .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap();
+    let device = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    assert_eq!(ctl.cmd("RETR /releases/1.0.0/firmware.bin").await.0, 150);
+    let mut tls = ctl.data_tls(device).await.unwrap();
+    let mut got = Vec::new();
+    tls.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got.len(), IMG, "the device gets its image");
+    assert_eq!(ctl.reply().await.0, 226);
+    let mut stolen = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), other.read_to_end(&mut stolen)).await;
+    assert!(stolen.is_empty(), "the other host got {} bytes", stolen.len());
+    let (_, diag) = app.get("/api/v1/diagnostics").await;
+    let row = diag["client_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["key"] == "127.0.0.2")
+        .unwrap_or_else(|| panic!("127.0.0.2 is not counted: {diag}"))
+        .clone();
+    assert_eq!(row["data_connections_unbound"], 1, "{row}");
+}
+
+#[tokio::test]
 async fn python_ftplib_without_session_reuse_gets_a_clear_425() {
     let app = spawn_app().await;
     let (_, secret) = crate::ftps::device_with_release(&app, "aa:bb:cc:0e:00:07").await;
