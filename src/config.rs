@@ -231,8 +231,8 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.ftps.passive_range()?;
         self.ftps.passive_host()?;
-        if self.ftps.idle_timeout_secs == 0 {
-            return Err(invalid("ftps.idle_timeout_secs", "must be above 0"));
+        if !(1..=86_400 * 7).contains(&self.ftps.idle_timeout_secs) {
+            return Err(invalid("ftps.idle_timeout_secs", "must be 1-604800"));
         }
         if !(1..=15).contains(&self.ftps.data_connect_timeout_secs) {
             // libunftp's own, fixed wait is 15 s; a longer bound would never fire.
@@ -272,11 +272,12 @@ impl Config {
 
 impl AdminConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.header_timeout_secs == 0 {
-            return Err(invalid("admin.header_timeout_secs", "must be above 0"));
+        // A day at most: deadlines are added to the clock, which must not overflow.
+        if !(1..=86_400).contains(&self.header_timeout_secs) {
+            return Err(invalid("admin.header_timeout_secs", "must be 1-86400"));
         }
-        if self.idle_timeout_secs == 0 {
-            return Err(invalid("admin.idle_timeout_secs", "must be above 0"));
+        if !(1..=86_400).contains(&self.idle_timeout_secs) {
+            return Err(invalid("admin.idle_timeout_secs", "must be 1-86400"));
         }
         if self.max_connections == 0 {
             return Err(invalid("admin.max_connections", "must be above 0"));

@@ -22,10 +22,10 @@ pub struct Counts {
     pub passive_offers_unused: u64,
     /// A data connection arrived but its TLS handshake failed or never started.
     pub data_tls_failures: u64,
-    /// A data connection not bound to a session: from the session's address without
-    /// resuming the control connection's TLS session (a client without session reuse, or
-    /// someone else behind that NAT), or from another address altogether (counted for that
-    /// address).
+    /// A data connection from the session's address that did not resume the control
+    /// connection's TLS session (a client without session reuse, or someone else there).
+    /// One from another address is dropped and logged, not counted: any host could fill the
+    /// per-address table with them.
     pub data_connections_unbound: u64,
     /// Sessions refused at connect with `421` (`ftps.max_sessions_per_ip`).
     pub sessions_refused: u64,

@@ -115,8 +115,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     responses(
         (status = 201, description = "Stored.", body = ReportView),
         (status = 404, description = "No such device.", body = ErrorBody),
-        (status = 413, description = "The body is larger than 256 KiB.", body = ErrorBody),
-        (status = 422, description = "Not a JSON object of exactly `version`, `outcome` and an optional `detail`, over 4 KiB, a `detail` over 1 KiB, or a version that is no release of the device's model; nothing is stored.", body = ErrorBody),
+        (status = 422, description = "Not a JSON object of exactly `version`, `outcome` and an optional `detail`, over 4 KiB (also one over the 256 KiB body limit), a `detail` over 1 KiB, or a version that is no release of the device's model; nothing is stored.", body = ErrorBody),
     ),
     extensions(("x-fwdist-role" = json!("reporter"))),
 )]
@@ -127,7 +126,11 @@ async fn create_report(
     ApiPath(DevicePath { id }): ApiPath<DevicePath>,
     body: Result<axum::body::Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<ReportView>), ApiError> {
-    let body = body?;
+    // SPEC §7: a report too large is a 422 over HTTP, whatever layer noticed it.
+    let body = body.map_err(|r| match ApiError::from(r) {
+        ApiError::PayloadTooLarge(m) => ApiError::Unprocessable(m),
+        other => other,
+    })?;
     let id = parse_path_id(&id)?;
     let ip = ip.map(|i| i.to_string()).unwrap_or_default();
     let stored = st

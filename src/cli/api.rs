@@ -33,11 +33,17 @@ pub struct ApiArgs {
 /// Bound on connecting, and on each request that is not an upload.
 const CONNECT: Duration = Duration::from_secs(10);
 const REQUEST: Duration = Duration::from_secs(60);
-/// An upload may take long, but never a minute without progress.
-const READ: Duration = Duration::from_secs(60);
+/// An upload may take long, but never this long without a byte taken by the connection.
+pub const STALL: Duration = Duration::from_secs(60);
+/// Largest answer read (a list page of 1,000 items is far below it).
+const MAX_ANSWER: usize = 8 << 20;
 
 pub struct Api {
     http: reqwest::Client,
+    /// The same client without a per-read deadline: reqwest's `read_timeout` runs from the
+    /// moment a request is sent, so an upload longer than it would fail. Uploads watch their
+    /// own progress instead ([`Api::upload`]).
+    upload: reqwest::Client,
     base: String,
     token: String,
     pub json: bool,
@@ -55,26 +61,38 @@ impl Api {
         if !matches!(url.scheme(), "http" | "https") {
             bail!("--server {base:?}: use http:// or https://");
         }
-        let mut b = reqwest::Client::builder()
-            .connect_timeout(CONNECT)
-            .read_timeout(READ)
-            .no_proxy()
-            .user_agent(concat!("fwdist/", env!("CARGO_PKG_VERSION")));
-        if url.scheme() == "https" {
+        let tls = if url.scheme() == "https" {
             let roots = match &args.ca {
                 Some(ca) => TrustRoots::pinned(ca),
                 None => TrustRoots::system(),
             }
             .map_err(anyhow::Error::msg)?;
             let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots.store.as_ref().clone())
-                .with_no_client_auth();
-            b = b.use_preconfigured_tls(tls);
-        }
+            Some(
+                rustls::ClientConfig::builder_with_provider(provider)
+                    .with_safe_default_protocol_versions()?
+                    .with_root_certificates(roots.store.as_ref().clone())
+                    .with_no_client_auth(),
+            )
+        } else {
+            None
+        };
+        let builder = || {
+            let b = reqwest::Client::builder()
+                .connect_timeout(CONNECT)
+                .no_proxy()
+                .user_agent(concat!("fwdist/", env!("CARGO_PKG_VERSION")));
+            match &tls {
+                Some(t) => b.use_preconfigured_tls(t.clone()),
+                None => b,
+            }
+        };
         Ok(Api {
-            http: b.build().context("building the HTTP client")?,
+            upload: builder().build().context("building the HTTP client")?,
+            http: builder()
+                .read_timeout(REQUEST)
+                .build()
+                .context("building the HTTP client")?,
             base,
             token,
             json: args.json,
@@ -106,24 +124,53 @@ impl Api {
         self.call(Method::GET, path, None).await
     }
 
-    /// Uploads a multipart form (no overall deadline: an image may be large; each read is
-    /// bounded). Returns the status and the body.
+    /// A GET with query parameters, encoded by the URL builder (never pasted into the path).
     ///
     /// # Errors
     /// As [`Api::call`].
+    pub async fn get_query(&self, path: &str, query: &[(&str, &str)]) -> anyhow::Result<Value> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .query(query)
+            .bearer_auth(&self.token)
+            .timeout(REQUEST)
+            .send()
+            .await
+            .map_err(|e| reach_error(&self.base, &e))?;
+        answer(resp).await.map(|(_, v)| v)
+    }
+
+    /// Uploads a multipart form with no overall deadline (an image may be large), failing
+    /// when `progress` (bumped by the body stream as the connection takes bytes) stands still
+    /// for [`STALL`]. Returns the status and the body.
+    ///
+    /// # Errors
+    /// As [`Api::call`], or a stalled upload.
     pub async fn upload(
         &self,
         path: &str,
         form: reqwest::multipart::Form,
+        progress: &Progress,
     ) -> anyhow::Result<(StatusCode, Value)> {
-        let resp = self
-            .http
+        let send = self
+            .upload
             .post(self.url(path))
             .bearer_auth(&self.token)
             .multipart(form)
-            .send()
-            .await
-            .map_err(|e| reach_error(&self.base, &e))?;
+            .send();
+        let watchdog = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if progress.idle() > STALL {
+                    return;
+                }
+            }
+        };
+        let resp = tokio::select! {
+            r = send => r.map_err(|e| reach_error(&self.base, &e))?,
+            () = watchdog => bail!("{}: the upload made no progress for {} s", self.base, STALL.as_secs()),
+        };
         answer(resp).await
     }
 
@@ -152,9 +199,41 @@ fn reach_error(base: &str, e: &reqwest::Error) -> anyhow::Error {
     anyhow::anyhow!("{base}: {what}: {cause}")
 }
 
-async fn answer(resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
+/// When an upload last moved, shared by its body stream and its watchdog.
+#[derive(Debug, Clone)]
+pub struct Progress(std::sync::Arc<std::sync::Mutex<std::time::Instant>>);
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress(std::sync::Arc::new(std::sync::Mutex::new(
+            std::time::Instant::now(),
+        )))
+    }
+}
+
+impl Progress {
+    pub fn bump(&self) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = std::time::Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .elapsed()
+    }
+}
+
+async fn answer(mut resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
     let status = resp.status();
-    let text = resp.text().await.context("reading the API's answer")?;
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.context("reading the API's answer")? {
+        if bytes.len() + chunk.len() > MAX_ANSWER {
+            bail!("the API's answer is larger than {} MiB", MAX_ANSWER >> 20);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8_lossy(&bytes).into_owned();
     let body: Value = if text.is_empty() {
         Value::Null
     } else {
@@ -165,6 +244,16 @@ async fn answer(resp: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> 
             .get("error")
             .and_then(Value::as_str)
             .map_or_else(|| body.to_string(), str::to_owned);
+        // One line, and a short one (a proxy's HTML error page is not a message).
+        let mut msg = msg.split_whitespace().collect::<Vec<_>>().join(" ");
+        if msg.len() > 300 {
+            let mut cut = 300;
+            while !msg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            msg.truncate(cut);
+            msg.push('…');
+        }
         bail!(
             "{} {}: {msg}",
             status.as_u16(),

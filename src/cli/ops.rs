@@ -10,19 +10,23 @@ use anyhow::{Context as _, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::api::{Api, ApiArgs};
+use super::api::{Api, ApiArgs, Progress};
 use super::release::check_dir;
 use crate::domain::DeviceId;
 use fwdist_release::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
 use fwdist_release::signing::{self, TrustedKeys};
 
+/// Where `serve` looks for trusted release keys by default.
+const DEFAULT_TRUSTED: &str = "certs/release-keys";
+
 #[derive(Debug, clap::Args)]
 pub struct PublishArgs {
     /// Release directory: manifest.json, manifest.json.sig and the image they name.
     pub dir: PathBuf,
-    /// Also verify the signature against this public key before uploading (without it the
-    /// manifest, signature document, size and SHA-256 are still checked; the server checks
-    /// the signature against its trusted keys either way).
+    /// Verify the signature against this public key before uploading (without it, against
+    /// ./certs/release-keys/*.pub when that directory has keys; the manifest, signature
+    /// document, size and SHA-256 are checked in any case, and the server checks the
+    /// signature against its trusted keys either way).
     #[arg(long = "pub", value_name = "PUB")]
     pub public: Option<PathBuf>,
     #[command(flatten)]
@@ -83,10 +87,10 @@ pub struct RolloutCreate {
     #[arg(long)]
     pub version: String,
     /// Percent of the eligible devices (0-100).
-    #[arg(long, conflicts_with = "phases")]
+    #[arg(long, conflicts_with = "phases", value_parser = finite)]
     pub percent: Option<f64>,
     /// Phases as percents, strictly increasing, e.g. 1,10,50,100.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = finite)]
     pub phases: Option<Vec<f64>>,
     /// A file of device ids (one per line; `#` comments) always selected.
     #[arg(long)]
@@ -94,9 +98,9 @@ pub struct RolloutCreate {
     /// Only devices carrying all of these labels are eligible (repeat or comma-separate).
     #[arg(long = "label", value_delimiter = ',')]
     pub labels: Vec<String>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub success_threshold: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub failure_threshold: Option<f64>,
     #[arg(long)]
     pub min_phase_secs: Option<u64>,
@@ -166,9 +170,18 @@ fn num(v: &Value) -> String {
     }
 }
 
-/// The canonical form of a MAC the API accepted (it answers 404 for one it cannot parse).
-fn canonical(mac: &str) -> String {
-    DeviceId::parse(mac).map_or_else(|_| mac.to_owned(), |d| d.to_string())
+/// A MAC argument, parsed before it goes into a URL path: only the canonical form is sent
+/// (a raw argument could carry `../` or `#` and reach another endpoint).
+fn device_arg(mac: &str) -> anyhow::Result<DeviceId> {
+    DeviceId::parse(mac).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// A finite number (clap would take `NaN` and `inf`, which JSON cannot carry).
+fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("{s:?} is not a finite number")),
+    }
 }
 
 // ---- publish ----
@@ -185,7 +198,10 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
                 signing::decode_public_key(&pem).with_context(|| format!("{}", p.display()))?
             ]))
         }
-        None => None,
+        // Without --pub, the server's trusted keys when they are here (the default layout).
+        None => TrustedKeys::load_dir(std::path::Path::new(DEFAULT_TRUSTED))
+            .ok()
+            .filter(|k| !k.is_empty()),
     };
     let checked = check_dir(&args.dir, keys.as_ref())?;
     let api = Api::new(&args.api)?;
@@ -213,8 +229,12 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("opening {}", checked.image.display()))?;
     let progress = bar.clone();
+    let moved = Progress::default();
+    let moving = moved.clone();
     let chunks = futures_util::stream::unfold(file, move |mut f| {
         let progress = progress.clone();
+        // Asked for the next chunk: the connection took the last one.
+        moving.bump();
         async move {
             use tokio::io::AsyncReadExt as _;
             let mut buf = vec![0u8; 256 * 1024];
@@ -243,7 +263,7 @@ pub async fn publish(args: &PublishArgs) -> anyhow::Result<()> {
             reqwest::multipart::Part::bytes(checked.signature.clone()).file_name(SIGNATURE_NAME),
         )
         .part("image", image);
-    let result = api.upload("/releases", form).await;
+    let result = api.upload("/releases", form, &moved).await;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -379,19 +399,14 @@ pub async fn rollout(cmd: &RolloutCommand) -> anyhow::Result<()> {
         }
         RolloutCommand::List { model, state, api } => {
             let api = Api::new(api)?;
-            let mut q = Vec::new();
+            let mut q: Vec<(&str, &str)> = Vec::new();
             if let Some(m) = model {
-                q.push(format!("model={m}"));
+                q.push(("model", m));
             }
             if let Some(s) = state {
-                q.push(format!("state={s}"));
+                q.push(("state", s));
             }
-            let path = if q.is_empty() {
-                "/rollouts".to_owned()
-            } else {
-                format!("/rollouts?{}", q.join("&"))
-            };
-            let list = api.get(&path).await?;
+            let list = api.get_query("/rollouts", &q).await?;
             if api.json {
                 Api::print_json(&list);
                 return Ok(());
@@ -482,10 +497,11 @@ pub async fn devices_add(a: &DevicesAdd) -> anyhow::Result<()> {
 /// # Errors
 /// The API's refusal.
 pub async fn devices_pin(a: &DevicesPin) -> anyhow::Result<()> {
+    let id = device_arg(&a.mac)?;
     let api = Api::new(&a.api)?;
     let body = json!({"version": a.version, "reason": a.reason, "expires_at": a.expires});
     let pin = api
-        .call(Method::PUT, &format!("/devices/{}/pin", a.mac), Some(&body))
+        .call(Method::PUT, &format!("/devices/{id}/pin"), Some(&body))
         .await?;
     if api.json {
         Api::print_json(&pin);
@@ -493,11 +509,7 @@ pub async fn devices_pin(a: &DevicesPin) -> anyhow::Result<()> {
         let until = pin["expires_at"]
             .as_str()
             .map_or_else(|| "until unpinned".to_owned(), |t| format!("until {t}"));
-        println!(
-            "pinned {} to {} {until}",
-            canonical(&a.mac),
-            text(&pin, "version")
-        );
+        println!("pinned {id} to {} {until}", text(&pin, "version"));
     }
     Ok(())
 }
@@ -505,14 +517,12 @@ pub async fn devices_pin(a: &DevicesPin) -> anyhow::Result<()> {
 /// # Errors
 /// The API's refusal.
 pub async fn devices_unpin(mac: &str, api: &ApiArgs) -> anyhow::Result<()> {
+    let id = device_arg(mac)?;
     let api = Api::new(api)?;
-    api.call(Method::DELETE, &format!("/devices/{mac}/pin"), None)
+    api.call(Method::DELETE, &format!("/devices/{id}/pin"), None)
         .await?;
     if !api.json {
-        println!(
-            "unpinned {}: its rollouts decide its target again",
-            canonical(mac)
-        );
+        println!("unpinned {id}: its rollouts decide its target again");
     }
     Ok(())
 }
@@ -522,17 +532,14 @@ pub async fn devices_unpin(mac: &str, api: &ApiArgs) -> anyhow::Result<()> {
 /// # Errors
 /// The API's refusal.
 pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
+    let id = device_arg(&a.device)?;
     let api = Api::new(&a.api)?;
     let mut body = json!({"version": a.version, "outcome": a.outcome});
     if let Some(d) = &a.detail {
         body["detail"] = json!(d);
     }
     let r = api
-        .call(
-            Method::POST,
-            &format!("/devices/{}/reports", a.device),
-            Some(&body),
-        )
+        .call(Method::POST, &format!("/devices/{id}/reports"), Some(&body))
         .await?;
     if api.json {
         Api::print_json(&r);
@@ -553,13 +560,18 @@ pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
 pub async fn token_list(api: &ApiArgs) -> anyhow::Result<()> {
     let api = Api::new(api)?;
     let mut items = Vec::new();
-    let mut path = "/tokens?limit=1000".to_owned();
-    loop {
-        let page = api.get(&path).await?;
+    let mut after: Option<String> = None;
+    // Bounded: a server that keeps answering `next` cannot keep the command running.
+    for _ in 0..100 {
+        let mut q = vec![("limit", "1000")];
+        if let Some(a) = &after {
+            q.push(("after", a));
+        }
+        let page = api.get_query("/tokens", &q).await?;
         items.extend(page["items"].as_array().cloned().unwrap_or_default());
         match page["next"].as_str() {
-            Some(next) => path = format!("/tokens?limit=1000&after={next}"),
-            None => break,
+            Some(next) if after.as_deref() != Some(next) => after = Some(next.to_owned()),
+            _ => break,
         }
     }
     if api.json {

@@ -315,6 +315,11 @@ impl Db {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        // Off the rollouts' explicit lists too: registered again, it is a new unit.
+        sqlx::query("DELETE FROM rollout_devices WHERE device = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
         members::remove_device(&mut tx, id).await?;
         append_audit(&mut tx, audit, now_ms()).await?;
         tx.commit().await?;

@@ -159,24 +159,22 @@ impl Db {
     /// # Errors
     /// Database failure.
     pub async fn yank_release(&self, model: &Model, version: &Version, audit: &AuditEntry) -> DbResult<bool> {
+        // The write first: a transaction that reads first and then writes can fail at once
+        // under WAL (SQLITE_BUSY_SNAPSHOT) when the record writer commits in between, and a
+        // yank is what an admin does when a bad release is being downloaded.
         let mut tx = self.pool().begin().await?;
-        let exists: Option<(Option<i64>,)> =
-            sqlx::query_as("SELECT yanked_at FROM releases WHERE model = $1 AND version = $2")
-                .bind(model.as_str())
-                .bind(version.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        match exists {
-            None => return Ok(false),
-            Some((Some(_),)) => return Ok(true),
-            Some((None,)) => {}
+        let r = sqlx::query(
+            "UPDATE releases SET yanked_at = $3 WHERE model = $1 AND version = $2 AND yanked_at IS NULL",
+        )
+        .bind(model.as_str())
+        .bind(version.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        if r.rows_affected() == 0 {
+            drop(tx);
+            return Ok(self.release(model, version).await?.is_some());
         }
-        sqlx::query("UPDATE releases SET yanked_at = $3 WHERE model = $1 AND version = $2")
-            .bind(model.as_str())
-            .bind(version.as_str())
-            .bind(now_ms())
-            .execute(&mut *tx)
-            .await?;
         append_audit(&mut tx, audit, now_ms()).await?;
         tx.commit().await?;
         Ok(true)

@@ -104,10 +104,15 @@ impl Lockout {
         }
         let (max, period) = (self.max as usize, self.period);
         let mut g = self.lock();
-        if g.len() >= MAX_TRACKED {
+        let key = (user.to_owned(), ip);
+        if g.len() >= MAX_TRACKED && !g.contains_key(&key) {
             g.retain(|_, p| !p.stale(now, period));
+            if g.len() >= MAX_TRACKED {
+                // Full of live entries: a new pair is not tracked (bounded memory first).
+                return;
+            }
         }
-        let p = g.entry((user.to_owned(), ip)).or_default();
+        let p = g.entry(key).or_default();
         while p.recent.front().is_some_and(|t| now.duration_since(*t) >= period) {
             p.recent.pop_front();
         }
@@ -278,8 +283,8 @@ impl DeviceAuthenticator {
                 Err(AuthenticationError::BadPassword)
             }
             None => {
+                // Not counted: unknown ids would let anyone grow the lockout table at will.
                 tracing::warn!(device = %id, ip = %creds.source_ip, "login refused: unknown device");
-                self.sessions.lockout.failed(&key, creds.source_ip);
                 Err(AuthenticationError::BadUser)
             }
         }
@@ -310,9 +315,19 @@ impl Authenticator for SessionAuthenticator {
             source_ip: self.conn.peer.ip(),
             ..creds.clone()
         };
+        let claimed = DeviceId::parse(username.trim()).ok();
+        let before = claimed.map(|d| self.inner.sessions.generation(d));
         let user = self.inner.login(username, &creds).await?;
         let username = user.to_string();
         self.conn.set_user(user);
+        // An admin disabled, re-keyed or deleted the device while this login was checking its
+        // old credentials: the close ran before the session had a user, so end it here.
+        if let (Some(d), Some(seen)) = (claimed, before)
+            && self.inner.sessions.generation(d) != seen
+        {
+            self.conn.close();
+            return Err(AuthenticationError::BadPassword);
+        }
         Ok(FtpPrincipal { username })
     }
 }

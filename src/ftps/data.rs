@@ -163,7 +163,6 @@ async fn bind(
                 let Ok((stream, from)) = r else { continue };
                 if from.ip() != want {
                     tracing::warn!(port = claim.port, from = %from.ip(), session = %want, "data connection from another address dropped");
-                    diagnostics.count(from.ip(), None, Event::DataUnbound);
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
@@ -218,19 +217,14 @@ async fn serve(
 
 /// Takes an upload of at most `cap` bytes (then the IQ's end of file), or notes that it is
 /// larger; either way the connection ends cleanly (close_notify, the rest drained).
-/// Most bytes of a refused upload read and dropped before the data connection is closed
-/// (SPEC §4: 64 KiB).
-const DRAIN_MAX: usize = 64 * 1024;
-
 async fn receive(conn: &Conn, mut tls: Tls, job: ReceiveJob) -> DataEnd {
     let mut body = Vec::with_capacity(job.cap.min(64 * 1024));
     let mut buf = vec![0u8; 16 * 1024];
     // A whole upload gets one stall period, not one per read: a client dribbling a byte at a
     // time cannot hold the transfer slot for hours.
     let until = Instant::now() + STALL;
-    // Past the cap the rest is read and dropped (up to DRAIN_MAX), so the client finishes its
-    // send and reads the refusal instead of a reset in the middle of writing.
-    let mut drained: Option<usize> = None;
+    // Past the cap, `finish` drains what the client still sends (up to DRAIN_CAP) before it
+    // closes, so the client reads the refusal rather than a reset.
     let outcome = loop {
         let r = tokio::select! {
             () = conn.closed() => return DataEnd::Failed(426, CUT),
@@ -238,18 +232,11 @@ async fn receive(conn: &Conn, mut tls: Tls, job: ReceiveJob) -> DataEnd {
                 r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             }
         };
-        match (r, drained) {
-            (Ok(0), None) => break Received::Body(body),
-            (Ok(0), Some(_)) => break Received::TooLarge,
-            (Ok(n), Some(d)) => {
-                if d + n > DRAIN_MAX {
-                    break Received::TooLarge;
-                }
-                drained = Some(d + n);
-            }
-            (Ok(n), None) if body.len() + n > job.cap => drained = Some(body.len() + n),
-            (Ok(n), None) => body.extend_from_slice(&buf[..n]),
-            (Err(_), _) => return DataEnd::Failed(426, CUT),
+        match r {
+            Ok(0) => break Received::Body(body),
+            Ok(n) if body.len() + n > job.cap => break Received::TooLarge,
+            Ok(n) => body.extend_from_slice(&buf[..n]),
+            Err(_) => return DataEnd::Failed(426, CUT),
         }
     };
     let _ = job.got.send(outcome);

@@ -125,11 +125,17 @@ impl Front {
             let id = next_id.fetch_add(1, Ordering::Relaxed);
             let conn = Arc::new(Conn::new(id, peer, local));
             self.sessions.register(conn.clone());
-            let (sessions, ctx) = (self.sessions.clone(), self.ctx.clone());
+            let registered = Registered {
+                sessions: self.sessions.clone(),
+                id,
+            };
+            let ctx = self.ctx.clone();
             tokio::spawn(async move {
+                // Dropped however the session ends (a panic included): registry, gauge and
+                // the per-address slot are always given back.
+                let _registered = registered;
+                let _permit = permit;
                 control::run(ctx, conn, stream).await;
-                sessions.unregister(id);
-                drop(permit);
             });
         }
         drop(self.listener);
@@ -154,6 +160,18 @@ impl Front {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         engine.abort();
+    }
+}
+
+/// Unregisters a session when dropped.
+struct Registered {
+    sessions: Arc<Sessions>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.sessions.unregister(self.id);
     }
 }
 

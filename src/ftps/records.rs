@@ -29,10 +29,12 @@ pub struct Recorder {
 impl Recorder {
     /// Queues a record; waits only if the queue is full.
     pub async fn record(&self, r: DownloadRecord) {
-        self.metrics.record_queue_depth.inc();
-        if self.tx.send(r).await.is_err() {
-            self.metrics.record_queue_depth.dec();
-            tracing::error!("download record dropped: recorder has stopped");
+        // Counted from here; a send that fails or is cancelled gives its count back.
+        let queued = Queued(&self.metrics.record_queue_depth);
+        queued.0.inc();
+        match self.tx.send(r).await {
+            Ok(()) => std::mem::forget(queued),
+            Err(_) => tracing::error!("download record dropped: recorder has stopped"),
         }
     }
 
@@ -51,6 +53,15 @@ impl Recorder {
                 }
             }
         }
+    }
+}
+
+/// Takes its count back from `fwdist_record_queue_depth` unless forgotten (sent).
+struct Queued<'a>(&'a prometheus::IntGauge);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

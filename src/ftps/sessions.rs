@@ -25,6 +25,10 @@ pub struct Sessions {
     pub metrics: Arc<Metrics>,
     /// `/healthz` connections, answered by the accept loop without a session.
     pub probes: Arc<HealthProbes>,
+    /// Bumped by [`Sessions::close_device`] before it looks for sessions: a login that read
+    /// the device's credentials before an admin's change checks it after its session is
+    /// registered, so it cannot slip between the change and the close.
+    generations: Mutex<HashMap<DeviceId, u64>>,
 }
 
 /// The local addresses of `/healthz` probes on their way in: the front's accept loop answers
@@ -91,7 +95,18 @@ impl Sessions {
             lockout,
             metrics,
             probes: Arc::default(),
+            generations: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// How often the device's sessions were closed (see [`Sessions::close_device`]).
+    pub fn generation(&self, device: DeviceId) -> u64 {
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&device)
+            .copied()
+            .unwrap_or(0)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
@@ -123,6 +138,17 @@ impl Sessions {
 
     /// Closes every open session of `device` (its control and data connections); returns how many.
     pub fn close_device(&self, device: DeviceId) -> usize {
+        {
+            let mut g = self
+                .generations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Bounded: entries only for devices an admin acted on.
+            if g.len() >= 100_000 {
+                g.clear();
+            }
+            *g.entry(device).or_default() += 1;
+        }
         let mine: Vec<Arc<Conn>> = self
             .lock()
             .values()

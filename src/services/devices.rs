@@ -220,6 +220,10 @@ impl Devices {
         if !self.db.set_device_enabled(id, true, &audit).await? {
             return Err(Self::not_found(id));
         }
+        // Failures while it was disabled locked it out: enabled means it can log in now.
+        if let Some(s) = &self.sessions {
+            s.unlock(*id);
+        }
         tracing::info!(device = %id, "device enabled");
         self.row(id).await
     }

@@ -264,7 +264,7 @@ async fn a_stranger_at_the_same_address_cannot_take_the_data_connection() {
 }
 
 #[tokio::test]
-async fn a_connection_from_another_host_is_dropped_and_counted_for_that_host() {
+async fn a_connection_from_another_host_is_dropped_and_gets_nothing() {
     let app = spawn_app().await;
     let (id, secret) = device_with_image(&app, "aa:bb:cc:0e:00:08").await;
     let mut ctl = RawCtl::login(&app, &id, &secret).await;
@@ -285,15 +285,16 @@ async fn a_connection_from_another_host_is_dropped_and_counted_for_that_host() {
     let mut stolen = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(2), other.read_to_end(&mut stolen)).await;
     assert!(stolen.is_empty(), "the other host got {} bytes", stolen.len());
+    // Logged, not counted: any host could otherwise fill the per-address table.
     let (_, diag) = app.get("/api/v1/diagnostics").await;
-    let row = diag["client_ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["key"] == "127.0.0.2")
-        .unwrap_or_else(|| panic!("127.0.0.2 is not counted: {diag}"))
-        .clone();
-    assert_eq!(row["data_connections_unbound"], 1, "{row}");
+    assert!(
+        !diag["client_ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["key"] == "127.0.0.2"),
+        "{diag}"
+    );
 }
 
 #[tokio::test]

@@ -89,6 +89,9 @@ async fn normal_polls_and_ip_address_sni_do_not_warn() {
     assert!(!log.contains("Illegal SNI"), "rustls' SNI warning is not logged");
     assert!(!log.contains("wrong-secret-xyz"), "a secret in the log");
     assert!(!log.contains(&dev.secret), "a secret in the log");
+    for token in [&app.admin_token, &app.publisher_token, &app.viewer_token] {
+        assert!(!log.contains(token.as_str()), "an API token in the log");
+    }
 }
 
 /// `ftps.idle_timeout_secs` counts the IQ's silence, not libunftp's: a download longer than

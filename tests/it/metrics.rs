@@ -32,8 +32,12 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
         .collect()
 }
 
+/// The series' value; a series that is not served at all fails the test (a zero must be
+/// an exported zero, not a missing family).
 fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
-    m.get(key).copied().unwrap_or(0.0)
+    m.get(key)
+        .copied()
+        .unwrap_or_else(|| panic!("{key} is not served"))
 }
 
 /// Polls until `key` satisfies `pred`; returns the scrape.

@@ -97,6 +97,9 @@ async fn lifecycle_enable_rotate_delete_and_per_address_lockouts() {
         "cleared"
     );
 
+    // A new secret closes the sessions open with the old one.
+    let mut open = crate::raw_ctl::RawCtl::login(&app, &dev.id, &dev.secret).await;
+    assert_eq!(open.cmd("NOOP").await.0, 200);
     // A new secret: the old one is refused at once, the new one works, a lockout is cleared.
     for _ in 0..3 {
         assert_eq!(login(&app, &dev.id, "wrong", "127.0.0.4").await, "530");
@@ -117,10 +120,17 @@ async fn lifecycle_enable_rotate_delete_and_per_address_lockouts() {
         "new secret, lockout gone"
     );
 
-    // Delete: it can no longer log in, GET is 404, its records stay listed.
+    // Delete: its open session ends, it can no longer log in, GET is 404, its records stay.
     app.publish("iq2", "1.0.0", 1, &image(1000, 1)).await;
+    let mut open = crate::raw_ctl::RawCtl::login(&app, &dev.id, &new_secret).await;
+    assert_eq!(open.cmd("NOOP").await.0, 200);
     let (status, _) = delete(&app, path).await;
     assert_eq!(status, 204);
+    match tokio::time::timeout(std::time::Duration::from_secs(5), open.try_cmd("NOOP")).await {
+        Ok(Ok((code, text))) => assert_eq!(code, 421, "the session after delete: {text}"),
+        Ok(Err(_)) => {}
+        Err(_) => panic!("the deleted device's session is still open"),
+    }
     assert_eq!(login(&app, &dev.id, &new_secret, "127.0.0.1").await, "530");
     assert_eq!(app.get(path).await.0, 404);
     assert_eq!(delete(&app, path).await.0, 404, "deleting twice");
