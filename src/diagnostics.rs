@@ -3,8 +3,9 @@
 //! connections whose TLS handshake failed, and sessions refused with `421` because one
 //! address had too many open. Kept per device and per client IP, in memory, since start.
 //!
-//! Written by the FTPS front, read by the admin API; knows nothing of either. Each event also
-//! moves its Prometheus counter ([`Metrics`]), so the two never disagree.
+//! Written by the FTPS front, read by the admin API; knows nothing of either. Unused offers
+//! and `421` refusals also move their Prometheus counters ([`Metrics`]) here, so the two
+//! never disagree.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -109,7 +109,7 @@ impl Metrics {
             ftps_refused: counter_vec(
                 &r,
                 "fwdist_ftps_refused_total",
-                "FTPS connections or logins turned away, by reason (421, lockout, plaintext).",
+                "FTPS connections, logins or pre-TLS commands turned away, by reason (421, lockout, plaintext: each command before AUTH TLS).",
                 &["reason"],
             ),
             passive_offers_unused: counter(
@@ -122,7 +122,7 @@ impl Metrics {
             ),
             passive_ports_in_use: gauge(
                 "fwdist_passive_ports_in_use",
-                "Passive ports offered or carrying a transfer now (of ftps.passive_ports).",
+                "Passive ports on offer now, waiting for their data connection (of ftps.passive_ports).",
             ),
             api_requests: counter_vec(
                 &r,

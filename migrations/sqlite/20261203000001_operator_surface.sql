@@ -1,6 +1,6 @@
--- fwdist schema v3 (SQLite): device pins (SPEC 9), token use and revocation, and the audit
--- log's query by time (SPEC 10). Device deletion removes the row (records and reports keep
--- the id as text, so they stay), so devices need no new column.
+-- fwdist schema v3 (SQLite): device pins (SPEC 9) and when a token was last used (tokens
+-- are revoked by deleting their row). Device deletion removes the row (records and reports
+-- keep the id as text, so they stay), so devices need no new column.
 
 CREATE TABLE pins (
     device      TEXT    PRIMARY KEY,      -- canonical MAC

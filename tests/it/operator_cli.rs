@@ -248,6 +248,44 @@ async fn an_admins_session_with_the_cli() {
         serde_json::Value::Null
     );
 
+    // A crafted MAC cannot reach another endpoint: ids are checked before any URL is built.
+    for args in [
+        vec!["devices", "unpin", "../tokens/1#"],
+        vec!["devices", "pin", "../releases/iq2/1.0.0/yank#", "1.0.0"],
+        vec![
+            "report",
+            "--device",
+            "x/../aa:bb:cc:41:00:01/secret#",
+            "--version",
+            "1.0.0",
+            "--outcome",
+            "installed",
+        ],
+    ] {
+        let out = op(&app, &admin, &args).await;
+        failed_with(&out, "invalid device id");
+    }
+    assert_eq!(app.get("/api/v1/whoami").await.0, 200, "no token was revoked");
+    let (_, rel) = app.get("/api/v1/releases/iq2/1.0.0").await;
+    assert_eq!(rel["yanked"], false, "no release was yanked");
+    let out = op(
+        &app,
+        &admin,
+        &[
+            "rollout",
+            "create",
+            "--model",
+            "iq2",
+            "--version",
+            "1.0.0",
+            "--percent",
+            "NaN",
+        ],
+    )
+    .await;
+    out.assert_failed(false);
+    assert!(out.stderr.contains("is not a finite number"), "{}", out.stderr);
+
     let reporter = app.create_token("ks-backend", "reporter").await;
     let out = op(
         &app,

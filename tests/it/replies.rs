@@ -59,7 +59,7 @@ async fn a_device_session_is_answered_exactly() {
         "SITE CHMOD 777 /releases/1.0.0/firmware.bin -> 550 Permission denied\r\n",
         // Nothing of the implementation, its version or the caller.
         "STAT -> 211 fwdist firmware server\r\n",
-        "HELP -> 214-Commands an IQ uses:\r\n AUTH PBSZ PROT USER PASS TYPE PASV EPSV SIZE MDTM REST RETR STOR\r\n LIST NLST CWD PWD NOOP FEAT SITE QUIT\r\n214 End\r\n",
+        "HELP -> 214-Commands an IQ uses:\r\n AUTH PBSZ PROT USER PASS TYPE PASV EPSV SIZE MDTM REST RETR STOR\r\n LIST NLST MLSD MLST CWD CDUP PWD NOOP FEAT SITE QUIT\r\n214 End\r\n",
         "NOOP -> 200 Successfully did nothing\r\n",
         "QUIT -> 221 Goodbye\r\n",
     ];

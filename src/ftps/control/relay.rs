@@ -50,7 +50,7 @@ const ENGINE_REPLY: Duration = Duration::from_secs(10);
 struct Busy<'a>(&'a Conn);
 
 /// What `HELP` answers: the commands an IQ uses, nothing of the implementation.
-const HELP: &str = "214-Commands an IQ uses:\r\n AUTH PBSZ PROT USER PASS TYPE PASV EPSV SIZE MDTM REST RETR STOR\r\n LIST NLST CWD PWD NOOP FEAT SITE QUIT\r\n214 End\r\n";
+const HELP: &str = "214-Commands an IQ uses:\r\n AUTH PBSZ PROT USER PASS TYPE PASV EPSV SIZE MDTM REST RETR STOR\r\n LIST NLST MLSD MLST CWD CDUP PWD NOOP FEAT SITE QUIT\r\n214 End\r\n";
 
 impl<'a> Busy<'a> {
     fn new(c: &'a Conn) -> Self {
