@@ -69,7 +69,20 @@ impl App {
     /// # Errors
     /// Anything that keeps the server from starting, with what it was doing.
     pub async fn build(mut cfg: Config) -> anyhow::Result<App> {
-        crate::descriptors::apply(&cfg)?;
+        let budget = crate::descriptors::apply(&cfg)?;
+        // FTPS may not hold more sessions than its share of descriptors: beyond it an accept
+        // would fail with EMFILE for everyone, IQs and the admin API alike.
+        let afforded = u32::try_from(budget.ftps_sessions).unwrap_or(u32::MAX);
+        if cfg.ftps.max_sessions == 0 || cfg.ftps.max_sessions > afforded {
+            if cfg.ftps.max_sessions > afforded {
+                tracing::warn!(
+                    configured = cfg.ftps.max_sessions,
+                    afforded,
+                    "ftps.max_sessions lowered to what the descriptor budget affords"
+                );
+            }
+            cfg.ftps.max_sessions = afforded;
+        }
         if ftps::ensure_certificate(&cfg.ftps)? {
             tracing::info!(cert = %cfg.ftps.cert.display(), "TLS certificate created");
         }

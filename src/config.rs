@@ -65,6 +65,9 @@ pub struct FtpsConfig {
     /// Concurrent control sessions from one client IP; the next one gets `421` at connect.
     /// Protects a site's uplink and the passive range from one busy NAT address. 0 = no limit.
     pub max_sessions_per_ip: u32,
+    /// FTPS sessions in all; beyond, `421 Too many sessions; try again later`. 0: as many as
+    /// the descriptor budget affords (logged at start); a value above that is lowered to it.
+    pub max_sessions: u32,
     /// How long a passive port waits for the IQ's data connection. When it expires the port
     /// is freed and the command waiting on it gets `425`; a session's second unused offer
     /// closes it (libunftp alone would leave a RETR hanging).
@@ -147,6 +150,7 @@ impl Default for FtpsConfig {
             record_downloads: true,
             public_port: None,
             max_sessions_per_ip: 16,
+            max_sessions: 0,
             data_connect_timeout_secs: 5,
             probe_enabled: true,
             probe_logins_per_minute: 20,

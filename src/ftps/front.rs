@@ -23,11 +23,22 @@ use super::inner::Inner;
 use super::sessions::Sessions;
 use crate::diagnostics::{Diagnostics, Event};
 
-/// Concurrent sessions per client IP. Pure bookkeeping; the permit gives the slot back.
+/// Concurrent sessions per client IP and in all. Pure bookkeeping; the permit gives the
+/// slot back.
 #[derive(Debug)]
 pub struct IpGate {
     limit: u32,
+    /// Sessions in all (`ftps.max_sessions`, at most what the descriptor budget affords).
+    total_limit: u64,
     open: Mutex<HashMap<IpAddr, u32>>,
+    total: std::sync::atomic::AtomicU64,
+}
+
+/// Why a connection was turned away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    Address,
+    Server,
 }
 
 #[derive(Debug)]
@@ -37,11 +48,13 @@ pub struct Permit {
 }
 
 impl IpGate {
-    /// `limit` 0 means no limit.
-    pub fn new(limit: u32) -> Arc<Self> {
+    /// `limit` 0 means no limit per address; `total_limit` 0 none in all.
+    pub fn new(limit: u32, total_limit: u64) -> Arc<Self> {
         Arc::new(IpGate {
             limit,
+            total_limit,
             open: Mutex::new(HashMap::new()),
+            total: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -51,14 +64,18 @@ impl IpGate {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub fn try_enter(self: &Arc<Self>, ip: IpAddr) -> Option<Permit> {
+    pub fn try_enter(self: &Arc<Self>, ip: IpAddr) -> Result<Permit, Full> {
         let mut g = self.lock();
+        if self.total_limit > 0 && self.total.load(Ordering::Relaxed) >= self.total_limit {
+            return Err(Full::Server);
+        }
         let n = g.entry(ip).or_insert(0);
         if self.limit > 0 && *n >= self.limit {
-            return None;
+            return Err(Full::Address);
         }
         *n += 1;
-        Some(Permit {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(Permit {
             gate: self.clone(),
             ip,
         })
@@ -78,6 +95,7 @@ impl Drop for Permit {
                 g.remove(&self.ip);
             }
         }
+        self.gate.total.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -115,11 +133,21 @@ impl Front {
                 tokio::spawn(answer_probe(stream));
                 continue;
             }
-            let Some(permit) = self.gate.try_enter(peer.ip()) else {
-                self.diagnostics.count(peer.ip(), None, Event::SessionRefused);
-                tracing::warn!(ip = %peer.ip(), "session refused: too many sessions from this address");
-                tokio::spawn(refuse(stream));
-                continue;
+            let permit = match self.gate.try_enter(peer.ip()) {
+                Ok(p) => p,
+                Err(full) => {
+                    self.diagnostics.count(peer.ip(), None, Event::SessionRefused);
+                    match full {
+                        Full::Address => {
+                            tracing::warn!(ip = %peer.ip(), "session refused: too many sessions from this address")
+                        }
+                        Full::Server => {
+                            tracing::warn!(ip = %peer.ip(), "session refused: the server has all the sessions it may hold")
+                        }
+                    }
+                    tokio::spawn(refuse(stream, full));
+                    continue;
+                }
             };
             let Ok(local) = stream.local_addr() else { continue };
             let id = next_id.fetch_add(1, Ordering::Relaxed);
@@ -185,8 +213,11 @@ async fn answer_probe(mut stream: TcpStream) {
 }
 
 /// `421` before the greeting, then close. Plain text: no TLS has been negotiated yet.
-async fn refuse(mut stream: TcpStream) {
-    let reply = b"421 Too many sessions from your address; try again later\r\n";
+async fn refuse(mut stream: TcpStream, full: Full) {
+    let reply: &[u8] = match full {
+        Full::Address => b"421 Too many sessions from your address; try again later\r\n",
+        Full::Server => b"421 Too many sessions; try again later\r\n",
+    };
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(reply).await;
         let _ = stream.shutdown().await;
@@ -200,21 +231,31 @@ mod tests {
 
     #[test]
     fn gate_limits_per_address_and_gives_slots_back() {
-        let gate = IpGate::new(2);
+        let gate = IpGate::new(2, 0);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let p1 = gate.try_enter(a).unwrap();
         let _p2 = gate.try_enter(a).unwrap();
-        assert!(gate.try_enter(a).is_none());
+        assert_eq!(gate.try_enter(a).err(), Some(Full::Address));
         let _q = gate.try_enter(b).expect("another address has its own slots");
         drop(p1);
         assert_eq!(gate.open(a), 1);
-        assert!(gate.try_enter(a).is_some());
+        assert!(gate.try_enter(a).is_ok());
+    }
+
+    #[test]
+    fn the_server_wide_cap_holds_across_addresses_and_gives_slots_back() {
+        let gate = IpGate::new(0, 3);
+        let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let mut held: Vec<_> = (1..=3).map(|i| gate.try_enter(ip(i)).unwrap()).collect();
+        assert_eq!(gate.try_enter(ip(9)).err(), Some(Full::Server));
+        held.pop();
+        assert!(gate.try_enter(ip(9)).is_ok(), "a slot given back is free again");
     }
 
     #[test]
     fn zero_means_no_limit() {
-        let gate = IpGate::new(0);
+        let gate = IpGate::new(0, 0);
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let permits: Vec<_> = (0..1000).map(|_| gate.try_enter(a).unwrap()).collect();
         assert_eq!(gate.open(a), 1000);

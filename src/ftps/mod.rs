@@ -193,7 +193,7 @@ pub async fn build(
     };
     Ok(Front {
         listener,
-        gate: IpGate::new(cfg.max_sessions_per_ip),
+        gate: IpGate::new(cfg.max_sessions_per_ip, u64::from(cfg.max_sessions)),
         diagnostics,
         sessions,
         ctx: Arc::new(ctx),

@@ -79,13 +79,13 @@ async fn normal_polls_and_ip_address_sni_do_not_warn() {
         .filter(|l| l.contains(" WARN "))
         .filter(|l| !l.contains("self-signed TLS certificate for development"))
         .collect();
-    assert_eq!(
-        warns.len(),
-        1,
+    // Only the refused login warns (once per attempt the client made).
+    assert!(!warns.is_empty(), "the refused login warns");
+    assert!(
+        warns.iter().all(|w| w.contains("login refused: wrong secret")),
         "only the refused login warns:\n{}",
         warns.join("\n")
     );
-    assert!(warns[0].contains("login refused: wrong secret"), "{}", warns[0]);
     assert!(!log.contains("Illegal SNI"), "rustls' SNI warning is not logged");
     assert!(!log.contains("wrong-secret-xyz"), "a secret in the log");
     assert!(!log.contains(&dev.secret), "a secret in the log");

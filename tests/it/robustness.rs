@@ -185,3 +185,45 @@ async fn a_large_upload_is_streamed_not_buffered() {
         "download grew RSS to {after_download} KiB"
     );
 }
+
+/// `ftps.max_sessions` holds across addresses: past it a connection gets `421` at once, and
+/// a slot given back is free again.
+#[tokio::test]
+async fn the_server_wide_session_cap_refuses_with_421_and_frees_slots() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__MAX_SESSIONS", "2")]).await;
+    let greet = |from: [u8; 4]| {
+        let addr = app.ftp_addr;
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(std::net::SocketAddr::from((from, 0))).unwrap();
+            let mut c = s.connect(addr).await.unwrap();
+            let mut buf = vec![0u8; 128];
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            (c, String::from_utf8_lossy(&buf[..n]).into_owned())
+        }
+    };
+    let (a, first) = greet([127, 0, 0, 1]).await;
+    let (_b, second) = greet([127, 0, 0, 2]).await;
+    assert!(
+        first.starts_with("220") && second.starts_with("220"),
+        "{first}{second}"
+    );
+    let (_, third) = greet([127, 0, 0, 3]).await;
+    assert_eq!(third, "421 Too many sessions; try again later\r\n");
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_c, again) = greet([127, 0, 0, 3]).await;
+        if again.starts_with("220") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never came back: {again}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
