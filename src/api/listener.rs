@@ -150,6 +150,7 @@ impl AdminListener {
         } = self;
         let shared = Arc::new(Shared { router, tls, limits });
         let slots = Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS)));
+        let per_address = PerAddress::new(limits.max_connections);
         let (stop, stopping) = watch::channel(false);
         let mut conns = JoinSet::new();
         let mut refusals = Refusals::default();
@@ -175,6 +176,11 @@ impl AdminListener {
                     continue;
                 }
             };
+            let Some(mine) = per_address.enter(peer.ip()) else {
+                drop(stream);
+                refusals.note(peer, limits.max_connections);
+                continue;
+            };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 drop(stream);
                 refusals.note(peer, limits.max_connections);
@@ -185,12 +191,63 @@ impl AdminListener {
             conns.spawn(async move {
                 connection(stream, peer, shared, stopping).await;
                 drop(slot);
+                drop(mine);
             });
         }
         drop(listener);
         let _ = stop.send(true);
         while conns.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// Connections per client address: at most a quarter of the cap each, so one client
+/// (authenticated or not) cannot hold every slot.
+#[derive(Debug, Clone)]
+struct PerAddress {
+    cap: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+struct AddressSlot {
+    of: PerAddress,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn new(max_connections: usize) -> Self {
+        PerAddress {
+            cap: (max_connections / 4).max(1),
+            open: Arc::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn enter(&self, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        let mut g = self.lock();
+        let n = g.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { of: self.clone(), ip })
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut g = self.of.lock();
+        if let Some(n) = g.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                g.remove(&self.ip);
+            }
+        }
     }
 }
 

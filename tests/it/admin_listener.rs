@@ -127,8 +127,21 @@ async fn past_the_connection_cap_connections_are_closed_unanswered_and_ftps_stil
     app.http = reqwest::Client::builder().no_proxy().build().unwrap();
     let mut held = Vec::new();
     let deadline = Instant::now() + CLOSED_WITHIN;
+    // One address may hold a quarter of the slots (here 1): four addresses fill them.
+    let from = |i: usize| {
+        let addr = app.api_addr;
+        async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(std::net::SocketAddr::from((
+                [127, 0, 0, u8::try_from(i).unwrap()],
+                0,
+            )))
+            .unwrap();
+            s.connect(addr).await.unwrap()
+        }
+    };
     while held.len() < 4 {
-        let mut s = TcpStream::connect(app.api_addr).await.unwrap();
+        let mut s = from(held.len() + 1).await;
         match get(&mut s, "/healthz").await {
             Ok((200, _)) => held.push(s),
             other => {
@@ -138,8 +151,17 @@ async fn past_the_connection_cap_connections_are_closed_unanswered_and_ftps_stil
             }
         }
     }
-    // A fifth connection is accepted and closed, with no answer.
-    let mut fifth = TcpStream::connect(app.api_addr).await.unwrap();
+    // A second one from an address that holds its share is closed unanswered.
+    let mut again = from(2).await;
+    let _ = again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: fwdist\r\n\r\n")
+        .await;
+    assert!(
+        until_closed(&mut again).await.is_empty(),
+        "an address over its share"
+    );
+    // A fifth connection, from an address holding nothing, is closed unanswered: the cap.
+    let mut fifth = from(9).await;
     let _ = fifth
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: fwdist\r\n\r\n")
         .await;
