@@ -285,12 +285,10 @@ impl Devices {
     /// No such device, database failure.
     pub async fn unlock(&self, id: &DeviceId, actor: &str) -> ServiceResult<usize> {
         self.row(id).await?;
-        let cleared = self.sessions.as_ref().map_or_else(Vec::new, |s| {
-            let locked = s.lockouts(*id);
-            s.unlock(*id);
-            locked
-        });
-        let ips: Vec<String> = cleared.iter().map(|l| l.client_ip.to_string()).collect();
+        // The entry first: a clear is never left unaudited (should the write fail, nothing
+        // is cleared; an address locked between the read and the clear is cleared unnamed).
+        let before = self.sessions.as_ref().map_or_else(Vec::new, |s| s.lockouts(*id));
+        let ips: Vec<String> = before.iter().map(|l| l.client_ip.to_string()).collect();
         self.db
             .append_audit(&AuditEntry::new(
                 actor,
@@ -299,8 +297,9 @@ impl Devices {
                 json!({"client_ips": ips}),
             ))
             .await?;
-        tracing::info!(device = %id, lockouts_cleared = cleared.len(), "device lockouts cleared");
-        Ok(cleared.len())
+        let cleared = self.sessions.as_ref().map_or(0, |s| s.unlock(*id));
+        tracing::info!(device = %id, lockouts_cleared = cleared, "device lockouts cleared");
+        Ok(cleared)
     }
 
     /// Pins a device to a release of its model that is served (not yanked).
