@@ -62,6 +62,21 @@ pub(super) async fn append_audit(tx: &mut Transaction<'_, Sqlite>, a: &AuditEntr
     Ok(())
 }
 
+/// Ends a change's transaction: when it changed a row, with its audit entry, committed;
+/// otherwise rolled back, nothing written. Returns whether it changed.
+pub(super) async fn commit_if_changed(
+    mut tx: Transaction<'_, Sqlite>,
+    rows_affected: u64,
+    audit: &AuditEntry,
+) -> DbResult<bool> {
+    if rows_affected == 0 {
+        return Ok(false);
+    }
+    append_audit(&mut tx, audit, now_ms()).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 impl Db {
     /// Appends an audit entry on its own (a change whose row was written already).
     ///

@@ -3,7 +3,7 @@
 
 use sqlx::FromRow;
 
-use super::audit::{AuditEntry, append_audit};
+use super::audit::{AuditEntry, append_audit, commit_if_changed};
 use super::{Db, DbError, DbResult, Page, members};
 use crate::domain::{DeviceId, Model, now_ms};
 use crate::secret::SecretHash;
@@ -263,12 +263,7 @@ impl Db {
             .bind(enabled)
             .execute(&mut *tx)
             .await?;
-        if r.rows_affected() == 0 {
-            return Ok(false);
-        }
-        append_audit(&mut tx, audit, now_ms()).await?;
-        tx.commit().await?;
-        Ok(true)
+        commit_if_changed(tx, r.rows_affected(), audit).await
     }
 
     /// Replaces a device's secret hash, with its audit entry; false when there is no such
@@ -288,12 +283,7 @@ impl Db {
             .bind(&secret.0[..])
             .execute(&mut *tx)
             .await?;
-        if r.rows_affected() == 0 {
-            return Ok(false);
-        }
-        append_audit(&mut tx, audit, now_ms()).await?;
-        tx.commit().await?;
-        Ok(true)
+        commit_if_changed(tx, r.rows_affected(), audit).await
     }
 
     /// Deletes a device: its row, its pin and its rollout memberships (with their counts), in

@@ -2,7 +2,7 @@
 //! removed with their audit entry in one transaction. Whether a pin holds now (not expired,
 //! release still served) is targeting's rule, not this file's.
 
-use super::audit::{AuditEntry, append_audit};
+use super::audit::{AuditEntry, append_audit, commit_if_changed};
 use super::{Db, DbError, DbResult};
 use crate::domain::{DeviceId, Model, Version, now_ms};
 
@@ -75,12 +75,7 @@ impl Db {
             .bind(device.to_string())
             .execute(&mut *tx)
             .await?;
-        if r.rows_affected() == 0 {
-            return Ok(false);
-        }
-        append_audit(&mut tx, audit, now_ms()).await?;
-        tx.commit().await?;
-        Ok(true)
+        commit_if_changed(tx, r.rows_affected(), audit).await
     }
 
     /// The pin of `device`, expired or not.

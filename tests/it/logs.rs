@@ -4,6 +4,22 @@
 
 use crate::helpers::{image, run_program, spawn_app_with_env};
 
+/// `fwdist fetch` as device `id` of `iq2`, trusting `iq-trust`.
+async fn fetch(
+    app: &crate::helpers::TestApp,
+    id: &str,
+    secret: &str,
+    extra: &[&str],
+) -> crate::helpers::CliOutput {
+    let server = app.ftp_addr.to_string();
+    let mut args = vec![
+        "fetch", "--server", &server, "--device", id, secret, "--model", "iq2", "--trust", "iq-trust",
+        "--state", "iq-state",
+    ];
+    args.extend_from_slice(extra);
+    app.cli(&args).await
+}
+
 #[tokio::test]
 async fn normal_polls_and_ip_address_sni_do_not_warn() {
     let app = spawn_app_with_env(&[("RUST_LOG", fwdist::telemetry::DEFAULT_FILTER)]).await;
@@ -13,22 +29,7 @@ async fn normal_polls_and_ip_address_sni_do_not_warn() {
     std::fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
     // No rollout: every poll is a no-update.
     for _ in 0..3 {
-        let out = app
-            .cli(&[
-                "fetch",
-                "--server",
-                &app.ftp_addr.to_string(),
-                "--device",
-                &dev.id,
-                &format!("--secret={}", dev.secret),
-                "--model",
-                "iq2",
-                "--trust",
-                "iq-trust",
-                "--state",
-                "iq-state",
-            ])
-            .await;
+        let out = fetch(&app, &dev.id, &format!("--secret={}", dev.secret), &[]).await;
         assert_eq!(out.code, Some(10), "no update: {}\n{}", out.stdout, out.stderr);
     }
     // openssl sends the IP address as SNI when told to, as some IQ TLS stacks do.
@@ -53,24 +54,7 @@ async fn normal_polls_and_ip_address_sni_do_not_warn() {
         res.stderr
     );
     // A wrong secret is worth one WARN, and the secret is never logged.
-    let out = app
-        .cli(&[
-            "fetch",
-            "--server",
-            &app.ftp_addr.to_string(),
-            "--device",
-            &dev.id,
-            "--secret=wrong-secret-xyz",
-            "--model",
-            "iq2",
-            "--trust",
-            "iq-trust",
-            "--state",
-            "iq-state",
-            "--attempts",
-            "1",
-        ])
-        .await;
+    let out = fetch(&app, &dev.id, "--secret=wrong-secret-xyz", &["--attempts", "1"]).await;
     assert_eq!(out.code, Some(31), "{}\n{}", out.stdout, out.stderr);
 
     let log = app.log();

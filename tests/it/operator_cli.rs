@@ -16,6 +16,17 @@ async fn op(app: &TestApp, token: &str, args: &[&str]) -> CliOutput {
     .await
 }
 
+/// `fwdist report` of an installed 1.0.0 for aa:bb:cc:41:00:02.
+const INSTALLED_REPORT: &[&str] = &[
+    "report",
+    "--device",
+    "aa:bb:cc:41:00:02",
+    "--version",
+    "1.0.0",
+    "--outcome",
+    "installed",
+];
+
 fn failed_with(out: &CliOutput, want: &str) {
     out.assert_failed(true);
     assert!(out.stderr.contains(want), "want {want:?} in: {}", out.stderr);
@@ -287,20 +298,7 @@ async fn an_admins_session_with_the_cli() {
     assert!(out.stderr.contains("is not a finite number"), "{}", out.stderr);
 
     let reporter = app.create_token("ks-backend", "reporter").await;
-    let out = op(
-        &app,
-        &reporter,
-        &[
-            "report",
-            "--device",
-            "aa:bb:cc:41:00:02",
-            "--version",
-            "1.0.0",
-            "--outcome",
-            "installed",
-        ],
-    )
-    .await;
+    let out = op(&app, &reporter, INSTALLED_REPORT).await;
     out.assert_ok();
     assert!(
         out.stdout.starts_with("report ")
@@ -339,20 +337,7 @@ async fn an_admins_session_with_the_cli() {
     let id = row.split_whitespace().next().unwrap().to_owned();
     let out = op(&app, &admin, &["token", "revoke", &id]).await;
     out.assert_ok();
-    let out = op(
-        &app,
-        &reporter,
-        &[
-            "report",
-            "--device",
-            "aa:bb:cc:41:00:02",
-            "--version",
-            "1.0.0",
-            "--outcome",
-            "installed",
-        ],
-    )
-    .await;
+    let out = op(&app, &reporter, INSTALLED_REPORT).await;
     failed_with(&out, "401 Unauthorized");
     let out = op(&app, &admin, &["token", "revoke", &id]).await;
     failed_with(&out, "404 Not Found: no such token");
