@@ -45,7 +45,9 @@ fn fields(record: &Record<'_>, values: &OwnedKVList) -> Fields {
 /// Our tree refuses by design: a device without an update gets `550` on `/target/...` (the
 /// normal poll), a write gets `550` read-only. Those are the client's answer, not a server
 /// problem: logged at debug. Its "Failed login attempt" repeats our own warning with the
-/// loopback address it sees instead of the IQ's: debug too. Anything else keeps its level.
+/// loopback address it sees instead of the IQ's, and its I/O errors on the loopback link to
+/// the relay (a session the relay ended) say nothing either: debug too. Anything else keeps
+/// its level.
 fn effective_level(record: &Record<'_>) -> slog::Level {
     if record.level() != slog::Level::Warning {
         return record.level();
@@ -56,8 +58,13 @@ fn effective_level(record: &Record<'_>) -> slog::Level {
         "PermanentDirectoryNotAvailable",
         "PermissionDenied",
     ];
+    // The engine's only peer is our relay on loopback: an I/O error there means the relay
+    // ended the session (for its own logged reason), not that anything went wrong.
+    let engine_io = msg.starts_with("Control channel error") && msg.contains("kind: IoError")
+        || msg.starts_with("Could not send error reply to client");
     if (msg.starts_with("Control channel error") && expected.iter().any(|k| msg.contains(k)))
         || msg.starts_with("PASS: Failed login attempt")
+        || engine_io
     {
         slog::Level::Debug
     } else {
