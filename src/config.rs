@@ -3,12 +3,13 @@
 //! to the working directory. Everything is validated once, at startup.
 
 use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
+
+pub use crate::domain::PassiveMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -43,7 +44,9 @@ pub struct FtpsConfig {
     /// the server logs the address it bound, and `network-requirements` then needs
     /// `public_port`.
     pub listen: SocketAddr,
-    /// Inclusive passive port range, `"FIRST-LAST"`.
+    /// Inclusive passive port range, `"FIRST-LAST"`; or `"same"`: passive replies name the
+    /// control port itself, and the front tells data connections from control connections
+    /// on it (one port in the firewall, see [`PassiveMode::Same`]).
     pub passive_ports: String,
     /// IPv4 address or DNS name announced in PASV replies.
     pub public_host: String,
@@ -233,7 +236,7 @@ impl Config {
     /// # Errors
     /// The first invalid value, naming its key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.ftps.passive_range()?;
+        self.ftps.passive_mode()?;
         self.ftps.passive_host()?;
         if !(1..=86_400 * 7).contains(&self.ftps.idle_timeout_secs) {
             return Err(invalid("ftps.idle_timeout_secs", "must be 1-604800"));
@@ -315,13 +318,19 @@ pub enum PassiveHost {
 
 impl FtpsConfig {
     /// # Errors
-    /// Unless `passive_ports` is `FIRST-LAST` with 1024 <= FIRST <= LAST.
-    pub fn passive_range(&self) -> Result<RangeInclusive<u16>, ConfigError> {
+    /// Unless `passive_ports` is `same` or `FIRST-LAST` with 1024 <= FIRST <= LAST.
+    pub fn passive_mode(&self) -> Result<PassiveMode, ConfigError> {
         let key = "ftps.passive_ports";
+        if self.passive_ports.trim().eq_ignore_ascii_case(PassiveMode::SAME) {
+            return Ok(PassiveMode::Same);
+        }
         let msg = || {
             invalid(
                 key,
-                format!("{:?}: expected FIRST-LAST, e.g. 50000-50049", self.passive_ports),
+                format!(
+                    "{:?}: expected FIRST-LAST, e.g. 50000-50049, or \"same\" (the control port)",
+                    self.passive_ports
+                ),
             )
         };
         let (a, b) = self.passive_ports.split_once('-').ok_or_else(msg)?;
@@ -331,9 +340,12 @@ impl FtpsConfig {
             return Err(invalid(key, format!("{a}-{b}: need 1024 <= FIRST <= LAST")));
         }
         if (a..=b).contains(&self.listen.port()) {
-            return Err(invalid(key, "must not contain the control port"));
+            return Err(invalid(
+                key,
+                "must not contain the control port (for one port, write \"same\")",
+            ));
         }
-        Ok(a..=b)
+        Ok(PassiveMode::Range(a..=b))
     }
 
     /// The control port as IQs see it.
@@ -360,7 +372,7 @@ impl FtpsConfig {
             host,
             host_is_dns_name,
             control_port: self.public_control_port(),
-            passive_ports: self.passive_range()?,
+            passive: self.passive_mode()?,
             max_sessions_per_ip: self.max_sessions_per_ip,
             data_connect_timeout_secs: self.data_connect_timeout_secs,
             probe_enabled: self.probe_enabled,
@@ -407,7 +419,10 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.ftps.listen.to_string(), "127.0.0.1:2121");
-        assert_eq!(c.ftps.passive_range().unwrap(), 50000..=50049);
+        assert_eq!(
+            c.ftps.passive_mode().unwrap(),
+            PassiveMode::Range(50000..=50049)
+        );
         assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(
             (
@@ -427,7 +442,10 @@ mod tests {
     fn example_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fwdist.example.toml");
         let c = Config::load(Some(&path)).unwrap();
-        assert_eq!(c.ftps.passive_range().unwrap(), 50000..=50049);
+        assert_eq!(
+            c.ftps.passive_mode().unwrap(),
+            PassiveMode::Range(50000..=50049)
+        );
     }
 
     #[test]
@@ -437,6 +455,10 @@ mod tests {
             c.ftps.passive_ports = bad.into();
             let e = c.validate().unwrap_err().to_string();
             assert!(e.contains("ftps.passive_ports"), "{bad}: {e}");
+        }
+        for same in ["same", " SAME ", "Same"] {
+            c.ftps.passive_ports = same.into();
+            assert_eq!(c.ftps.passive_mode().unwrap(), PassiveMode::Same, "{same:?}");
         }
         c = Config::default();
         c.ftps.data_connect_timeout_secs = 16;

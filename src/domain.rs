@@ -1,13 +1,36 @@
 //! Domain types of the server: the release identifiers (shared with the IQ through
-//! `fwdist-release`), admin roles, download outcomes and the database's time unit.
+//! `fwdist-release`), admin roles, download outcomes, where passive data connections go and
+//! the database's time unit.
 //!
 //! Depends on nothing else in the crate and knows nothing of FTP, HTTP, SQL or the CLI.
 
 pub use fwdist_release::id::{DeviceId, InvalidInput, Model, Sha256Digest, Version};
 use serde::{Deserialize, Serialize};
+use std::ops::RangeInclusive;
 
 fn invalid(msg: impl Into<String>) -> InvalidInput {
     InvalidInput(msg.into())
+}
+
+/// Where passive data connections go (`ftps.passive_ports`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassiveMode {
+    /// Ports of their own, `FIRST-LAST`.
+    Range(RangeInclusive<u16>),
+    /// `"same"`: the control port. One outstanding offer per client address at a time.
+    Same,
+}
+
+impl PassiveMode {
+    /// The spelling of `ftps.passive_ports` for one port.
+    pub const SAME: &'static str = "same";
+
+    pub fn range(&self) -> Option<&RangeInclusive<u16>> {
+        match self {
+            PassiveMode::Range(r) => Some(r),
+            PassiveMode::Same => None,
+        }
+    }
 }
 
 /// An admin API role (SPEC §6). `viewer` reads, `publisher` also uploads releases, `admin`

@@ -1,7 +1,8 @@
 //! One passive data connection, owned by the front from the IQ's socket to libunftp's.
 //!
 //! A task per offer ([`run`]):
-//! 1. **Bind**: accept connections on the offered port until one from the session's address
+//! 1. **Bind**: accept connections on the offered port (in one-port mode: take those the
+//!    front classified as data connections, [`super::oneport`]) until one from the session's address
 //!    completes a TLS handshake that *resumes* this session's TLS session
 //!    ([`super::tls::SessionTls`]) within `data_connect_timeout_secs` of its accept. Anyone
 //!    else — another host, a stranger at the same NAT address, a client that never starts TLS
@@ -103,7 +104,7 @@ pub struct DataParams {
 pub async fn run(p: DataParams) -> DataEnd {
     let DataParams {
         conn,
-        claim,
+        mut claim,
         deadline,
         handshake,
         tls,
@@ -113,7 +114,7 @@ pub async fn run(p: DataParams) -> DataEnd {
     } = p;
     let port = claim.port;
     let bound = tokio::select! {
-        r = bind(&conn, &claim, deadline, handshake, &tls, &diagnostics) => r,
+        r = bind(&conn, &mut claim, deadline, handshake, &tls, &diagnostics) => r,
         () = conn.closed() => return DataEnd::Failed(426, CUT),
     };
     let tls = match bound {
@@ -140,7 +141,7 @@ pub async fn run(p: DataParams) -> DataEnd {
 /// Accepts until a connection of this session is bound, or the offer expires.
 async fn bind(
     conn: &Arc<Conn>,
-    claim: &Claim,
+    claim: &mut Claim,
     deadline: Instant,
     handshake: Duration,
     acceptor: &tokio_rustls::TlsAcceptor,
@@ -149,6 +150,7 @@ async fn bind(
     let mut shakes: JoinSet<Result<Tls, &'static str>> = JoinSet::new();
     let mut last_refusal = None;
     let want: IpAddr = conn.peer.ip();
+    let port = claim.port;
     loop {
         let accepting = Instant::now() < deadline;
         if !accepting && shakes.is_empty() {
@@ -159,10 +161,15 @@ async fn bind(
         }
         tokio::select! {
             () = tokio::time::sleep_until(deadline), if accepting => {}
-            r = claim.listener.accept(), if accepting && shakes.len() < MAX_HANDSHAKES => {
-                let Ok((stream, from)) = r else { continue };
-                if from.ip() != want {
-                    tracing::warn!(port = claim.port, from = %from.ip(), session = %want, "data connection from another address dropped");
+            r = claim.accept(), if accepting && shakes.len() < MAX_HANDSHAKES => {
+                let Ok((stream, from)) = r else {
+                    // One port: the offer's channel never closes while the claim lives;
+                    // a range: an accept error (EMFILE) is not worth spinning on.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                if from != want {
+                    tracing::warn!(port, from = %from, session = %want, "data connection from another address dropped");
                     continue;
                 }
                 let _ = stream.set_nodelay(true);
@@ -185,7 +192,7 @@ async fn bind(
                 Ok(Ok(tls)) => return Ok(tls),
                 Ok(Err(why)) => {
                     let event = if why == NOT_BOUND { Event::DataUnbound } else { Event::DataTlsFailure };
-                    tracing::warn!(port = claim.port, ip = %want, device = conn.device().map(|d| d.to_string()).unwrap_or_default(), reason = why, "data connection refused");
+                    tracing::warn!(port, ip = %want, device = conn.device().map(|d| d.to_string()).unwrap_or_default(), reason = why, "data connection refused");
                     diagnostics.count(want, conn.device(), event);
                     last_refusal = Some(why);
                 }

@@ -6,11 +6,13 @@
 //! speaks TLS to the IQ and plain FTP to a libunftp session on loopback ([`super::inner`]).
 //! Open sessions are registered in [`Sessions`], so a device can be cut off (disabled) and
 //! the server can drain on shutdown: stop accepting, close idle sessions at once, let
-//! transfers finish within the grace period.
+//! transfers finish within the grace period. In one-port mode a connection from an address
+//! with an outstanding offer is first held and classified ([`super::oneport`]): a data
+//! connection goes to its offer, a control client through the same admission as any other.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::conn::Conn;
 use super::control::{self, FrontCtx};
 use super::inner::Inner;
+use super::oneport::{Held, Verdict};
 use super::sessions::Sessions;
 use crate::diagnostics::{Diagnostics, Event};
 
@@ -108,12 +111,91 @@ pub struct Front {
     pub inner_listener: TcpListener,
 }
 
+/// What admitting a control client takes: the limits, the registry, the relay's context.
+/// Shared by the accept loop and the tasks that classify held connections (one port).
+struct Admission {
+    gate: Arc<IpGate>,
+    diagnostics: Arc<Diagnostics>,
+    sessions: Arc<Sessions>,
+    ctx: Arc<FrontCtx>,
+    next_id: AtomicU64,
+    /// Set when the front stops accepting: a held connection classified later is dropped.
+    stopping: AtomicBool,
+}
+
+impl Admission {
+    /// A control client: the per-address and server-wide limits (`421` before the
+    /// greeting), then its session.
+    fn admit(&self, stream: TcpStream, peer: SocketAddr) {
+        if self.stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        let permit = match self.gate.try_enter(peer.ip()) {
+            Ok(p) => p,
+            Err(full) => {
+                self.diagnostics.count(peer.ip(), None, Event::SessionRefused);
+                match full {
+                    Full::Address => {
+                        tracing::warn!(ip = %peer.ip(), "session refused: too many sessions from this address")
+                    }
+                    Full::Server => {
+                        tracing::warn!(ip = %peer.ip(), "session refused: the server has all the sessions it may hold")
+                    }
+                }
+                tokio::spawn(refuse(stream, full));
+                return;
+            }
+        };
+        let Ok(local) = stream.local_addr() else { return };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(id, peer, local));
+        self.sessions.register(conn.clone());
+        let registered = Registered {
+            sessions: self.sessions.clone(),
+            id,
+        };
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            // Dropped however the session ends (a panic included): registry, gauge and
+            // the per-address slot are always given back.
+            let _registered = registered;
+            let _permit = permit;
+            control::run(ctx, conn, stream).await;
+        });
+    }
+
+    /// One port: a connection from an address with an outstanding offer, held until it is
+    /// known whether it is that offer's data connection or a control client.
+    async fn classify(self: Arc<Self>, mut held: Held, stream: TcpStream, peer: SocketAddr) {
+        match held.classify(&stream).await {
+            Verdict::Data => {
+                if !held.hand_over(stream) {
+                    tracing::debug!(%peer, "a data connection came after its offer ended");
+                }
+            }
+            Verdict::Control => {
+                drop(held);
+                self.admit(stream, peer);
+            }
+            Verdict::Gone => {}
+        }
+    }
+}
+
 impl Front {
     /// Accepts until `shutdown` resolves, then drains for at most `grace`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send, grace: Duration) {
         let inner: Arc<Inner> = self.ctx.inner.clone();
         let engine = tokio::spawn(inner.run(self.inner_listener));
-        let next_id = AtomicU64::new(1);
+        let admission = Arc::new(Admission {
+            gate: self.gate.clone(),
+            diagnostics: self.diagnostics.clone(),
+            sessions: self.sessions.clone(),
+            ctx: self.ctx.clone(),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+        });
+        let one_port = self.ctx.pool.one_port().cloned();
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -133,39 +215,13 @@ impl Front {
                 tokio::spawn(answer_probe(stream));
                 continue;
             }
-            let permit = match self.gate.try_enter(peer.ip()) {
-                Ok(p) => p,
-                Err(full) => {
-                    self.diagnostics.count(peer.ip(), None, Event::SessionRefused);
-                    match full {
-                        Full::Address => {
-                            tracing::warn!(ip = %peer.ip(), "session refused: too many sessions from this address")
-                        }
-                        Full::Server => {
-                            tracing::warn!(ip = %peer.ip(), "session refused: the server has all the sessions it may hold")
-                        }
-                    }
-                    tokio::spawn(refuse(stream, full));
-                    continue;
-                }
-            };
-            let Ok(local) = stream.local_addr() else { continue };
-            let id = next_id.fetch_add(1, Ordering::Relaxed);
-            let conn = Arc::new(Conn::new(id, peer, local));
-            self.sessions.register(conn.clone());
-            let registered = Registered {
-                sessions: self.sessions.clone(),
-                id,
-            };
-            let ctx = self.ctx.clone();
-            tokio::spawn(async move {
-                // Dropped however the session ends (a panic included): registry, gauge and
-                // the per-address slot are always given back.
-                let _registered = registered;
-                let _permit = permit;
-                control::run(ctx, conn, stream).await;
-            });
+            if let Some(held) = one_port.as_ref().and_then(|o| o.hold(peer.ip())) {
+                tokio::spawn(admission.clone().classify(held, stream, peer));
+                continue;
+            }
+            admission.admit(stream, peer);
         }
+        admission.stopping.store(true, Ordering::Relaxed);
         drop(self.listener);
         // Drain: idle sessions are closed now, sessions in a transfer when it ends.
         let deadline = tokio::time::Instant::now() + grace;

@@ -13,6 +13,7 @@ pub mod data;
 pub mod front;
 pub mod inner;
 pub mod log;
+pub mod oneport;
 pub mod path;
 pub mod ports;
 pub mod principal;
@@ -40,7 +41,9 @@ use conn::Conn;
 use control::FrontCtx;
 use front::{Front, IpGate};
 use inner::{Inner, ServerFactory};
-use ports::PortPool;
+use crate::config::PassiveMode;
+use oneport::OnePort;
+use ports::{Passive, PortPool};
 use principal::SessionUser;
 use vfs::DeviceVfs;
 
@@ -169,7 +172,11 @@ pub async fn build(
     let probe = cfg
         .probe_enabled
         .then(|| ProbeLimit::new(cfg.probe_logins_per_minute));
-    let range = cfg.passive_range()?;
+    let mode = cfg.passive_mode()?;
+    let ports_reply = match &mode {
+        PassiveMode::Range(r) => fwdist_release::probe::ports_reply(r),
+        PassiveMode::Same => fwdist_release::probe::PORTS_SAME.to_owned(),
+    };
     let factory = SessionFactory {
         authenticator: Arc::new(DeviceAuthenticator::new(
             shared.db.clone(),
@@ -178,13 +185,25 @@ pub async fn build(
         )),
         logger: log::SlogBridge::logger(),
         shared: shared.clone(),
-        ports_reply: fwdist_release::probe::ports_reply(&range),
+        ports_reply,
     };
     let (inner, inner_listener) = Inner::bind(Arc::new(factory)).await?;
     let ctx = FrontCtx {
         tls: tls::server_config(cfg)?,
         inner,
-        pool: PortPool::new(range, diagnostics.metrics.passive_ports_in_use.clone()),
+        pool: match mode {
+            PassiveMode::Range(range) => {
+                Passive::Range(PortPool::new(range, diagnostics.metrics.passive_ports_in_use.clone()))
+            }
+            // The port IQs were told: `public_port`, else the one bound (port 0 in tests).
+            PassiveMode::Same => Passive::Same(OnePort::new(
+                cfg.public_port.unwrap_or_else(|| {
+                    listener.local_addr().map_or(cfg.listen.port(), |a| a.port())
+                }),
+                usize::try_from(cfg.max_sessions).unwrap_or(usize::MAX),
+                diagnostics.metrics.passive_ports_in_use.clone(),
+            )),
+        },
         diagnostics: diagnostics.clone(),
         host: cfg.passive_host()?,
         data_timeout: Duration::from_secs(cfg.data_connect_timeout_secs),

@@ -12,6 +12,9 @@
 //!   offer expires, see [`super::conn::Conn::offer_deadline`]), not for the transfer;
 //! - the public probe account holds at most one port per client address, so anyone can run
 //!   `fwdist doctor` but nobody can take the range with it.
+//!
+//! With `ftps.passive_ports = "same"` there is no range: [`Passive::Same`] hands out offers on
+//! the control port, one per client address ([`super::oneport`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -20,8 +23,10 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
+
+use super::oneport::{OnePort, SharedOffer, StartMarker};
 
 /// How long a PASV may wait for a passive port when all of them are offered.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(3);
@@ -63,15 +68,96 @@ impl std::fmt::Debug for PortPool {
     }
 }
 
-/// A passive port held for one session; given back when dropped.
+/// Where passive data connections go: ports of their own, or the control port.
+#[derive(Debug)]
+pub enum Passive {
+    Range(Arc<PortPool>),
+    Same(Arc<OnePort>),
+}
+
+impl Passive {
+    /// An offer for a session of `client` (the probe account when `probe`), waiting up to
+    /// [`QUEUE_WAIT`]; `None` after that.
+    pub async fn claim(&self, bind_ip: IpAddr, client: IpAddr, probe: bool) -> Option<Claim> {
+        match self {
+            Passive::Range(pool) => {
+                let held = pool.claim(bind_ip, client, probe).await?;
+                Some(Claim {
+                    port: held.port,
+                    source: Source::Range(held),
+                })
+            }
+            // One offer per address at a time already holds the probe to one.
+            Passive::Same(one) => Some(Claim {
+                port: one.port,
+                source: Source::Same(one.claim(client, QUEUE_WAIT).await?),
+            }),
+        }
+    }
+
+    /// The shared port's offers, in one-port mode.
+    pub fn one_port(&self) -> Option<&Arc<OnePort>> {
+        match self {
+            Passive::Same(one) => Some(one),
+            Passive::Range(_) => None,
+        }
+    }
+
+    /// Offers outstanding now.
+    pub fn outstanding(&self) -> usize {
+        match self {
+            Passive::Range(pool) => pool.outstanding(),
+            Passive::Same(one) => one.outstanding(),
+        }
+    }
+}
+
+/// An offer held for one session: the port announced, and where its data connection comes
+/// from. Given back when dropped.
 #[derive(Debug)]
 pub struct Claim {
+    pub port: u16,
+    source: Source,
+}
+
+#[derive(Debug)]
+enum Source {
+    Range(RangeClaim),
+    Same(SharedOffer),
+}
+
+impl Claim {
+    /// The next connection on the offered port (a separate range: anyone's; one port: one the
+    /// front classified as a data connection of this session's address).
+    pub async fn accept(&mut self) -> io::Result<(TcpStream, IpAddr)> {
+        match &mut self.source {
+            Source::Range(c) => c.listener.accept().await.map(|(s, a)| (s, a.ip())),
+            Source::Same(o) => {
+                let s = o.accept().await.ok_or(io::ErrorKind::NotConnected)?;
+                let from = s.peer_addr()?;
+                Ok((s, from.ip()))
+            }
+        }
+    }
+
+    /// In one-port mode, how the relay says that the offer's transfer has begun.
+    pub fn marker(&self) -> Option<StartMarker> {
+        match &self.source {
+            Source::Same(o) => Some(o.marker()),
+            Source::Range(_) => None,
+        }
+    }
+}
+
+/// A port of the range held for one session; given back when dropped.
+#[derive(Debug)]
+pub struct RangeClaim {
     pool: Arc<PortPool>,
     pub port: u16,
     pub listener: TcpListener,
 }
 
-impl Drop for Claim {
+impl Drop for RangeClaim {
     fn drop(&mut self) {
         let mut g = self.pool.lock();
         g.held.remove(&self.port);
@@ -113,7 +199,7 @@ impl PortPool {
 
     /// A listening port on `bind_ip` for a session of `client` (the probe account when
     /// `probe`), waiting up to [`QUEUE_WAIT`] when none is free; `None` after that.
-    pub async fn claim(self: &Arc<Self>, bind_ip: IpAddr, client: IpAddr, probe: bool) -> Option<Claim> {
+    pub async fn claim(self: &Arc<Self>, bind_ip: IpAddr, client: IpAddr, probe: bool) -> Option<RangeClaim> {
         let deadline = tokio::time::Instant::now() + QUEUE_WAIT;
         loop {
             let freed = self.freed.notified();
@@ -137,7 +223,7 @@ impl PortPool {
         }
     }
 
-    fn try_claim(self: &Arc<Self>, bind_ip: IpAddr, who: Holder) -> Result<Claim, Busy> {
+    fn try_claim(self: &Arc<Self>, bind_ip: IpAddr, who: Holder) -> Result<RangeClaim, Busy> {
         let mut g = self.lock();
         if who.probe && g.held.values().any(|h| h.probe && h.ip == who.ip) {
             return Err(Busy::AllHeld);
@@ -155,7 +241,7 @@ impl PortPool {
             g.cursor = cursor + i + 1;
             g.held.insert(port, who);
             self.in_use.set(i64::try_from(g.held.len()).unwrap_or(i64::MAX));
-            return Ok(Claim {
+            return Ok(RangeClaim {
                 pool: self.clone(),
                 port,
                 listener,

@@ -14,9 +14,9 @@ mod render;
 
 use serde::Serialize;
 
-use std::ops::RangeInclusive;
-
 use fwdist_release::probe;
+
+pub use crate::domain::PassiveMode;
 
 pub use format::{Chain, Format, InvalidChain, UnknownFormat};
 
@@ -72,7 +72,7 @@ pub struct Site {
     pub host_is_dns_name: bool,
     /// The control port as IQs see it.
     pub control_port: u16,
-    pub passive_ports: RangeInclusive<u16>,
+    pub passive: PassiveMode,
     pub max_sessions_per_ip: u32,
     pub data_connect_timeout_secs: u64,
     pub probe_enabled: bool,
@@ -82,10 +82,12 @@ impl NetworkRequirements {
     pub fn new(site: &Site) -> Self {
         let host = site.host.clone();
         let host_is_dns_name = site.host_is_dns_name;
-        let passive_ports = PortRange {
-            first: *site.passive_ports.start(),
-            last: *site.passive_ports.end(),
+        // Interim (one-port rendering to come): "same" is the control port.
+        let (first, last) = match &site.passive {
+            PassiveMode::Range(r) => (*r.start(), *r.end()),
+            PassiveMode::Same => (site.control_port, site.control_port),
         };
+        let passive_ports = PortRange { first, last };
         let control = site.control_port;
         let check = format!("fwdist doctor {host}:{control} --ca SERVER-CA.pem");
         let notes = notes(site, &check);
@@ -186,7 +188,7 @@ pub(crate) mod tests {
             host: "127.0.0.1".into(),
             host_is_dns_name: false,
             control_port: 2121,
-            passive_ports: 50000..=50049,
+            passive: PassiveMode::Range(50000..=50049),
             max_sessions_per_ip: 16,
             data_connect_timeout_secs: 5,
             probe_enabled: true,

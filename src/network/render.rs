@@ -160,13 +160,13 @@ impl NetworkRequirements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::Site;
+    use crate::network::{PassiveMode, Site};
     use crate::network::tests::default_site;
 
     /// The sample of the unit tests: a public address, control 2121, passive 50000-50003.
     fn sample() -> NetworkRequirements {
         NetworkRequirements::new(&Site {
-            passive_ports: 50000..=50003,
+            passive: PassiveMode::Range(50000..=50003),
             host: "203.0.113.5".into(),
             ..default_site()
         })
@@ -204,7 +204,7 @@ add rule inet filter forward ip daddr 203.0.113.5 tcp dport 50000-50003 accept
     #[test]
     fn nftables_output_chain_and_single_port() {
         let r = NetworkRequirements::new(&Site {
-            passive_ports: 50000..=50000,
+            passive: PassiveMode::Range(50000..=50000),
             host: "203.0.113.5".into(),
             ..default_site()
         });

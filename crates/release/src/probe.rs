@@ -53,6 +53,10 @@ pub fn ports_reply(range: &RangeInclusive<u16>) -> String {
     format!("passive={}-{}", range.start(), range.end())
 }
 
+/// Text of the `SITE PORTS` reply in one-port mode (`ftps.passive_ports = "same"`): data
+/// connections go to the control port.
+pub const PORTS_SAME: &str = "passive=same";
+
 /// Reads the passive range back from a `SITE PORTS` reply line (with or without its code).
 pub fn parse_ports_reply(line: &str) -> Option<RangeInclusive<u16>> {
     let v = line.split_whitespace().find_map(|w| w.strip_prefix("passive="))?;

@@ -39,7 +39,7 @@ mod relay;
 
 use super::conn::Conn;
 use super::inner::Inner;
-use super::ports::PortPool;
+use super::ports::Passive;
 use super::tcp::Prefixed;
 use super::tls::SessionTls;
 use super::wire::{self, LineBuf, Next, ReplyReader, Step};
@@ -64,7 +64,7 @@ pub(super) const DATA_TLS_REQUIRED: &str = "534 A TLS connection is required on 
 pub struct FrontCtx {
     pub tls: Arc<rustls::ServerConfig>,
     pub inner: Arc<Inner>,
-    pub pool: Arc<PortPool>,
+    pub pool: Passive,
     pub diagnostics: Arc<Diagnostics>,
     pub host: PassiveHost,
     pub data_timeout: Duration,
@@ -107,6 +107,10 @@ async fn session(
         let _ = tcp.set_nodelay(true);
         write(&mut tcp, GREETING).await?;
         let rest = plaintext(&mut tcp, login_deadline, &ctx.diagnostics.metrics).await?;
+        // Greeting and AUTH TLS were acknowledged: the kernel has round trips to go by.
+        if let Ok(rtt) = super::tcp::rtt(std::os::fd::AsFd::as_fd(&tcp)) {
+            conn.set_rtt(rtt);
+        }
         let until = login_deadline.min(Instant::now() + TLS_TIMEOUT);
         let client =
             match tokio::time::timeout_at(until, tls.control().accept(Prefixed::new(rest, tcp))).await {
