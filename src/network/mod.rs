@@ -183,9 +183,10 @@ fn notes(site: &Site, check: &str) -> Vec<String> {
              covers them; no passive range and no FTP helper/ALG needed"
                 .to_owned(),
             "one port's trade-off: passive offers are serialised per client address, so IQs \
-             behind one NAT address take turns for their data connections (a PASV waits for its \
-             turn, else 425 and the IQ retries); a separate passive range \
-             (ftps.passive_ports = \"FIRST-LAST\") has no such limit"
+             behind one NAT address take turns from PASV until their data connection is set up \
+             (not for the transfer; a PASV waits briefly for its turn, else 425 and the IQ \
+             retries); a separate passive range (ftps.passive_ports = \"FIRST-LAST\") has no \
+             such limit"
                 .to_owned(),
         ]),
     }
