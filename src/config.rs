@@ -419,10 +419,7 @@ mod tests {
         let c = Config::default();
         c.validate().unwrap();
         assert_eq!(c.ftps.listen.to_string(), "127.0.0.1:2121");
-        assert_eq!(
-            c.ftps.passive_mode().unwrap(),
-            PassiveMode::Range(50000..=50049)
-        );
+        assert_eq!(c.ftps.passive_mode().unwrap(), PassiveMode::Range(50000..=50049));
         assert_eq!(c.admin.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(
             (
@@ -442,10 +439,7 @@ mod tests {
     fn example_file_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fwdist.example.toml");
         let c = Config::load(Some(&path)).unwrap();
-        assert_eq!(
-            c.ftps.passive_mode().unwrap(),
-            PassiveMode::Range(50000..=50049)
-        );
+        assert_eq!(c.ftps.passive_mode().unwrap(), PassiveMode::Range(50000..=50049));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{Authorized, Viewer};
 use super::error::{ApiError, ApiQuery};
-use crate::network::{Chain, Format, NetworkRequirements, PortRange, Rule};
+use crate::network::{Chain, Format, NetworkRequirements, PassiveKind, PortRange, Rule};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::default().routes(routes!(network_requirements))
@@ -62,6 +62,9 @@ struct RequirementsView {
     host_is_dns_name: bool,
     /// The control port as IQs see it.
     control_port: u16,
+    passive_mode: PassiveModeView,
+    /// The ports passive data connections go to: the range, or with `passive_mode` `same`
+    /// the control port (first = last = `control_port`).
     passive_ports: PortRangeView,
     /// IQs served at once from one client (NAT) address; the next gets 421. 0 = no limit.
     max_sessions_per_ip: u32,
@@ -78,12 +81,25 @@ struct RequirementsView {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = NetworkRule)]
 struct RuleView {
+    /// `ftps-control` (with `passive_mode` `same`, also the passive data connections) or
+    /// `ftps-passive-data`.
     purpose: &'static str,
     protocol: &'static str,
     /// The address IQs connect to.
     host: String,
     first_port: u16,
     last_port: u16,
+}
+
+/// Where passive data connections go (`ftps.passive_ports`): `range`, ports of their own
+/// (a second rule, `ftps-passive-data`); or `same`, the control port (one rule,
+/// `ftps-control`, carries control and data).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = PassiveMode)]
+enum PassiveModeView {
+    Range,
+    Same,
 }
 
 /// An inclusive port range.
@@ -105,6 +121,7 @@ impl RequirementsView {
             host,
             host_is_dns_name,
             control_port,
+            passive_mode,
             passive_ports,
             max_sessions_per_ip,
             data_connect_timeout_secs,
@@ -139,6 +156,10 @@ impl RequirementsView {
             host: host.clone(),
             host_is_dns_name: *host_is_dns_name,
             control_port: *control_port,
+            passive_mode: match passive_mode {
+                PassiveKind::Range => PassiveModeView::Range,
+                PassiveKind::Same => PassiveModeView::Same,
+            },
             passive_ports: PortRangeView { first, last },
             max_sessions_per_ip: *max_sessions_per_ip,
             data_connect_timeout_secs: *data_connect_timeout_secs,

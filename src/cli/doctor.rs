@@ -54,7 +54,8 @@ pub struct DoctorArgs {
     #[arg(long, env = "FWDIST_DEVICE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
     /// The passive range to test, FIRST-LAST: instead of what the server's `SITE PORTS`
-    /// says, or when it does not answer it.
+    /// says, or when it does not answer it. Ignored (with a warning) against a one-port
+    /// server (`SITE PORTS` says passive=same): it hands out no other port.
     #[arg(long, value_name = "FIRST-LAST", value_parser = parse_range)]
     pub passive_ports: Option<RangeInclusive<u16>>,
     /// Seconds any control-channel wait (connect, reply, handshake) may take.

@@ -35,13 +35,13 @@ use libunftp::options::{FtpsRequired, Reply, ReplyCode, SiteCommandContext, Site
 use tokio::net::TcpSocket;
 
 use crate::config::FtpsConfig;
+use crate::config::PassiveMode;
 use crate::diagnostics::Diagnostics;
 use auth::{DeviceAuthenticator, ProbeLimit, SessionAuthenticator, SessionUserProvider};
 use conn::Conn;
 use control::FrontCtx;
 use front::{Front, IpGate};
 use inner::{Inner, ServerFactory};
-use crate::config::PassiveMode;
 use oneport::OnePort;
 use ports::{Passive, PortPool};
 use principal::SessionUser;
@@ -192,14 +192,14 @@ pub async fn build(
         tls: tls::server_config(cfg)?,
         inner,
         pool: match mode {
-            PassiveMode::Range(range) => {
-                Passive::Range(PortPool::new(range, diagnostics.metrics.passive_ports_in_use.clone()))
-            }
+            PassiveMode::Range(range) => Passive::Range(PortPool::new(
+                range,
+                diagnostics.metrics.passive_ports_in_use.clone(),
+            )),
             // The port IQs were told: `public_port`, else the one bound (port 0 in tests).
             PassiveMode::Same => Passive::Same(OnePort::new(
-                cfg.public_port.unwrap_or_else(|| {
-                    listener.local_addr().map_or(cfg.listen.port(), |a| a.port())
-                }),
+                cfg.public_port
+                    .unwrap_or_else(|| listener.local_addr().map_or(cfg.listen.port(), |a| a.port())),
                 usize::try_from(cfg.max_sessions).unwrap_or(usize::MAX),
                 diagnostics.metrics.passive_ports_in_use.clone(),
             )),

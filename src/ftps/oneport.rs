@@ -145,9 +145,7 @@ impl Drop for SharedOffer {
         if g.get(&self.ip).is_some_and(|e| e.id == self.id) {
             g.remove(&self.ip);
         }
-        self.port
-            .in_use
-            .set(i64::try_from(g.len()).unwrap_or(i64::MAX));
+        self.port.in_use.set(i64::try_from(g.len()).unwrap_or(i64::MAX));
         drop(g);
         self.port.freed.notify_waiters();
     }
@@ -325,8 +323,14 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let first = one.claim(a, Duration::ZERO).await.expect("the first offer");
-        assert!(one.claim(a, Duration::ZERO).await.is_none(), "a second offer of that address waits");
-        let _other = one.claim(b, Duration::ZERO).await.expect("another address is not held up");
+        assert!(
+            one.claim(a, Duration::ZERO).await.is_none(),
+            "a second offer of that address waits"
+        );
+        let _other = one
+            .claim(b, Duration::ZERO)
+            .await
+            .expect("another address is not held up");
         assert_eq!(one.outstanding(), 2);
         let waiting = {
             let one = one.clone();
@@ -334,7 +338,10 @@ mod tests {
         };
         tokio::task::yield_now().await;
         drop(first);
-        assert!(waiting.await.unwrap(), "the waiting offer gets the address once the first ends");
+        assert!(
+            waiting.await.unwrap(),
+            "the waiting offer gets the address once the first ends"
+        );
     }
 
     #[tokio::test]
@@ -343,7 +350,9 @@ mod tests {
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         assert!(one.hold(a).is_none(), "no offer: a control client");
         let _o = one.claim(a, Duration::ZERO).await.unwrap();
-        let held: Vec<_> = (0..HELD_PER_ADDRESS).map(|_| one.hold(a).expect("a hold")).collect();
+        let held: Vec<_> = (0..HELD_PER_ADDRESS)
+            .map(|_| one.hold(a).expect("a hold"))
+            .collect();
         assert!(one.hold(a).is_none(), "past the cap a connection is not held");
         drop(held);
         assert!(one.hold(a).is_some(), "holds are given back");
@@ -411,7 +420,10 @@ mod tests {
         let marker = offer.marker();
         let watching = tokio::spawn(async move { h.classify(&s).await });
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(!watching.is_finished(), "before the 150 a silent connection is held");
+        assert!(
+            !watching.is_finished(),
+            "before the 150 a silent connection is held"
+        );
         marker.started(Duration::from_secs(1));
         assert_eq!(watching.await.unwrap(), Verdict::Control);
         assert!(began.elapsed() >= Duration::from_secs(6));

@@ -6,6 +6,13 @@
 //! The rules are outbound only: IQs use passive mode, so every connection is one the IQ
 //! opens, and the server's packets are return traffic of those connections.
 //!
+//! Two shapes, by `ftps.passive_ports`: a range gives two rules (`ftps-control`, then
+//! `ftps-passive-data` for the range); one port (`"same"`) gives the one rule
+//! `ftps-control`, which then carries the passive data connections too. `passive_mode`
+//! says which; `passive_ports` always names the ports data connections go to (in one-port
+//! mode the control port, first = last), so a reader of it alone still allows the right
+//! port. Every rendering is made from `rules`, so the JSON and the firewall text agree.
+//!
 //! `format.rs` holds the output formats and chain names (validated), `render.rs` the
 //! renderings; each with its unit tests.
 
@@ -34,6 +41,10 @@ pub struct NetworkRequirements {
     pub host_is_dns_name: bool,
     /// The control port as IQs see it (`ftps.public_port`, else the port of `ftps.listen`).
     pub control_port: u16,
+    /// Where passive data connections go: ports of their own, or the control port.
+    pub passive_mode: PassiveKind,
+    /// The ports passive data connections go to: the range, or in one-port mode the control
+    /// port (first = last = `control_port`).
     pub passive_ports: PortRange,
     /// IQs served at once from one client (NAT) address; the next gets 421. 0 = no limit.
     pub max_sessions_per_ip: u32,
@@ -45,6 +56,22 @@ pub struct NetworkRequirements {
     pub check: String,
     pub notes: Vec<String>,
 }
+
+/// `passive_mode` in the JSON: `"range"` or `"same"` (the spelling of `ftps.passive_ports`
+/// for one port).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PassiveKind {
+    /// `ftps.passive_ports = "FIRST-LAST"`: a rule for the control port, one for the range.
+    Range,
+    /// `ftps.passive_ports = "same"`: one rule, the control port, for control and data.
+    Same,
+}
+
+/// `purpose` of the control port's rule (in one-port mode it carries the data too).
+pub const CONTROL: &str = "ftps-control";
+/// `purpose` of the passive range's rule (a range only).
+pub const PASSIVE_DATA: &str = "ftps-passive-data";
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Rule {
@@ -61,6 +88,15 @@ pub struct Rule {
 pub struct PortRange {
     pub first: u16,
     pub last: u16,
+}
+
+impl PortRange {
+    pub fn one(port: u16) -> Self {
+        PortRange {
+            first: port,
+            last: port,
+        }
+    }
 }
 
 /// The facts of a server's FTPS setup that decide what an IQ's network must allow, as IQs
@@ -82,39 +118,41 @@ impl NetworkRequirements {
     pub fn new(site: &Site) -> Self {
         let host = site.host.clone();
         let host_is_dns_name = site.host_is_dns_name;
-        // Interim (one-port rendering to come): "same" is the control port.
-        let (first, last) = match &site.passive {
-            PassiveMode::Range(r) => (*r.start(), *r.end()),
-            PassiveMode::Same => (site.control_port, site.control_port),
-        };
-        let passive_ports = PortRange { first, last };
         let control = site.control_port;
+        let rule = |purpose, ports: PortRange| Rule {
+            purpose,
+            protocol: "tcp",
+            host: host.clone(),
+            first_port: ports.first,
+            last_port: ports.last,
+        };
+        let control_rule = rule(CONTROL, PortRange::one(control));
+        let (passive_mode, passive_ports, rules) = match &site.passive {
+            PassiveMode::Range(r) => {
+                let range = PortRange {
+                    first: *r.start(),
+                    last: *r.end(),
+                };
+                (
+                    PassiveKind::Range,
+                    range,
+                    vec![control_rule, rule(PASSIVE_DATA, range)],
+                )
+            }
+            PassiveMode::Same => (PassiveKind::Same, PortRange::one(control), vec![control_rule]),
+        };
         let check = format!("fwdist doctor {host}:{control} --ca SERVER-CA.pem");
         let notes = notes(site, &check);
 
         NetworkRequirements {
             direction: "outbound",
             inbound: "none",
-            rules: vec![
-                Rule {
-                    purpose: "ftps-control",
-                    protocol: "tcp",
-                    host: host.clone(),
-                    first_port: control,
-                    last_port: control,
-                },
-                Rule {
-                    purpose: "ftps-passive-data",
-                    protocol: "tcp",
-                    host: host.clone(),
-                    first_port: passive_ports.first,
-                    last_port: passive_ports.last,
-                },
-            ],
+            rules,
             tls_versions: ["1.2", "1.3"],
             host,
             host_is_dns_name,
             control_port: control,
+            passive_mode,
             passive_ports,
             max_sessions_per_ip: site.max_sessions_per_ip,
             data_connect_timeout_secs: site.data_connect_timeout_secs,
@@ -133,10 +171,25 @@ fn notes(site: &Site, check: &str) -> Vec<String> {
         "nothing inbound: passive mode only, so the server's replies are return traffic of \
          connections the IQ opened (allow established,related)"
             .to_owned(),
-        "FTP helpers/ALGs (nf_conntrack_ftp etc.) cannot read the encrypted PASV reply: allow \
-         the passive range explicitly"
-            .to_owned(),
     ];
+    match site.passive {
+        PassiveMode::Range(_) => notes.push(
+            "FTP helpers/ALGs (nf_conntrack_ftp etc.) cannot read the encrypted PASV reply: allow \
+             the passive range explicitly"
+                .to_owned(),
+        ),
+        PassiveMode::Same => notes.extend([
+            "one port: the passive data connections go to the control port too, so the one rule \
+             covers them; no passive range and no FTP helper/ALG needed"
+                .to_owned(),
+            "one port's trade-off: passive offers are serialised per client address, so IQs \
+             behind one NAT address take turns from PASV until their data connection is set up \
+             (not for the transfer; a PASV waits briefly for its turn, else 425 and the IQ \
+             retries); a separate passive range (ftps.passive_ports = \"FIRST-LAST\") has no \
+             such limit"
+                .to_owned(),
+        ]),
+    }
     if site.host_is_dns_name {
         notes.push(format!(
             "the IQ's DNS must resolve {host}; nft and iptables resolve it when the rules are \
@@ -208,6 +261,35 @@ pub(crate) mod tests {
         assert_eq!(r.inbound, "none");
         assert_eq!(r.direction, "outbound");
         assert_eq!(r.check, "fwdist doctor 127.0.0.1:2121 --ca SERVER-CA.pem");
+    }
+
+    #[test]
+    fn one_port_is_one_rule_that_carries_the_data_too() {
+        let site = Site {
+            passive: PassiveMode::Same,
+            ..default_site()
+        };
+        let r = NetworkRequirements::new(&site);
+        assert_eq!(r.passive_mode, PassiveKind::Same);
+        assert_eq!(r.rules.len(), 1, "{:?}", r.rules);
+        assert_eq!(
+            (r.rules[0].purpose, r.rules[0].first_port, r.rules[0].last_port),
+            (CONTROL, 2121, 2121)
+        );
+        assert_eq!(r.passive_ports, PortRange::one(2121));
+        assert!(
+            r.notes.iter().any(|n| n.contains("take turns")),
+            "the trade-off is said: {:?}",
+            r.notes
+        );
+        assert!(!r.notes.iter().any(|n| n.contains("allow the passive range")));
+        let range = NetworkRequirements::new(&default_site());
+        assert_eq!(range.passive_mode, PassiveKind::Range);
+        assert_eq!(
+            range.rules.iter().map(|x| x.purpose).collect::<Vec<_>>(),
+            [CONTROL, PASSIVE_DATA]
+        );
+        assert!(!range.notes.iter().any(|n| n.contains("take turns")));
     }
 
     #[test]

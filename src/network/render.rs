@@ -1,8 +1,18 @@
-//! The requirements rendered as text, as nftables rules and as iptables rules.
+//! The requirements rendered as text, as nftables rules and as iptables rules, each made
+//! from the same `rules` the JSON lists (one rule in one-port mode, two with a range).
 
 use std::fmt::Write as _;
 
-use super::{Chain, Format, NetworkRequirements, PortRange};
+use super::{CONTROL, Chain, Format, NetworkRequirements, PassiveKind, PortRange, Rule};
+
+impl Rule {
+    fn ports(&self) -> PortRange {
+        PortRange {
+            first: self.first_port,
+            last: self.last_port,
+        }
+    }
+}
 
 impl PortRange {
     /// `FIRST<sep>LAST`, or just `FIRST` when the range is one port.
@@ -29,29 +39,44 @@ impl NetworkRequirements {
         })
     }
 
-    /// A few lines for a person: the two rules, then the notes.
+    /// A few lines for a person: the rules, then the notes.
     pub fn render_text(&self) -> String {
-        let control = PortRange {
-            first: self.control_port,
-            last: self.control_port,
-        };
-        let rows = [
-            (control, "FTPS control"),
-            (self.passive_ports, "FTPS passive data"),
-        ];
-        let dests: Vec<String> = rows
+        let dests: Vec<String> = self
+            .rules
             .iter()
-            .map(|(r, _)| format!("{}:{}", self.host, r.render("-")))
+            .map(|r| format!("{}:{}", r.host, r.ports().render("-")))
             .collect();
         let width = dests.iter().map(String::len).max().unwrap_or(0);
-        let mut out = String::from("Outbound from the IQ (nothing inbound), TLS 1.2 or 1.3:\n");
-        for (dest, (_, what)) in dests.iter().zip(rows) {
-            let _ = writeln!(out, "  tcp  {dest:<width$}  {what}");
+        let mut out = String::from("Outbound from the IQ (nothing inbound), TLS 1.2 or 1.3");
+        out.push_str(match self.passive_mode {
+            PassiveKind::Range => ":\n",
+            PassiveKind::Same => "; the firewall needs one port only:\n",
+        });
+        for (dest, rule) in dests.iter().zip(&self.rules) {
+            let _ = writeln!(out, "  {}  {dest:<width$}  {}", rule.protocol, self.label(rule));
         }
         for note in &self.notes {
             let _ = writeln!(out, "- {note}");
         }
         out
+    }
+
+    /// What a rule is for, in words.
+    fn label(&self, rule: &Rule) -> &'static str {
+        match (rule.purpose, self.passive_mode) {
+            (CONTROL, PassiveKind::Same) => "FTPS control and passive data (one port)",
+            (CONTROL, PassiveKind::Range) => "FTPS control",
+            _ => "FTPS passive data",
+        }
+    }
+
+    /// The comment line above a rule in the nftables and iptables formats.
+    fn rule_comment(&self, rule: &Rule) -> String {
+        if rule.purpose == CONTROL {
+            format!("# {}: explicit FTPS (AUTH TLS).", self.label(rule))
+        } else {
+            format!("# {}.", self.label(rule))
+        }
     }
 
     /// Comment lines and `add rule inet filter CHAIN ...` lines, loadable verbatim with
@@ -73,17 +98,15 @@ impl NetworkRequirements {
         let rule = |m: &str| format!("add rule inet filter {chain} {m}\n");
         out.push_str("# Return traffic of the IQ's connections (most rule sets already have this rule).\n");
         out.push_str(&rule("ct state established,related accept"));
-        out.push_str("# FTPS control: explicit FTPS (AUTH TLS).\n");
-        out.push_str(&rule(&format!(
-            "ip daddr {} tcp dport {} accept",
-            self.host, self.control_port
-        )));
-        out.push_str("# FTPS passive data.\n");
-        out.push_str(&rule(&format!(
-            "ip daddr {} tcp dport {} accept",
-            self.host,
-            self.passive_ports.render("-")
-        )));
+        for r in &self.rules {
+            let _ = writeln!(out, "{}", self.rule_comment(r));
+            out.push_str(&rule(&format!(
+                "ip daddr {} {} dport {} accept",
+                r.host,
+                r.protocol,
+                r.ports().render("-")
+            )));
+        }
         out
     }
 
@@ -115,17 +138,16 @@ impl NetworkRequirements {
             "# Return traffic of the IQ's connections (most rule sets already have this rule).\n\
              -A {chain} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
         );
-        let _ = writeln!(
-            out,
-            "# FTPS control: explicit FTPS (AUTH TLS).\n-A {chain} -p tcp -d {} --dport {} -j ACCEPT",
-            self.host, self.control_port
-        );
-        let _ = writeln!(
-            out,
-            "# FTPS passive data.\n-A {chain} -p tcp -d {} --dport {} -j ACCEPT",
-            self.host,
-            self.passive_ports.render(":")
-        );
+        for r in &self.rules {
+            let _ = writeln!(
+                out,
+                "{}\n-A {chain} -p {} -d {} --dport {} -j ACCEPT",
+                self.rule_comment(r),
+                r.protocol,
+                r.host,
+                r.ports().render(":")
+            );
+        }
         out.push_str("COMMIT\n");
         out
     }
@@ -149,10 +171,18 @@ impl NetworkRequirements {
         }
         out.push_str(
             "# The IQ needs no inbound rule: it uses passive mode only, so the server's packets are\n\
-             # return traffic of connections the IQ opened.\n\
-             # FTP helpers/ALGs (nf_conntrack_ftp) cannot read the encrypted PASV reply, so the\n\
-             # passive range is allowed explicitly.\n",
+             # return traffic of connections the IQ opened.\n",
         );
+        out.push_str(match self.passive_mode {
+            PassiveKind::Range => {
+                "# FTP helpers/ALGs (nf_conntrack_ftp) cannot read the encrypted PASV reply, so the\n\
+                 # passive range is allowed explicitly.\n"
+            }
+            PassiveKind::Same => {
+                "# One port (ftps.passive_ports = \"same\"): the passive data connections go to the\n\
+                 # control port too, so its one rule covers them; no FTP helper/ALG needed.\n"
+            }
+        });
         out
     }
 }
@@ -160,8 +190,8 @@ impl NetworkRequirements {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::network::{PassiveMode, Site};
     use crate::network::tests::default_site;
+    use crate::network::{PassiveMode, Site};
 
     /// The sample of the unit tests: a public address, control 2121, passive 50000-50003.
     fn sample() -> NetworkRequirements {
@@ -289,5 +319,127 @@ Outbound from the IQ (nothing inbound), TLS 1.2 or 1.3:
         assert_eq!(v["tls_versions"], serde_json::json!(["1.2", "1.3"]));
         assert_eq!(v["max_sessions_per_ip"], 16);
         assert!(v["notes"].as_array().unwrap().len() >= 5);
+    }
+
+    /// The one-port sample: the sample's site with `ftps.passive_ports = "same"`.
+    fn one_port() -> NetworkRequirements {
+        NetworkRequirements::new(&Site {
+            passive: PassiveMode::Same,
+            host: "203.0.113.5".into(),
+            ..default_site()
+        })
+    }
+
+    #[test]
+    fn nftables_for_one_port_is_exact() {
+        let got = one_port().render_nftables(None);
+        let want = "\
+# fwdist: what an IQ's network must allow, outbound TCP to 203.0.113.5 (TLS 1.2 or 1.3).
+# Load with `nft -f FILE`; chain forward of table inet filter must exist.
+# Chain forward: the site's gateway. For a firewall on the IQ host itself use --chain output.
+# The IQ needs no inbound rule: it uses passive mode only, so the server's packets are
+# return traffic of connections the IQ opened.
+# One port (ftps.passive_ports = \"same\"): the passive data connections go to the
+# control port too, so its one rule covers them; no FTP helper/ALG needed.
+# `add rule` appends to the chain: if the chain ends in a drop or reject rule, use
+# `insert rule` instead so these come first.
+# Return traffic of the IQ's connections (most rule sets already have this rule).
+add rule inet filter forward ct state established,related accept
+# FTPS control and passive data (one port): explicit FTPS (AUTH TLS).
+add rule inet filter forward ip daddr 203.0.113.5 tcp dport 2121 accept
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn iptables_for_one_port_is_exact() {
+        let got = one_port().render_iptables(None);
+        let want = "\
+# fwdist: what an IQ's network must allow, outbound TCP to 203.0.113.5 (TLS 1.2 or 1.3).
+# Load with `iptables-restore --noflush < FILE`; chain FORWARD of the filter table must exist.
+# Chain FORWARD: the site's gateway. For a firewall on the IQ host itself use --chain OUTPUT.
+# The IQ needs no inbound rule: it uses passive mode only, so the server's packets are
+# return traffic of connections the IQ opened.
+# One port (ftps.passive_ports = \"same\"): the passive data connections go to the
+# control port too, so its one rule covers them; no FTP helper/ALG needed.
+# -A appends to the chain: if the chain ends in a DROP or REJECT rule, use -I instead
+# so these come first.
+*filter
+# Return traffic of the IQ's connections (most rule sets already have this rule).
+-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+# FTPS control and passive data (one port): explicit FTPS (AUTH TLS).
+-A FORWARD -p tcp -d 203.0.113.5 --dport 2121 -j ACCEPT
+COMMIT
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn text_for_one_port_is_exact() {
+        let got = one_port().render_text();
+        let want = "\
+Outbound from the IQ (nothing inbound), TLS 1.2 or 1.3; the firewall needs one port only:
+  tcp  203.0.113.5:2121  FTPS control and passive data (one port)
+- explicit FTPS (AUTH TLS); TLS 1.2 or 1.3 on the control and on every data connection
+- nothing inbound: passive mode only, so the server's replies are return traffic of connections the IQ opened (allow established,related)
+- one port: the passive data connections go to the control port too, so the one rule covers them; no passive range and no FTP helper/ALG needed
+- one port's trade-off: passive offers are serialised per client address, so IQs behind one NAT address take turns from PASV until their data connection is set up (not for the transfer; a PASV waits briefly for its turn, else 425 and the IQ retries); a separate passive range (ftps.passive_ports = \"FIRST-LAST\") has no such limit
+- 802.1X: allowlist the IQ's MAC for MAC Authentication Bypass (MAB); the MAC is also its fwdist device id
+- at most 16 IQs behind one NAT address are served at once; more get 421 and retry
+- the IQ must open each data connection within 5 s of the PASV/EPSV reply
+- the control connection idles during a download: firewall/NAT TCP idle timeouts must outlast the longest download
+- check a site from the IQ's network: `fwdist doctor 203.0.113.5:2121 --ca SERVER-CA.pem` (logs in as the built-in probe account, user probe, password probe)
+";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn json_for_one_port_has_one_rule_and_says_the_mode() {
+        let v: serde_json::Value =
+            serde_json::from_str(&one_port().render(Format::Json, None).unwrap()).unwrap();
+        assert_eq!(v["passive_mode"], "same");
+        assert_eq!(
+            v["rules"],
+            serde_json::json!([{"purpose": "ftps-control", "protocol": "tcp",
+                                "host": "203.0.113.5", "first_port": 2121, "last_port": 2121}])
+        );
+        assert_eq!(v["control_port"], 2121);
+        assert_eq!(
+            v["passive_ports"],
+            serde_json::json!({"first": 2121, "last": 2121})
+        );
+        let range: serde_json::Value =
+            serde_json::from_str(&sample().render(Format::Json, None).unwrap()).unwrap();
+        assert_eq!(range["passive_mode"], "range");
+        assert_eq!(
+            range["passive_ports"],
+            serde_json::json!({"first": 50000, "last": 50003})
+        );
+        assert_eq!(range["rules"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn one_port_follows_the_public_port_and_the_chain() {
+        let r = NetworkRequirements::new(&Site {
+            passive: PassiveMode::Same,
+            control_port: 21,
+            ..default_site()
+        });
+        assert_eq!(
+            rule_lines(&r.render_nftables(Some(&Chain::parse("OUTPUT").unwrap()))),
+            [
+                "add rule inet filter output ct state established,related accept",
+                "add rule inet filter output ip daddr 127.0.0.1 tcp dport 21 accept",
+            ]
+        );
+        assert_eq!(
+            rule_lines(&r.render_iptables(Some(&Chain::parse("iq_out").unwrap()))),
+            [
+                "*filter",
+                "-A iq_out -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+                "-A iq_out -p tcp -d 127.0.0.1 --dport 21 -j ACCEPT",
+                "COMMIT",
+            ]
+        );
     }
 }

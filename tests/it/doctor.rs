@@ -1,5 +1,5 @@
 //! `fwdist doctor HOST:PORT` against the real server: every step and every passive port of
-//! a healthy server, then each way it says an update cannot work (exit 1), and bad
+//! a healthy server (a range, and one port: `passive_ports = "same"`), then each way it says an update cannot work (exit 1), and bad
 //! arguments (exit 2). Blocked-by-firewall ports are tested separately with network
 //! namespaces; here a misannounced PASV address makes every data connection fail.
 //!
@@ -96,11 +96,67 @@ async fn doctor_passes_every_step_and_every_passive_port_of_a_healthy_server() {
     let report: Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(report["verdict"], "works");
     assert_eq!(report["exit_code"], 0);
+    assert_eq!(report["passive_mode"], "range");
     assert_eq!(report["passive_range"], serde_json::json!([first, last]));
     let ports = report["ports"].as_array().unwrap();
     assert_eq!(ports.len(), passive_ports(&app).count(), "{report:#}");
     assert!(ports.iter().all(|p| p["result"] == "ok"), "{report:#}");
     assert_eq!(report["rules"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn doctor_passes_a_one_port_server_over_its_control_port() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__PASSIVE_PORTS", "same")]).await;
+    let port = app.ftp_addr.port();
+    let out = doctor(&app, &[]).await;
+    assert_exit(&out, WORKS);
+    assert_exact(
+        &out,
+        "passive-range",
+        &format!("ok   passive-range: one port: data connections use the control port {port} (SITE PORTS)"),
+    );
+    let port_lines: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.get(5..).is_some_and(|r| r.starts_with("port ")))
+        .collect();
+    assert_eq!(port_lines.len(), 1, "one port line:\n{}", out.stdout);
+    assert_line(&out, "ok  ", &format!("port {port}"), "sha256 ok");
+    assert_exact(
+        &out,
+        "summary",
+        &format!("ok   summary: an IQ update works from here: one port, {port}, carries control and data"),
+    );
+    assert!(
+        !out.stdout.contains("FAIL") && !out.stdout.contains("warn"),
+        "{}",
+        out.stdout
+    );
+
+    let out = doctor(&app, &["--json"]).await;
+    assert_exit(&out, WORKS);
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["verdict"], "works");
+    assert_eq!(report["passive_mode"], "same", "{report:#}");
+    assert_eq!(report["passive_range"], serde_json::json!([port, port]));
+    let ports = report["ports"].as_array().unwrap();
+    assert!(
+        ports.len() == 1 && ports[0]["port"] == port && ports[0]["result"] == "ok",
+        "{report:#}"
+    );
+    assert_eq!(report["untested"], serde_json::json!([]));
+
+    // A range on the command line cannot make it hand out other ports: said, and ignored.
+    let out = doctor(&app, &["--passive-ports", "50000-50003"]).await;
+    assert_exit(&out, WORKS);
+    assert_line(
+        &out,
+        "warn",
+        "passive-range",
+        "--passive-ports 50000-50003 ignored: this server hands out no other port",
+    );
+    assert_line(&out, "ok  ", &format!("port {port}"), "sha256 ok");
+    assert!(!out.stdout.contains("port 50000"), "{}", out.stdout);
 }
 
 #[tokio::test]

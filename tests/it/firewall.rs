@@ -6,6 +6,10 @@
 //! the update still succeeds, as designed: the session that drew the blocked port is closed
 //! by the server when its offer expires, and the IQ's retry gets the next ports in turn.
 //!
+//! In one-port mode (`passive_ports = "same"`) the published rules are one accept rule for
+//! the control port (beside established,related), and through exactly that the doctor passes
+//! and `fwdist fetch` updates.
+//!
 //! Needs root, `ip` (iproute2) and `nft` (nftables); see `helpers::system`. Only addresses
 //! on the veth pair the test creates (10.213.N.1 and .2) are used.
 
@@ -25,7 +29,10 @@ struct Site {
 
 impl Site {
     fn create(ip_cmd: &str) -> Site {
-        let n = std::process::id() % 200 + 20;
+        // Tests of this binary run at once: each site gets an address block of its own.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = (std::process::id() + slot) % 200 + 20;
         let tag = format!("{:x}", std::process::id() ^ rand_u32());
         let site = Site {
             ns: format!("fwdist-site-{tag}"),
@@ -284,4 +291,135 @@ async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blo
     assert!(row["passive_offers_unused"].as_u64().unwrap() >= 1, "{row}");
     assert_eq!(row["last_unused_port"], gone, "{row}");
     println!("doctor, one passive port blocked:\n{}", degraded.stdout);
+}
+
+#[tokio::test]
+async fn an_iq_behind_the_one_port_rules_updates_and_doctor_passes() {
+    let mut req = Requirements::new();
+    req.root();
+    let ip_cmd = req.program("ip");
+    let nft_cmd = req.program("nft");
+    if !req.met("the one-port firewall test") {
+        return;
+    }
+    let (ip_cmd, nft_cmd) = (ip_cmd.to_str().unwrap(), nft_cmd.to_str().unwrap());
+    let site = Site::create(ip_cmd);
+    let listen = format!("{}:2121", site.server_ip);
+    let app = spawn_app_with_env(&[
+        ("FWDIST_FTPS__LISTEN", &listen),
+        ("FWDIST_FTPS__PUBLIC_HOST", &site.server_ip),
+        ("FWDIST_FTPS__PASSIVE_PORTS", "same"),
+        ("FWDIST_FTPS__DATA_CONNECT_TIMEOUT_SECS", "2"),
+    ])
+    .await;
+    let img = image(1 << 20, 42);
+    app.publish("iq2", "1.0.0", 1, &img).await;
+    let dev = app.create_device("aa:bb:cc:40:00:02", "iq2").await;
+    app.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
+        .await;
+    fs::create_dir_all(app.path("iq-trust")).unwrap();
+    fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
+
+    // The published rules of the server's configuration: one port.
+    let site_config = crate::helpers::config_toml(app.ftp_addr, app.api_addr, app.passive)
+        .replace(
+            &format!("listen = \"{}\"", app.ftp_addr),
+            &format!("listen = \"{listen}\""),
+        )
+        .replace(
+            "public_host = \"127.0.0.1\"",
+            &format!("public_host = \"{}\"", site.server_ip),
+        )
+        .replace(
+            &format!("passive_ports = \"{}-{}\"", app.passive.0, app.passive.1),
+            "passive_ports = \"same\"",
+        );
+    fs::write(app.path("site.toml"), site_config).unwrap();
+    let args = [
+        "network-requirements",
+        "--config",
+        "site.toml",
+        "--format",
+        "nftables",
+        "--chain",
+        "output",
+    ];
+    let out = app.cli(&args).await;
+    let published = out.assert_ok().stdout.clone();
+    let rules: Vec<&str> = published
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "add rule inet filter output ct state established,related accept".to_string(),
+            format!(
+                "add rule inet filter output ip daddr {} tcp dport 2121 accept",
+                site.server_ip
+            ),
+        ],
+        "{published}"
+    );
+    nft(
+        &app,
+        &site,
+        nft_cmd,
+        "one-port.nft",
+        &format!("{SITE_BASE}{published}"),
+    )
+    .await;
+
+    let doctor = in_site(
+        &app,
+        &site,
+        &[
+            "doctor",
+            &listen,
+            "--ca",
+            "certs/server.crt",
+            "--timeout-secs",
+            "2",
+            "--data-timeout-secs",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(doctor.code, Some(0), "{}\n{}", doctor.stdout, doctor.stderr);
+    for want in [
+        "ok   passive-range: one port: data connections use the control port 2121 (SITE PORTS)",
+        "ok   port 2121: /probe.bin over TLS",
+        "ok   summary: an IQ update works from here: one port, 2121, carries control and data",
+    ] {
+        assert!(doctor.stdout.contains(want), "{want:?} in:\n{}", doctor.stdout);
+    }
+    let fetch = in_site(
+        &app,
+        &site,
+        &[
+            "fetch",
+            "--server",
+            &listen,
+            "--device",
+            &dev.id,
+            &format!("--secret={}", dev.secret),
+            "--model",
+            "iq2",
+            "--trust",
+            "iq-trust",
+            "--state",
+            "st-one",
+            "--attempts",
+            "3",
+            "--timeout",
+            "3",
+        ],
+    )
+    .await;
+    assert_eq!(fetch.code, Some(0), "{}\n{}", fetch.stdout, fetch.stderr);
+    assert_eq!(
+        sha256_hex(&fs::read(app.path("st-one/firmware.bin")).unwrap()),
+        sha256_hex(&img)
+    );
+    println!("doctor, one port:\n{}", doctor.stdout);
 }

@@ -1,6 +1,7 @@
 //! `GET /api/v1/network-requirements` and `fwdist network-requirements`: the exact outbound
 //! rules an IQ's network needs, from the live configuration, as JSON, text, nftables and
-//! iptables. Loopback addresses only.
+//! iptables, with a passive range and in one-port mode (`passive_ports = "same"`: one rule).
+//! Loopback addresses only.
 
 use std::fs;
 use std::path::Path;
@@ -190,6 +191,96 @@ async fn the_api_answers_from_the_live_config_in_every_format() {
         Some(u64::from(app.ftp_addr.port()))
     );
     assert_eq!(cli["rules"][1], json["rules"][1], "same passive rule as the API");
+}
+
+#[tokio::test]
+async fn one_port_mode_is_one_rule_in_the_api_and_the_cli() {
+    let app = spawn_app_with_env(&[("FWDIST_FTPS__PASSIVE_PORTS", "same")]).await;
+    let viewer = Some(app.viewer_token.as_str());
+    let path = "/api/v1/network-requirements";
+    let port = app.ftp_addr.port();
+
+    let (status, body) = app.request(Method::GET, path, viewer, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["passive_mode"], "same", "{body}");
+    assert_eq!(
+        body["rules"],
+        serde_json::json!([{"purpose": "ftps-control", "protocol": "tcp", "host": "127.0.0.1",
+                            "first_port": port, "last_port": port}]),
+        "one rule, the control port: {body}"
+    );
+    assert_eq!(body["control_port"], port, "{body}");
+    assert_eq!(
+        body["passive_ports"],
+        serde_json::json!({"first": port, "last": port}),
+        "data connections go to the control port: {body}"
+    );
+
+    let get_text = |query: &'static str| {
+        let req = app
+            .http
+            .get(app.url(&format!("{path}?{query}")))
+            .bearer_auth(&app.viewer_token);
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 200, "{query}");
+            resp.text().await.unwrap()
+        }
+    };
+    let nft = get_text("format=nftables").await;
+    assert_eq!(
+        rule_lines(&nft),
+        [
+            "add rule inet filter forward ct state established,related accept".to_string(),
+            format!("add rule inet filter forward ip daddr 127.0.0.1 tcp dport {port} accept"),
+        ],
+        "{nft}"
+    );
+    assert!(
+        nft.contains("# FTPS control and passive data (one port): explicit FTPS (AUTH TLS).\n"),
+        "{nft}"
+    );
+    let ipt = get_text("format=iptables").await;
+    assert_eq!(
+        rule_lines(&ipt),
+        [
+            "*filter".to_string(),
+            "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT".to_string(),
+            format!("-A FORWARD -p tcp -d 127.0.0.1 --dport {port} -j ACCEPT"),
+            "COMMIT".to_string(),
+        ],
+        "{ipt}"
+    );
+    let text = get_text("format=text").await;
+    for want in [
+        "the firewall needs one port only:\n".to_string(),
+        format!("  tcp  127.0.0.1:{port}  FTPS control and passive data (one port)\n"),
+        "take turns".to_string(),
+    ] {
+        assert!(text.contains(&want), "{want:?} in text: {text}");
+    }
+    assert!(!text.contains("FTPS passive data\n"), "no second rule: {text}");
+
+    // The CLI on the same configuration (the file names the bound port; the mode comes from
+    // the environment, as for `serve`) prints the same JSON.
+    fs::write(
+        app.path("bound.toml"),
+        config_toml_at(app.dir.path(), app.ftp_addr, app.api_addr, app.passive),
+    )
+    .unwrap();
+    let args = [
+        "network-requirements",
+        "--config",
+        "bound.toml",
+        "--format",
+        "json",
+    ];
+    let out = app
+        .cli_with_env(&args, &[("FWDIST_FTPS__PASSIVE_PORTS", Some("same"))])
+        .await;
+    let cli: Value = serde_json::from_str(&out.assert_ok().stdout).unwrap();
+    assert_eq!(cli, body, "the CLI says what the API says");
+    nft_accepts(app.dir.path(), &nft).await;
 }
 
 /// Writes a test config (loopback, fresh ports) into `dir`; returns (control, passive).

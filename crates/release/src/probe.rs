@@ -1,6 +1,7 @@
 //! The built-in `probe` account that `fwdist doctor` uses from a customer's network
 //! (issue 4): it logs in with a public password, can read only `/probe.bin`, and learns the
-//! passive range with `SITE PORTS`. Pure: the server and the doctor share these facts.
+//! passive ports with `SITE PORTS` (a range, or `same`: the control port). Pure: the server
+//! and the doctor share these facts.
 
 use std::ops::RangeInclusive;
 
@@ -14,7 +15,7 @@ pub const PASSWORD: &str = "probe";
 pub const FILE: &str = "probe.bin";
 /// Size of `/probe.bin`: big enough to need several TLS records, small enough to be cheap.
 pub const SIZE: usize = 256 * 1024;
-/// `SITE PORTS`: the passive range, for the doctor to test every port of it.
+/// `SITE PORTS`: where passive data connections go, for the doctor to test every port.
 pub const SITE_PORTS: &str = "PORTS";
 
 /// The bytes of `/probe.bin`: a SHA-256 counter stream, so both sides can produce them.
@@ -57,12 +58,25 @@ pub fn ports_reply(range: &RangeInclusive<u16>) -> String {
 /// connections go to the control port.
 pub const PORTS_SAME: &str = "passive=same";
 
-/// Reads the passive range back from a `SITE PORTS` reply line (with or without its code).
-pub fn parse_ports_reply(line: &str) -> Option<RangeInclusive<u16>> {
+/// What a `SITE PORTS` reply says about the passive data connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ports {
+    /// `passive=FIRST-LAST`: ports of their own.
+    Range(RangeInclusive<u16>),
+    /// `passive=same` ([`PORTS_SAME`]): the control port (one-port mode).
+    Same,
+}
+
+/// Reads a `SITE PORTS` reply line (with or without its code) back: `passive=FIRST-LAST`
+/// with FIRST <= LAST, or `passive=same`; `None` for anything else.
+pub fn parse_ports_reply(line: &str) -> Option<Ports> {
     let v = line.split_whitespace().find_map(|w| w.strip_prefix("passive="))?;
+    if Some(v) == PORTS_SAME.strip_prefix("passive=") {
+        return Some(Ports::Same);
+    }
     let (a, b) = v.split_once('-')?;
     let (a, b): (u16, u16) = (a.parse().ok()?, b.parse().ok()?);
-    (a <= b).then_some(a..=b)
+    (a <= b).then_some(Ports::Range(a..=b))
 }
 
 #[cfg(test)]
@@ -81,9 +95,27 @@ mod tests {
     #[test]
     fn ports_reply_round_trips() {
         let r = 50000..=50003;
-        assert_eq!(parse_ports_reply(&format!("200 {}", ports_reply(&r))), Some(r));
+        assert_eq!(
+            parse_ports_reply(&format!("200 {}", ports_reply(&r))),
+            Some(Ports::Range(r))
+        );
+        assert_eq!(parse_ports_reply("passive=7-7"), Some(Ports::Range(7..=7)));
         assert_eq!(parse_ports_reply("200 passive=9-1"), None);
         assert_eq!(parse_ports_reply("200 nothing"), None);
         assert_eq!(parse_ports_reply("200 passive=a-b"), None);
+    }
+
+    #[test]
+    fn the_one_port_reply_is_same() {
+        assert_eq!(parse_ports_reply(&format!("200 {PORTS_SAME}")), Some(Ports::Same));
+        assert_eq!(parse_ports_reply(PORTS_SAME), Some(Ports::Same));
+        for bad in [
+            "200 passive=SAME",
+            "200 passive=same-1",
+            "200 passive=",
+            "200 same",
+        ] {
+            assert_eq!(parse_ports_reply(bad), None, "{bad:?}");
+        }
     }
 }

@@ -4,6 +4,8 @@
 //! Steps, in order, stopping at the first that makes the rest impossible: `dns`, `tcp`,
 //! `greeting`, `tls`, `certificate`, `login`, `passive-range`, then one `port N` line per
 //! passive port (PASV, data connection, TLS, `RETR /probe.bin`, SHA-256), then `summary`.
+//! Against a one-port server (`SITE PORTS` says `passive=same`) the `passive-range` line says
+//! so and the one `port N` line is the control port's: its PASV must name the control port.
 //! It talks through the reference IQ's own client ([`super::client`]) and shares the probe
 //! account's facts with the server through [`fwdist_release::probe`]; it prints nothing itself.
 //!
@@ -39,7 +41,7 @@ use serde::Serialize;
 
 use super::client::ClientConfig;
 use fwdist_release::probe;
-use verdict::summary;
+use verdict::{Scope, summary};
 
 pub use cert::{CertFacts, CertInspector, EXPIRY_WARN_DAYS, assess_cert};
 pub use roots::{RootSource, TrustRoots};
@@ -60,7 +62,8 @@ pub struct DoctorOptions {
     /// `--insecure`: go on past a certificate an IQ would refuse (having said what is wrong).
     pub insecure: bool,
     pub login: Login,
-    /// `--passive-ports`: tested instead of what `SITE PORTS` says, or when it says nothing.
+    /// `--passive-ports`: tested instead of what `SITE PORTS` says, or when it says nothing
+    /// (a one-port server hands out no other port: there it is ignored, with a warning).
     pub passive_ports: Option<RangeInclusive<u16>>,
     /// Bound on each control-channel wait.
     pub timeout: Duration,
@@ -121,11 +124,56 @@ impl fmt::Display for Line {
     }
 }
 
+/// Where the server's passive data connections go, in the [`Report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PassiveMode {
+    /// Ports of their own (`SITE PORTS` said `passive=FIRST-LAST`, or `--passive-ports`).
+    Range,
+    /// The control port (`SITE PORTS` said `passive=same`).
+    Same,
+}
+
+/// What the passive-port steps test: from `SITE PORTS` and `--passive-ports`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// Every port of a range.
+    Range(RangeInclusive<u16>),
+    /// One port, the control port as the doctor reached it: one PASV must name it.
+    Same(u16),
+    /// Neither says: whatever the server hands out.
+    Unknown,
+}
+
+impl Target {
+    fn mode(&self) -> Option<PassiveMode> {
+        match self {
+            Target::Range(_) => Some(PassiveMode::Range),
+            Target::Same(_) => Some(PassiveMode::Same),
+            Target::Unknown => None,
+        }
+    }
+
+    /// The ports data connections should go to; `None` when unknown.
+    fn ports(&self) -> Option<RangeInclusive<u16>> {
+        match self {
+            Target::Range(r) => Some(r.clone()),
+            Target::Same(p) => Some(*p..=*p),
+            Target::Unknown => None,
+        }
+    }
+}
+
 /// Everything the doctor found; `--json` prints it as is.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub server: String,
     pub lines: Vec<Line>,
+    /// `range`, `same` (one port: the control port), or null when the server did not say
+    /// (no `SITE PORTS` answer and no `--passive-ports`).
+    pub passive_mode: Option<PassiveMode>,
+    /// The ports data connections should go to: the range, or in one-port mode the control
+    /// port (first = last); null when unknown.
     pub passive_range: Option<(u16, u16)>,
     pub ports: Vec<PortTest>,
     pub untested: Vec<u16>,
@@ -173,7 +221,7 @@ pub async fn run(opts: &DoctorOptions, out: &mut dyn FnMut(&Line)) -> Result<Rep
 struct PassiveFound {
     /// Where the control connection went.
     control: IpAddr,
-    range: Option<RangeInclusive<u16>>,
+    target: Target,
     ports: BTreeMap<u16, PortTest>,
 }
 
@@ -216,11 +264,11 @@ impl Doctor<'_> {
         };
         let mut client = self.connect(&cfg).await?;
         self.login(&mut client).await?;
-        let range = self.passive_range(&mut client).await?;
-        let ports = self.test_ports(client, &cfg, range.clone()).await;
+        let target = self.passive_range(&mut client).await?;
+        let ports = self.test_ports(client, &cfg, &target).await;
         Some(PassiveFound {
             control: addr.ip(),
-            range,
+            target,
             ports,
         })
     }
@@ -230,10 +278,10 @@ impl Doctor<'_> {
         let elsewhere = found
             .as_ref()
             .is_some_and(|f| f.ports.values().any(|p| p.host != f.control && !p.result.is_ok()));
-        let (range, tested) = found.map_or((None, BTreeMap::new()), |f| (f.range, f.ports));
+        let (target, tested) = found.map_or((Target::Unknown, BTreeMap::new()), |f| (f.target, f.ports));
         let ports: Vec<PortTest> = tested.values().cloned().collect();
-        let untested: Vec<u16> = range
-            .clone()
+        let untested: Vec<u16> = target
+            .ports()
             .map(|r| r.filter(|p| !tested.contains_key(p)).collect())
             .unwrap_or_default();
         for p in &ports {
@@ -242,7 +290,11 @@ impl Doctor<'_> {
             }
         }
         let v = verdict(step_failed, self.untrusted, &ports, untested.len());
-        let mut detail = summary(v, step_failed, self.untrusted, &ports, &untested);
+        let scope = match target {
+            Target::Same(p) => Scope::OnePort(p),
+            Target::Range(_) | Target::Unknown => Scope::Ports,
+        };
+        let mut detail = summary(v, scope, step_failed, self.untrusted, &ports, &untested);
         if elsewhere {
             detail.push_str(
                 "; the failing data connections went to the address PASV announced, not the one \
@@ -258,7 +310,8 @@ impl Doctor<'_> {
         Report {
             server: format!("{}:{}", self.opts.host, self.opts.port),
             lines: self.lines,
-            passive_range: range.map(|r| (*r.start(), *r.end())),
+            passive_mode: target.mode(),
+            passive_range: target.ports().map(|r| (*r.start(), *r.end())),
             ports,
             untested,
             roots: self.opts.roots.source.describe(),

@@ -1,5 +1,6 @@
 //! The passive ports: `passive-range` (what `SITE PORTS` says), then one `PASV` after another
-//! until every port of the range has been tested, one `port N` line each.
+//! until every port of the range has been tested, one `port N` line each. A one-port server
+//! (`passive=same`) gets one `PASV`, which must name the control port, and one `port N` line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -9,9 +10,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest as _, Sha256};
 
 use super::verdict::{blocked_text, connect_failure, data_target};
-use super::{Doctor, DoctorOptions, Login, PortResult, PortTest, Status, pasv_host_warning};
+use super::{Doctor, DoctorOptions, Login, PortResult, PortTest, Status, Target, pasv_host_warning};
 use crate::client::{ClientConfig, ClientError, FtpsClient};
-use fwdist_release::probe;
+use fwdist_release::probe::{self, Ports};
 
 /// Passive ports tried when the range is unknown (no `SITE PORTS`, no `--passive-ports`).
 const DISCOVERY_ATTEMPTS: usize = 8;
@@ -20,7 +21,7 @@ const LISTING_LIMIT: u64 = 1 << 20;
 
 /// How many `PASV`s, and how long, to spend on the passive ports.
 struct PortPlan {
-    range: Option<RangeInclusive<u16>>,
+    target: Target,
     want: BTreeSet<u16>,
     /// No range known: test what the server hands out until it repeats itself.
     discovery: bool,
@@ -29,8 +30,8 @@ struct PortPlan {
 }
 
 impl PortPlan {
-    fn new(range: Option<RangeInclusive<u16>>, opts: &DoctorOptions) -> Self {
-        let want: BTreeSet<u16> = range.clone().map(Iterator::collect).unwrap_or_default();
+    fn new(target: &Target, opts: &DoctorOptions) -> Self {
+        let want: BTreeSet<u16> = target.ports().map(Iterator::collect).unwrap_or_default();
         let discovery = want.is_empty();
         let n = if discovery { DISCOVERY_ATTEMPTS } else { want.len() };
         // Round-robin needs n PASVs; other IQs taking turns in between, refusals and lost
@@ -39,7 +40,7 @@ impl PortPlan {
         let per_port = opts.data_timeout + 2 * opts.timeout;
         let budget = Duration::from_secs(30) + per_port * u32::try_from(n).unwrap_or(u32::MAX);
         PortPlan {
-            range,
+            target: target.clone(),
             want,
             discovery,
             max_attempts,
@@ -48,7 +49,35 @@ impl PortPlan {
     }
 
     fn done(&self, tested: &BTreeMap<u16, PortTest>) -> bool {
-        !self.discovery && self.want.iter().all(|p| tested.contains_key(p))
+        match self.target {
+            // One offer tells it all: the control port, or the port it wrongly names instead.
+            Target::Same(_) => !tested.is_empty(),
+            Target::Range(_) => self.want.iter().all(|p| tested.contains_key(p)),
+            Target::Unknown => false,
+        }
+    }
+
+    /// What is wrong with a port the server handed out, for a `passive-range` warning.
+    fn unexpected(&self, port: u16, control: u16) -> Option<String> {
+        match &self.target {
+            Target::Same(c) if port != *c => Some(format!(
+                "the server says one port (SITE PORTS passive=same), but PASV handed out port \
+                 {port}, not the control port {c}: IQs whose firewall allows only {c} cannot \
+                 fetch (testing {port})"
+            )),
+            Target::Range(r) if port == control => Some(format!(
+                "the server handed out the control port {port}, though SITE PORTS says {}-{} \
+                 (a one-port server says passive=same)",
+                r.start(),
+                r.end()
+            )),
+            Target::Range(r) if !r.contains(&port) => Some(format!(
+                "the server handed out port {port}, outside {}-{}",
+                r.start(),
+                r.end()
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -67,9 +96,8 @@ enum Next {
 }
 
 impl Doctor<'_> {
-    pub(super) async fn passive_range(&mut self, c: &mut FtpsClient) -> Option<Option<RangeInclusive<u16>>> {
+    pub(super) async fn passive_range(&mut self, c: &mut FtpsClient) -> Option<Target> {
         let given = self.opts.passive_ports.clone();
-        let show = |r: &RangeInclusive<u16>| format!("{}-{}", r.start(), r.end());
         let site = c.cmd(&format!("SITE {}", probe::SITE_PORTS), &[200]).await;
         let said = match &site {
             Ok(r) => probe::parse_ports_reply(&r.text).ok_or_else(|| r.text.clone()),
@@ -83,37 +111,13 @@ impl Doctor<'_> {
                 return None;
             }
         };
-        let (status, detail, range) = match (said, given) {
-            (Ok(s), Some(g)) if s != g => (
-                Status::Warn,
-                format!(
-                    "the server says {} (SITE PORTS); testing {} as --passive-ports says",
-                    show(&s),
-                    show(&g)
-                ),
-                Some(g),
-            ),
-            (Ok(s), _) => (Status::Ok, format!("{} (SITE PORTS)", show(&s)), Some(s)),
-            (Err(text), Some(g)) => (
-                Status::Ok,
-                format!("{} (--passive-ports; no SITE PORTS answer: {text})", show(&g)),
-                Some(g),
-            ),
-            (Err(text), None) => (
-                Status::Warn,
-                format!(
-                    "unknown (no SITE PORTS answer: {text}); testing the ports the server hands out \
-                     (give --passive-ports FIRST-LAST to test the whole range)"
-                ),
-                None,
-            ),
-        };
+        let (status, detail, target) = choose_target(said, given, self.opts.port);
         self.say(status, "passive-range", detail);
-        Some(range)
+        Some(target)
     }
 
-    /// Issues `PASV` until every port of `range` has been tested (the server hands them out
-    /// round-robin), within an attempt and a time budget.
+    /// Issues `PASV` until every port of the range has been tested (the server hands them
+    /// out round-robin), or in one-port mode once, within an attempt and a time budget.
     ///
     /// After a data connection that could not be made, the session goes on with the next
     /// `PASV`: fwdist replaces a session's unused offer with the new one. Should the server
@@ -123,9 +127,9 @@ impl Doctor<'_> {
         &mut self,
         first: FtpsClient,
         cfg: &ClientConfig,
-        range: Option<RangeInclusive<u16>>,
+        target: &Target,
     ) -> BTreeMap<u16, PortTest> {
-        let plan = PortPlan::new(range, self.opts);
+        let plan = PortPlan::new(target, self.opts);
         let mut found = Found::default();
         let mut session = Some(first);
         let mut attempts = 0;
@@ -211,12 +215,7 @@ impl Doctor<'_> {
             let next = if plan.discovery { Next::Stop } else { Next::Keep };
             return (c, next);
         }
-        if let Some(r) = plan.range.as_ref().filter(|r| !r.contains(&port)) {
-            let detail = format!(
-                "the server handed out port {port}, outside {}-{}",
-                r.start(),
-                r.end()
-            );
+        if let Some(detail) = plan.unexpected(port, self.opts.port) {
             self.say(Status::Warn, "passive-range", detail);
         }
         let next = self.test_port(&mut c, announced, cfg.addr.ip(), found).await;
@@ -259,6 +258,52 @@ impl Doctor<'_> {
             }
             PortResult::HashMismatch(d) | PortResult::Failed(d) => self.say(Status::Fail, &step, d.clone()),
         }
+    }
+}
+
+/// The `passive-range` line and what to test, from what `SITE PORTS` said (or its refusal's
+/// text), `--passive-ports`, and the control port the doctor reached.
+fn choose_target(
+    said: Result<Ports, String>,
+    given: Option<RangeInclusive<u16>>,
+    control: u16,
+) -> (Status, String, Target) {
+    let show = |r: &RangeInclusive<u16>| format!("{}-{}", r.start(), r.end());
+    let one_port = format!("one port: data connections use the control port {control} (SITE PORTS)");
+    match (said, given) {
+        (Ok(Ports::Same), None) => (Status::Ok, one_port, Target::Same(control)),
+        // The server hands out no other port: a range could never be tested.
+        (Ok(Ports::Same), Some(g)) => (
+            Status::Warn,
+            format!(
+                "{one_port}; --passive-ports {} ignored: this server hands out no other port",
+                show(&g)
+            ),
+            Target::Same(control),
+        ),
+        (Ok(Ports::Range(s)), Some(g)) if s != g => (
+            Status::Warn,
+            format!(
+                "the server says {} (SITE PORTS); testing {} as --passive-ports says",
+                show(&s),
+                show(&g)
+            ),
+            Target::Range(g),
+        ),
+        (Ok(Ports::Range(s)), _) => (Status::Ok, format!("{} (SITE PORTS)", show(&s)), Target::Range(s)),
+        (Err(text), Some(g)) => (
+            Status::Ok,
+            format!("{} (--passive-ports; no SITE PORTS answer: {text})", show(&g)),
+            Target::Range(g),
+        ),
+        (Err(text), None) => (
+            Status::Warn,
+            format!(
+                "unknown (no SITE PORTS answer: {text}); testing the ports the server hands out \
+                 (give --passive-ports FIRST-LAST to test the whole range)"
+            ),
+            Target::Unknown,
+        ),
     }
 }
 
@@ -323,5 +368,95 @@ mod tests {
         assert!(matches!(r, PortResult::HashMismatch(_)), "{r:?}");
         let short = &good[..100];
         assert!(!check_transfer(&Login::Probe, short, 100, t).is_ok());
+    }
+
+    fn plan(target: Target) -> PortPlan {
+        PortPlan {
+            want: target.ports().map(Iterator::collect).unwrap_or_default(),
+            discovery: target == Target::Unknown,
+            target,
+            max_attempts: 8,
+            deadline: Instant::now(),
+        }
+    }
+
+    fn tested(port: u16) -> BTreeMap<u16, PortTest> {
+        let t = PortTest {
+            port,
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            result: PortResult::Ok("fine".into()),
+        };
+        BTreeMap::from([(port, t)])
+    }
+
+    #[test]
+    fn a_one_port_server_is_tested_on_the_control_port_whatever_the_arguments() {
+        let (status, detail, target) = choose_target(Ok(Ports::Same), None, 2121);
+        assert_eq!(status, Status::Ok);
+        assert_eq!(
+            detail,
+            "one port: data connections use the control port 2121 (SITE PORTS)"
+        );
+        assert_eq!(target, Target::Same(2121));
+        // --passive-ports cannot make a one-port server hand out other ports: said, ignored.
+        let (status, detail, target) = choose_target(Ok(Ports::Same), Some(50000..=50003), 2121);
+        assert_eq!(status, Status::Warn);
+        assert!(
+            detail.starts_with("one port: data connections use the control port 2121")
+                && detail
+                    .ends_with("--passive-ports 50000-50003 ignored: this server hands out no other port"),
+            "{detail}"
+        );
+        assert_eq!(target, Target::Same(2121));
+    }
+
+    #[test]
+    fn a_range_server_is_chosen_as_before() {
+        let (status, detail, target) = choose_target(Ok(Ports::Range(50000..=50003)), None, 2121);
+        assert_eq!(
+            (status, detail.as_str()),
+            (Status::Ok, "50000-50003 (SITE PORTS)")
+        );
+        assert_eq!(target, Target::Range(50000..=50003));
+        let (status, _, target) = choose_target(Ok(Ports::Range(50000..=50003)), Some(40000..=40001), 2121);
+        assert_eq!((status, target), (Status::Warn, Target::Range(40000..=40001)));
+        let (status, detail, target) = choose_target(Err("502 no".into()), None, 2121);
+        assert_eq!((status, target), (Status::Warn, Target::Unknown));
+        assert!(
+            detail.starts_with("unknown (no SITE PORTS answer: 502 no)"),
+            "{detail}"
+        );
+        let (status, _, target) = choose_target(Err("502 no".into()), Some(7..=8), 2121);
+        assert_eq!((status, target), (Status::Ok, Target::Range(7..=8)));
+    }
+
+    #[test]
+    fn handed_out_ports_are_checked_against_what_the_server_said() {
+        let one = plan(Target::Same(2121));
+        assert_eq!(one.unexpected(2121, 2121), None);
+        let w = one
+            .unexpected(50000, 2121)
+            .expect("another port than the control port");
+        assert!(
+            w.contains("says one port") && w.contains("port 50000, not the control port 2121"),
+            "{w}"
+        );
+        assert!(!one.done(&BTreeMap::new()));
+        assert!(one.done(&tested(50000)), "one offer tells it all");
+
+        let range = plan(Target::Range(50000..=50001));
+        assert_eq!(range.unexpected(50001, 2121), None);
+        let w = range
+            .unexpected(2121, 2121)
+            .expect("the control port from a range server");
+        assert!(
+            w.contains("handed out the control port 2121") && w.contains("passive=same"),
+            "{w}"
+        );
+        let w = range.unexpected(50007, 2121).expect("outside the range");
+        assert_eq!(w, "the server handed out port 50007, outside 50000-50001");
+        assert!(!range.done(&tested(50000)), "every port of a range");
+
+        assert_eq!(plan(Target::Unknown).unexpected(2121, 2121), None);
     }
 }

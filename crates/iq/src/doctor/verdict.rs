@@ -166,9 +166,19 @@ pub(super) fn connect_failure(e: &ClientError) -> String {
     }
 }
 
+/// What the passive ports were, for the summary's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Scope {
+    /// A range, or whatever the server handed out.
+    Ports,
+    /// One port (`SITE PORTS` said `passive=same`): the control port.
+    OnePort(u16),
+}
+
 /// The summary line's detail.
 pub(super) fn summary(
     v: Verdict,
+    scope: Scope,
     step_failed: bool,
     untrusted: bool,
     ports: &[PortTest],
@@ -176,33 +186,52 @@ pub(super) fn summary(
 ) -> String {
     let bad = ports.iter().filter(|p| !p.result.is_ok()).count();
     let total = ports.len() + untested.len();
-    let mut detail = match v {
-        Verdict::Works => format!("an IQ update works from here: all {total} passive ports pass"),
-        Verdict::Degraded if bad > 0 => format!(
+    // One port tested but not the control port: the server named another (said above).
+    let named_another = matches!(scope, Scope::OnePort(_)) && !ports.is_empty();
+    let untested_said = !untested.is_empty() && !named_another;
+    let mut detail = match (v, scope) {
+        (Verdict::Broken, _) if step_failed => {
+            "an IQ update cannot work from here (see the FAIL above)".into()
+        }
+        (Verdict::Works, Scope::OnePort(c)) => {
+            format!("an IQ update works from here: one port, {c}, carries control and data")
+        }
+        (Verdict::Works, Scope::Ports) => {
+            format!("an IQ update works from here: all {total} passive ports pass")
+        }
+        // The one port went untested: the server's PASV named another (which worked).
+        (Verdict::Degraded, Scope::OnePort(c)) => format!(
+            "updates work from here, but not over the control port {c} as the server's SITE \
+             PORTS says (see passive-range): IQs whose firewall allows only port {c} cannot fetch"
+        ),
+        (Verdict::Degraded, Scope::Ports) if bad > 0 => format!(
             "updates work but degraded: {bad} of {total} passive ports fail, so an IQ that draws one needs a retry"
         ),
-        Verdict::Degraded => format!(
+        (Verdict::Degraded, Scope::Ports) => format!(
             "updates work, but {} of {total} passive ports went untested",
             untested.len()
         ),
-        Verdict::Untrusted => {
-            let ports = if bad > 0 {
-                format!("{bad} of {total} passive ports fail")
-            } else {
-                format!("all {total} passive ports pass")
+        (Verdict::Untrusted, _) => {
+            let ports = match scope {
+                Scope::OnePort(c) if bad == 0 => format!("one port, {c}, carries control and data"),
+                Scope::OnePort(c) => format!("data connections to the control port {c} fail"),
+                Scope::Ports if bad > 0 => format!("{bad} of {total} passive ports fail"),
+                Scope::Ports => format!("all {total} passive ports pass"),
             };
             format!(
                 "an IQ update cannot work from here until the certificate is trusted (see the \
                  certificate FAIL above); the rest, checked because of --insecure: {ports}"
             )
         }
-        Verdict::Broken if step_failed => "an IQ update cannot work from here (see the FAIL above)".into(),
-        Verdict::Broken => "an IQ update cannot work from here: no passive port works".into(),
+        (Verdict::Broken, Scope::OnePort(c)) => {
+            format!("an IQ update cannot work from here: no data connection to the control port {c} works")
+        }
+        (Verdict::Broken, Scope::Ports) => "an IQ update cannot work from here: no passive port works".into(),
     };
     if untrusted && v == Verdict::Broken {
         detail.push_str("; the certificate is NOT trusted either (--insecure went on past it)");
     }
-    if !untested.is_empty() {
+    if untested_said {
         detail.push_str(&format!(
             "; untested (attempts or time ran out): {}",
             list(untested)
@@ -264,17 +293,66 @@ mod tests {
         let ok = |p| test(p, PortResult::Ok("fine".into()));
         let blocked = |p| test(p, PortResult::Blocked("timed out".into()));
         assert_eq!(
-            summary(Verdict::Untrusted, false, true, &[ok(1), ok(2)], &[]),
+            summary(
+                Verdict::Untrusted,
+                Scope::Ports,
+                false,
+                true,
+                &[ok(1), ok(2)],
+                &[]
+            ),
             "an IQ update cannot work from here until the certificate is trusted (see the certificate \
              FAIL above); the rest, checked because of --insecure: all 2 passive ports pass"
         );
-        let s = summary(Verdict::Untrusted, false, true, &[ok(1), blocked(2)], &[]);
+        let s = summary(
+            Verdict::Untrusted,
+            Scope::Ports,
+            false,
+            true,
+            &[ok(1), blocked(2)],
+            &[],
+        );
         assert!(s.ends_with("--insecure: 1 of 2 passive ports fail"), "{s}");
-        let s = summary(Verdict::Broken, false, true, &[blocked(1)], &[]);
+        let s = summary(Verdict::Broken, Scope::Ports, false, true, &[blocked(1)], &[]);
         assert!(
             s.starts_with("an IQ update cannot work from here: no passive port works")
                 && s.ends_with("the certificate is NOT trusted either (--insecure went on past it)"),
             "{s}"
+        );
+    }
+
+    #[test]
+    fn summaries_of_a_one_port_server() {
+        let ok = |p| test(p, PortResult::Ok("fine".into()));
+        let blocked = |p| test(p, PortResult::Blocked("timed out".into()));
+        let one = Scope::OnePort(2121);
+        assert_eq!(
+            summary(Verdict::Works, one, false, false, &[ok(2121)], &[]),
+            "an IQ update works from here: one port, 2121, carries control and data"
+        );
+        assert_eq!(
+            summary(Verdict::Broken, one, false, false, &[blocked(2121)], &[]),
+            "an IQ update cannot work from here: no data connection to the control port 2121 works"
+        );
+        // The PASV named another port, which worked: not the one port the firewall allows.
+        let s = summary(Verdict::Degraded, one, false, false, &[ok(50000)], &[2121]);
+        assert!(
+            s.starts_with("updates work from here, but not over the control port 2121")
+                && !s.contains("untested"),
+            "{s}"
+        );
+        // No PASV got through at all: the port went untested, and that is said.
+        let s = summary(Verdict::Broken, one, false, false, &[], &[2121]);
+        assert!(s.ends_with("untested (attempts or time ran out): 2121"), "{s}");
+        let s = summary(Verdict::Untrusted, one, false, true, &[ok(2121)], &[]);
+        assert!(
+            s.ends_with("--insecure: one port, 2121, carries control and data"),
+            "{s}"
+        );
+        assert_eq!(
+            summary(Verdict::Works, Scope::Ports, false, false, &[ok(1), ok(2)], &[]),
+            "an IQ update works from here: all 2 passive ports pass",
+            "a range says what it said before"
         );
     }
 
