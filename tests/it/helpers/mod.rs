@@ -1,10 +1,11 @@
 //! The test harness: start the server in a temp dir (this file) — in-process on port 0 by
 //! default, or as the real `fwdist serve` process when a test needs its log, its pid or its
 //! environment — drive its admin API and CLI (`api`), run programs (`process`), make and
-//! check data (`data`).
+//! check data (`data`), run FTPS client programs (`clients`).
 #![allow(dead_code)]
 
 mod api;
+pub mod clients;
 mod data;
 pub mod oneshot;
 mod process;
