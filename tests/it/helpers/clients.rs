@@ -1,5 +1,5 @@
 //! FTPS clients run as programs against a [`TestApp`]: curl (OpenSSL), Python's ftplib (with
-//! TLS session reuse) and `fwdist fetch`, the reference IQ.
+//! TLS session reuse), lftp (GnuTLS) and `fwdist fetch`, the reference IQ.
 
 use std::fs;
 
@@ -112,6 +112,38 @@ pub async fn ftplib_get(
     let off = offset.to_string();
     let args = ["fetch.py", "127.0.0.1", &port, user, pass, path, &off, out, &cert];
     run_program(app.dir.path(), "python3", &args).await
+}
+
+/// lftp fetching `path` into `out` over explicit FTPS with protected data (`PASV`), trusting
+/// exactly the server's certificate; `resume`: `get -c`, continuing the bytes `out` holds.
+pub async fn lftp_get(
+    app: &TestApp,
+    user: &str,
+    pass: &str,
+    path: &str,
+    out: &str,
+    resume: bool,
+) -> CliOutput {
+    let script = format!(
+        "set cmd:fail-exit yes\n\
+         set net:max-retries 1\n\
+         set net:timeout 20\n\
+         set ssl:ca-file \"{cert}\"\n\
+         set ssl:verify-certificate yes\n\
+         set ftp:ssl-force yes\n\
+         set ftp:ssl-protect-data yes\n\
+         set ftp:passive-mode yes\n\
+         set ftp:prefer-epsv no\n\
+         set xfer:clobber yes\n\
+         open -u \"{user}\",\"{pass}\" -p {port} ftp://127.0.0.1\n\
+         get {c}\"{path}\" -o \"{out}\"\n",
+        cert = app.cert_path().display(),
+        port = app.ftp_addr.port(),
+        c = if resume { "-c " } else { "" },
+    );
+    let file = format!("{out}.lftp");
+    fs::write(app.path(&file), script).unwrap();
+    run_program(app.dir.path(), "lftp", &["-f", &file]).await
 }
 
 /// What `fwdist fetch` logs in as: a device and the directory of release keys it trusts.

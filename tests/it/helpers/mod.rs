@@ -79,6 +79,19 @@ pub async fn spawn_app_with_env(env: &[(&str, &str)]) -> TestApp {
     spawn(Mode::Process, env).await
 }
 
+/// The real process in one-port mode (`ftps.passive_ports = "same"`: passive replies name the
+/// control port), with extra environment variables.
+pub async fn spawn_app_one_port_with_env(env: &[(&str, &str)]) -> TestApp {
+    let mut all = vec![("FWDIST_FTPS__PASSIVE_PORTS", "same")];
+    all.extend_from_slice(env);
+    spawn(Mode::Process, &all).await
+}
+
+/// The real process in one-port mode.
+pub async fn spawn_app_one_port() -> TestApp {
+    spawn_app_one_port_with_env(&[]).await
+}
+
 async fn spawn(mode: Mode, env: &[(&str, &str)]) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         fwdist::telemetry::init();
