@@ -4,7 +4,8 @@ use std::fs;
 
 use serde_json::json;
 
-use crate::helpers::{CliOutput, MIB, TestApp, image, run_program, sha256_hex, spawn_app};
+use crate::helpers::clients::{curl, ftplib_get};
+use crate::helpers::{MIB, TestApp, image, sha256_hex, spawn_app};
 
 /// A published, targeted release and a device: (image, manifest, device id, secret).
 async fn setup(app: &TestApp, mac: &str, size: usize) -> (Vec<u8>, Vec<u8>, String, String) {
@@ -13,52 +14,6 @@ async fn setup(app: &TestApp, mac: &str, size: usize) -> (Vec<u8>, Vec<u8>, Stri
     app.rollout(json!({"model": "iq2", "version": "1.0.0", "devices": [dev.id]}))
         .await;
     (rel.image, rel.manifest, dev.id, dev.secret)
-}
-
-/// curl exit codes that mean "TLS/transport trouble" (worth one more try because of the
-/// libunftp AUTH TLS race), as opposed to an answer from the server.
-fn curl_transport_failure(out: &CliOutput) -> bool {
-    [
-        "curl: (35)",
-        "curl: (56)",
-        "curl: (7)",
-        "curl: (28)",
-        "curl: (55)",
-        "curl: (8)",
-    ]
-    .iter()
-    .any(|c| out.stderr.contains(c))
-}
-
-async fn curl(app: &TestApp, user: &str, pass: &str, path: &str, out: &str, tls: bool) -> CliOutput {
-    let url = format!("ftp://127.0.0.1:{}{path}", app.ftp_addr.port());
-    let creds = format!("{user}:{pass}");
-    let cert = app.cert_path().display().to_string();
-    let mut args = vec![
-        "-sS",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "60",
-        "--disable-epsv",
-        "-u",
-        &creds,
-        "-o",
-        out,
-    ];
-    if tls {
-        args.extend(["--ssl-reqd", "--cacert", &cert]);
-    }
-    args.push(&url);
-    let mut result = run_program(app.dir.path(), "curl", &args).await;
-    for _ in 0..3 {
-        if result.success || !curl_transport_failure(&result) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        result = run_program(app.dir.path(), "curl", &args).await;
-    }
-    result
 }
 
 #[tokio::test]
@@ -130,57 +85,13 @@ async fn curl_downloads_over_explicit_ftps() {
     );
 }
 
-/// Python's ftplib as an IQ would use it against a server that binds data connections to
-/// their session (fwdist, vsftpd's `require_ssl_reuse`): each data connection resumes the
-/// control connection's TLS session (`session=`). No retry: fwdist has no AUTH TLS race.
-pub const FTPLIB_REUSING: &str = r#"
-import ftplib, io, ssl, sys
-
-class ReusingFTP_TLS(ftplib.FTP_TLS):
-    def ntransfercmd(self, cmd, rest=None):
-        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
-        if self._prot_p:
-            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
-        return conn, size
-"#;
-
-const FTPLIB_SCRIPT: &str = r#"
-host, port, user, pw, path, offset, out, cafile = sys.argv[1:]
-ctx = ssl.create_default_context(cafile=cafile)
-ftp = ReusingFTP_TLS(context=ctx, timeout=60)
-ftp.connect(host, int(port))
-ftp.auth()
-ftp.login(user, pw)
-ftp.prot_p()
-ftp.voidcmd("TYPE I")
-size = ftp.size(path)
-with open(out, "wb") as f:
-    ftp.retrbinary("RETR " + path, f.write, rest=int(offset) if int(offset) else None)
-ftp.quit()
-print(size)
-"#;
-
 #[tokio::test]
 async fn python_ftplib_resumes_with_rest() {
     let app = spawn_app().await;
     let (img, _, id, secret) = setup(&app, "aa:bb:cc:07:00:02", 3 * MIB).await;
-    fs::write(app.path("fetch.py"), format!("{FTPLIB_REUSING}{FTPLIB_SCRIPT}")).unwrap();
-    let port = app.ftp_addr.port().to_string();
-    let cert = app.cert_path().display().to_string();
     for (offset, out) in [(0usize, "py-full.bin"), (1_000_000, "py-tail.bin")] {
-        let off = offset.to_string();
-        let args = [
-            "fetch.py",
-            "127.0.0.1",
-            &port,
-            "AABBCC070002",
-            &secret,
-            "/releases/1.0.0/firmware.bin",
-            &off,
-            out,
-            &cert,
-        ];
-        let res = run_program(app.dir.path(), "python3", &args).await;
+        let path = "/releases/1.0.0/firmware.bin";
+        let res = ftplib_get(&app, "AABBCC070002", &secret, path, offset, out).await;
         assert!(
             res.success,
             "ftplib (offset {offset}): {}\n{}",

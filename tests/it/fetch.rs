@@ -6,7 +6,8 @@ use std::fs;
 
 use serde_json::json;
 
-use crate::helpers::{CliOutput, TestApp, image, sha256_hex, spawn_app};
+use crate::helpers::clients::{Iq, assert_exit, fetch, fetch_from};
+use crate::helpers::{TestApp, image, sha256_hex, spawn_app};
 
 const UPDATED: i32 = 0;
 const NO_UPDATE: i32 = 10;
@@ -14,70 +15,15 @@ const REFUSED: i32 = 20;
 const NETWORK: i32 = 30;
 const LOGIN: i32 = 31;
 
-struct Iq {
-    id: String,
-    secret: String,
-    trust: String,
-}
-
 /// A device of `iq2` that trusts the server's release key, with 1.0.0 published.
 async fn setup(app: &TestApp, mac: &str, img: &[u8]) -> Iq {
     app.publish("iq2", "1.0.0", 1, img).await;
     let dev = app.create_device(mac, "iq2").await;
-    fs::create_dir_all(app.path("iq-trust")).unwrap();
-    fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
     Iq {
         id: dev.id,
         secret: dev.secret,
-        trust: "iq-trust".into(),
+        trust: app.iq_trust(),
     }
-}
-
-async fn fetch(app: &TestApp, iq: &Iq, model: &str, state: &str) -> CliOutput {
-    fetch_from(app, &app.ftp_addr.to_string(), iq, model, state, "3").await
-}
-
-async fn fetch_from(
-    app: &TestApp,
-    server: &str,
-    iq: &Iq,
-    model: &str,
-    state: &str,
-    attempts: &str,
-) -> CliOutput {
-    let args = [
-        "fetch",
-        "--server",
-        server,
-        "--device",
-        &iq.id,
-        &format!("--secret={}", iq.secret),
-        "--model",
-        model,
-        "--trust",
-        &iq.trust,
-        "--state",
-        state,
-        "--attempts",
-        attempts,
-        "--timeout",
-        "20",
-    ];
-    app.cli(&args).await
-}
-
-fn assert_exit(out: &CliOutput, want: i32, needle: &str) {
-    assert_eq!(
-        out.code,
-        Some(want),
-        "{}\nstdout: {}\nstderr: {}",
-        out.args,
-        out.stdout,
-        out.stderr
-    );
-    let all = format!("{}{}", out.stdout, out.stderr);
-    assert!(all.contains(needle), "expected {needle:?} in: {all}");
-    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
 #[tokio::test]
@@ -200,12 +146,10 @@ async fn fetch_refuses_an_expired_manifest() {
     let (status, body) = app.upload_parts(&app.publisher_token, &m, &s, &i).await;
     assert_eq!(status, 201, "{body}");
     let dev = app.create_device("aa:bb:cc:0f:00:03", "iq2").await;
-    fs::create_dir_all(app.path("iq-trust")).unwrap();
-    fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
     let iq = Iq {
         id: dev.id,
         secret: dev.secret,
-        trust: "iq-trust".into(),
+        trust: app.iq_trust(),
     };
     app.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
         .await;

@@ -5,10 +5,9 @@
 //! port taken out of the rules, the doctor names exactly that port (exit 3, "degraded") and
 //! the update still succeeds, as designed: the session that drew the blocked port is closed
 //! by the server when its offer expires, and the IQ's retry gets the next ports in turn.
-//!
-//! In one-port mode (`passive_ports = "same"`) the published rules are one accept rule for
-//! the control port (beside established,related), and through exactly that the doctor passes
-//! and `fwdist fetch` updates.
+//! In one-port mode (`ftps.passive_ports = "same"`) the published rules name the control port
+//! only, and a fleet behind the site's one address updates through them, one IQ after another
+//! and twenty at once, and the doctor passes, naming the one port.
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables); see `helpers::system`. Only addresses
 //! on the veth pair the test creates (10.213.N.1 and .2) are used.
@@ -16,8 +15,12 @@
 use serde_json::json;
 use std::fs;
 
+use crate::helpers::clients::{Iq, fetch_args};
 use crate::helpers::system::Requirements;
-use crate::helpers::{BIN, CliOutput, TestApp, image, run_program, sha256_hex, spawn_app_with_env};
+use crate::helpers::{
+    BIN, CliOutput, TestApp, image, run_program, sha256_hex, spawn_app_one_port_with_env, spawn_app_with_env,
+};
+use crate::oneport::{assert_each_installed_its_own, assert_fleet_records, fleet};
 
 /// The site namespace and the veth pair; removed on drop, even when the test fails.
 struct Site {
@@ -28,11 +31,9 @@ struct Site {
 }
 
 impl Site {
-    fn create(ip_cmd: &str) -> Site {
-        // Tests of this binary run at once: each site gets an address block of its own.
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let slot = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let n = (std::process::id() + slot) % 200 + 20;
+    /// `slot` (0 or 1) keeps the subnets of the tests of one process apart.
+    fn create(ip_cmd: &str, slot: u32) -> Site {
+        let n = std::process::id() % 100 * 2 + slot + 20;
         let tag = format!("{:x}", std::process::id() ^ rand_u32());
         let site = Site {
             ns: format!("fwdist-site-{tag}"),
@@ -127,17 +128,96 @@ table inet filter {
 }
 ";
 
-#[tokio::test]
-async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blocked_port() {
+/// `ip` and `nft`, when the machine has them and the test runs as root.
+fn tools(test: &str) -> Option<(String, String)> {
     let mut req = Requirements::new();
     req.root();
     let ip_cmd = req.program("ip");
     let nft_cmd = req.program("nft");
-    if !req.met("the firewall test") {
-        return;
+    if !req.met(test) {
+        return None;
     }
-    let (ip_cmd, nft_cmd) = (ip_cmd.to_str().unwrap(), nft_cmd.to_str().unwrap());
-    let site = Site::create(ip_cmd);
+    Some((
+        ip_cmd.to_str().unwrap().to_owned(),
+        nft_cmd.to_str().unwrap().to_owned(),
+    ))
+}
+
+/// The rules exactly as fwdist publishes them for a firewall on the IQ host itself, from the
+/// configuration the server runs with (its file plus the FWDIST_* overrides of the test:
+/// the site's `listen` and `public_host`, and `passive_ports` when given).
+async fn published_rules(app: &TestApp, site: &Site, listen: &str, passive: Option<&str>) -> String {
+    let mut site_config = crate::helpers::config_toml(app.ftp_addr, app.api_addr, app.passive)
+        .replace(
+            &format!("listen = \"{}\"", app.ftp_addr),
+            &format!("listen = \"{listen}\""),
+        )
+        .replace(
+            "public_host = \"127.0.0.1\"",
+            &format!("public_host = \"{}\"", site.server_ip),
+        );
+    if let Some(p) = passive {
+        site_config = site_config.replace(
+            &format!("passive_ports = \"{}-{}\"", app.passive.0, app.passive.1),
+            &format!("passive_ports = \"{p}\""),
+        );
+    }
+    fs::write(app.path("site.toml"), site_config).unwrap();
+    let out = app
+        .cli(&[
+            "network-requirements",
+            "--config",
+            "site.toml",
+            "--format",
+            "nftables",
+            "--chain",
+            "output",
+        ])
+        .await;
+    out.assert_ok();
+    assert!(out.stdout.contains(&site.server_ip), "{}", out.stdout);
+    out.stdout
+}
+
+/// `fwdist doctor SERVER` with short timeouts, and `extra`.
+fn doctor_args<'a>(server: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "doctor",
+        server,
+        "--ca",
+        "certs/server.crt",
+        "--timeout-secs",
+        "2",
+        "--data-timeout-secs",
+        "2",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// `fwdist fetch` inside the site namespace.
+#[allow(clippy::too_many_arguments)]
+async fn fetch_in_site(
+    app: &TestApp,
+    site: &Site,
+    server: &str,
+    iq: &Iq,
+    model: &str,
+    state: &str,
+    attempts: &str,
+    timeout: &str,
+) -> CliOutput {
+    let args = fetch_args(server, iq, model, state, attempts, timeout);
+    in_site(app, site, &args.iter().map(String::as_str).collect::<Vec<_>>()).await
+}
+
+#[tokio::test]
+async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blocked_port() {
+    let Some((ip_cmd, nft_cmd)) = tools("the firewall test") else {
+        return;
+    };
+    let (ip_cmd, nft_cmd) = (ip_cmd.as_str(), nft_cmd.as_str());
+    let site = Site::create(ip_cmd, 0);
     let listen = format!("{}:2121", site.server_ip);
     let mut app = spawn_app_with_env(&[
         ("FWDIST_FTPS__LISTEN", &listen),
@@ -156,54 +236,17 @@ async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blo
     let dev = app.create_device("aa:bb:cc:40:00:01", "iq2").await;
     app.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
         .await;
-    fs::create_dir_all(app.path("iq-trust")).unwrap();
-    fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
-
-    // The rules, exactly as fwdist publishes them for a firewall on the IQ host itself, from
-    // the configuration the server runs with (its file plus the FWDIST_* overrides above).
-    let site_config = crate::helpers::config_toml(app.ftp_addr, app.api_addr, app.passive)
-        .replace(
-            &format!("listen = \"{}\"", app.ftp_addr),
-            &format!("listen = \"{listen}\""),
-        )
-        .replace(
-            "public_host = \"127.0.0.1\"",
-            &format!("public_host = \"{}\"", site.server_ip),
-        );
-    fs::write(app.path("site.toml"), site_config).unwrap();
-    let out = app
-        .cli(&[
-            "network-requirements",
-            "--config",
-            "site.toml",
-            "--format",
-            "nftables",
-            "--chain",
-            "output",
-        ])
-        .await;
-    out.assert_ok();
-    let published = out.stdout.clone();
-    assert!(published.contains(&site.server_ip), "{published}");
+    let iq = Iq {
+        id: dev.id.clone(),
+        secret: dev.secret.clone(),
+        trust: app.iq_trust(),
+    };
+    let published = published_rules(&app, &site, &listen, None).await;
 
     // The policy alone blocks an update: the test's firewall really drops.
     nft(&app, &site, nft_cmd, "base.nft", SITE_BASE).await;
     let server = listen.as_str();
-    let doctor_args = |extra: &'static [&'static str]| {
-        let mut v = vec![
-            "doctor",
-            server,
-            "--ca",
-            "certs/server.crt",
-            "--timeout-secs",
-            "2",
-            "--data-timeout-secs",
-            "2",
-        ];
-        v.extend_from_slice(extra);
-        v
-    };
-    let blocked = in_site(&app, &site, &doctor_args(&[])).await;
+    let blocked = in_site(&app, &site, &doctor_args(server, &[])).await;
     assert_eq!(blocked.code, Some(1), "{}\n{}", blocked.stdout, blocked.stderr);
     assert!(
         blocked
@@ -215,39 +258,12 @@ async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blo
 
     // With the published rules: doctor passes every step and every port; fetch updates.
     nft(&app, &site, nft_cmd, "published.nft", &published).await;
-    let ok = in_site(&app, &site, &doctor_args(&[])).await;
+    let ok = in_site(&app, &site, &doctor_args(server, &[])).await;
     assert_eq!(ok.code, Some(0), "{}\n{}", ok.stdout, ok.stderr);
     for p in &ports {
         assert!(ok.stdout.contains(&format!("ok   port {p}")), "{}", ok.stdout);
     }
-    let fetch = |state: &'static str| {
-        let (app, site, dev) = (&app, &site, &dev);
-        async move {
-            in_site(
-                app,
-                site,
-                &[
-                    "fetch",
-                    "--server",
-                    server,
-                    "--device",
-                    &dev.id,
-                    &format!("--secret={}", dev.secret),
-                    "--model",
-                    "iq2",
-                    "--trust",
-                    "iq-trust",
-                    "--state",
-                    state,
-                    "--attempts",
-                    "6",
-                    "--timeout",
-                    "3",
-                ],
-            )
-            .await
-        }
-    };
+    let fetch = |state: &'static str| fetch_in_site(&app, &site, server, &iq, "iq2", state, "6", "3");
     let first = fetch("st-open").await;
     assert_eq!(first.code, Some(0), "{}\n{}", first.stdout, first.stderr);
     assert_eq!(
@@ -265,7 +281,7 @@ async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blo
         kept = kept.join(", ")
     );
     nft(&app, &site, nft_cmd, "reduced.nft", &reduced).await;
-    let degraded = in_site(&app, &site, &doctor_args(&[])).await;
+    let degraded = in_site(&app, &site, &doctor_args(server, &[])).await;
     assert_eq!(degraded.code, Some(3), "{}\n{}", degraded.stdout, degraded.stderr);
     let blocked_line = format!("outbound TCP to {}:{gone} is blocked", site.server_ip);
     assert!(degraded.stdout.contains(&blocked_line), "{}", degraded.stdout);
@@ -294,132 +310,72 @@ async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blo
 }
 
 #[tokio::test]
-async fn an_iq_behind_the_one_port_rules_updates_and_doctor_passes() {
-    let mut req = Requirements::new();
-    req.root();
-    let ip_cmd = req.program("ip");
-    let nft_cmd = req.program("nft");
-    if !req.met("the one-port firewall test") {
+async fn an_iq_behind_one_port_updates_through_the_published_rule_one_after_another_and_all_at_once() {
+    let Some((ip_cmd, nft_cmd)) = tools("the one-port firewall test") else {
         return;
-    }
-    let (ip_cmd, nft_cmd) = (ip_cmd.to_str().unwrap(), nft_cmd.to_str().unwrap());
-    let site = Site::create(ip_cmd);
+    };
+    let site = Site::create(&ip_cmd, 1);
     let listen = format!("{}:2121", site.server_ip);
-    let app = spawn_app_with_env(&[
+    let app = spawn_app_one_port_with_env(&[
         ("FWDIST_FTPS__LISTEN", &listen),
         ("FWDIST_FTPS__PUBLIC_HOST", &site.server_ip),
-        ("FWDIST_FTPS__PASSIVE_PORTS", "same"),
-        ("FWDIST_FTPS__DATA_CONNECT_TIMEOUT_SECS", "2"),
+        ("FWDIST_FTPS__MAX_SESSIONS_PER_IP", "64"),
     ])
     .await;
-    let img = image(1 << 20, 42);
-    app.publish("iq2", "1.0.0", 1, &img).await;
-    let dev = app.create_device("aa:bb:cc:40:00:02", "iq2").await;
-    app.rollout(json!({"model": "iq2", "version": "1.0.0", "percent": 100}))
-        .await;
-    fs::create_dir_all(app.path("iq-trust")).unwrap();
-    fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
-
-    // The published rules of the server's configuration: one port.
-    let site_config = crate::helpers::config_toml(app.ftp_addr, app.api_addr, app.passive)
-        .replace(
-            &format!("listen = \"{}\"", app.ftp_addr),
-            &format!("listen = \"{listen}\""),
-        )
-        .replace(
-            "public_host = \"127.0.0.1\"",
-            &format!("public_host = \"{}\"", site.server_ip),
-        )
-        .replace(
-            &format!("passive_ports = \"{}-{}\"", app.passive.0, app.passive.1),
-            "passive_ports = \"same\"",
-        );
-    fs::write(app.path("site.toml"), site_config).unwrap();
-    let args = [
-        "network-requirements",
-        "--config",
-        "site.toml",
-        "--format",
-        "nftables",
-        "--chain",
-        "output",
-    ];
-    let out = app.cli(&args).await;
-    let published = out.assert_ok().stdout.clone();
-    let rules: Vec<&str> = published
+    let devs = fleet(&app, 60, 20).await;
+    let published = published_rules(&app, &site, &listen, Some("same")).await;
+    // One port: every rule that opens a port names the control port, and nothing else.
+    let dports: Vec<&str> = published
         .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter(|l| l.starts_with("add rule"))
+        .filter_map(|l| l.split(" dport ").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
         .collect();
     assert_eq!(
-        rules,
-        [
-            "add rule inet filter output ct state established,related accept".to_string(),
-            format!(
-                "add rule inet filter output ip daddr {} tcp dport 2121 accept",
-                site.server_ip
-            ),
-        ],
-        "{published}"
+        dports,
+        ["2121"],
+        "the one-port rules are one rule, for the control port:\n{published}"
     );
-    nft(
-        &app,
-        &site,
-        nft_cmd,
-        "one-port.nft",
-        &format!("{SITE_BASE}{published}"),
-    )
-    .await;
 
-    let doctor = in_site(
-        &app,
-        &site,
-        &[
-            "doctor",
-            &listen,
-            "--ca",
-            "certs/server.crt",
-            "--timeout-secs",
-            "2",
-            "--data-timeout-secs",
-            "2",
-        ],
-    )
-    .await;
-    assert_eq!(doctor.code, Some(0), "{}\n{}", doctor.stdout, doctor.stderr);
-    for want in [
-        "ok   passive-range: one port: data connections use the control port 2121 (SITE PORTS)",
-        "ok   port 2121: /probe.bin over TLS",
-        "ok   summary: an IQ update works from here: one port, 2121, carries control and data",
-    ] {
-        assert!(doctor.stdout.contains(want), "{want:?} in:\n{}", doctor.stdout);
+    // The policy alone blocks: the test's firewall really drops.
+    nft(&app, &site, &nft_cmd, "base.nft", SITE_BASE).await;
+    let server = listen.as_str();
+    let blocked = in_site(&app, &site, &doctor_args(server, &[])).await;
+    assert_eq!(blocked.code, Some(1), "{}\n{}", blocked.stdout, blocked.stderr);
+
+    nft(&app, &site, &nft_cmd, "published.nft", &published).await;
+    let iqs: Vec<Iq> = devs.iter().map(|d| d.iq(&app)).collect();
+    let fetch = |i: usize, prefix: &'static str| {
+        let state = format!("{prefix}-{i}");
+        let (app, site, iq, model) = (&app, &site, &iqs[i], devs[i].model.as_str());
+        async move { fetch_in_site(app, site, server, iq, model, &state, "3", "20").await }
+    };
+    let mut sequential = Vec::new();
+    for i in 0..devs.len() {
+        sequential.push(fetch(i, "site-seq").await);
     }
-    let fetch = in_site(
-        &app,
-        &site,
-        &[
-            "fetch",
-            "--server",
-            &listen,
-            "--device",
-            &dev.id,
-            &format!("--secret={}", dev.secret),
-            "--model",
-            "iq2",
-            "--trust",
-            "iq-trust",
-            "--state",
-            "st-one",
-            "--attempts",
-            "3",
-            "--timeout",
-            "3",
-        ],
-    )
-    .await;
-    assert_eq!(fetch.code, Some(0), "{}\n{}", fetch.stdout, fetch.stderr);
-    assert_eq!(
-        sha256_hex(&fs::read(app.path("st-one/firmware.bin")).unwrap()),
-        sha256_hex(&img)
+    assert_each_installed_its_own(&app, &devs, &sequential, "site-seq");
+    let concurrent = futures_util::future::join_all((0..devs.len()).map(|i| fetch(i, "site-par"))).await;
+    assert_each_installed_its_own(&app, &devs, &concurrent, "site-par");
+    assert_fleet_records(&app, &devs, 2).await;
+    let (_, body) = app.get("/api/v1/downloads?limit=1000").await;
+    for r in body["items"].as_array().unwrap() {
+        assert_eq!(r["client_ip"], site.ip.as_str(), "{r}");
+    }
+
+    // What the doctor makes of one port, through the same rule.
+    let doctor = in_site(&app, &site, &doctor_args(server, &[])).await;
+    println!(
+        "doctor through the one-port rule:\n{}{}",
+        doctor.stdout, doctor.stderr
     );
-    println!("doctor, one port:\n{}", doctor.stdout);
+    assert_eq!(doctor.code, Some(0), "{}\n{}", doctor.stdout, doctor.stderr);
+    assert!(doctor.stdout.contains("ok   port 2121"), "{}", doctor.stdout);
+    assert!(
+        doctor
+            .stdout
+            .contains("ok   passive-range: one port: data connections use the control port 2121"),
+        "{}",
+        doctor.stdout
+    );
 }

@@ -25,8 +25,7 @@ async fn normal_polls_and_ip_address_sni_do_not_warn() {
     let app = spawn_app_with_env(&[("RUST_LOG", fwdist::telemetry::DEFAULT_FILTER)]).await;
     app.publish("iq2", "1.0.0", 1, &image(1000, 1)).await;
     let dev = app.create_device("aa:bb:cc:34:00:01", "iq2").await;
-    std::fs::create_dir_all(app.path("iq-trust")).unwrap();
-    std::fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
+    app.iq_trust();
     // No rollout: every poll is a no-update.
     for _ in 0..3 {
         let out = fetch(&app, &dev.id, &format!("--secret={}", dev.secret), &[]).await;
@@ -88,7 +87,7 @@ async fn a_download_longer_than_the_idle_timeout_keeps_its_session() {
     let dev = app.create_device("aa:bb:cc:34:00:02", "iq2").await;
     let script = format!(
         "{}{}",
-        crate::external_clients::FTPLIB_REUSING,
+        crate::helpers::clients::FTPLIB_REUSING,
         r#"
 import socket, time
 host, port, user, pw, cafile = sys.argv[1:]

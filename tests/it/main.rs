@@ -25,6 +25,7 @@ mod helpers;
 mod logs;
 mod metrics;
 mod network_requirements;
+mod oneport;
 mod openapi;
 mod operator;
 mod operator_cli;

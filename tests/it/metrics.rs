@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::external_clients::FTPLIB_REUSING;
+use crate::helpers::clients::FTPLIB_REUSING;
 use crate::helpers::{TestApp, image, run_program, spawn_app_with_env};
 
 /// `name{labels}` → value, as the Prometheus text says.

@@ -101,7 +101,13 @@ impl RawCtl<TlsStream> {
 
     /// `PASV` (which must succeed): the announced address.
     pub async fn pasv_addr(&mut self) -> SocketAddr {
-        let (code, text) = self.cmd("PASV").await;
+        self.send_raw("PASV\r\n").await;
+        self.pasv_reply().await
+    }
+
+    /// The reply to a `PASV` already sent (which must be a `227`): the announced address.
+    pub async fn pasv_reply(&mut self) -> SocketAddr {
+        let (code, text) = self.reply().await;
         assert_eq!(code, 227, "PASV: {text}");
         let inner = &text[text.find('(').unwrap() + 1..text.find(')').unwrap()];
         let n: Vec<u16> = inner.split(',').map(|x| x.trim().parse().unwrap()).collect();
@@ -115,6 +121,19 @@ impl RawCtl<TlsStream> {
     pub async fn pasv(&mut self) -> TcpStream {
         let addr = self.pasv_addr().await;
         connect_from(self.bind, addr).await
+    }
+
+    /// `RETR path` over `data`, a connection to the offered port: `150`, TLS resuming this
+    /// control connection's session, the whole file, then the `226`.
+    pub async fn retr_over(&mut self, data: TcpStream, path: &str) -> Vec<u8> {
+        let (code, text) = self.cmd(&format!("RETR {path}")).await;
+        assert_eq!(code, 150, "RETR {path}: {text}");
+        let mut tls = self.data_tls(data).await.unwrap();
+        let mut got = Vec::new();
+        tls.read_to_end(&mut got).await.unwrap();
+        let (code, text) = self.reply().await;
+        assert_eq!(code, 226, "RETR {path}: {text}");
+        got
     }
 
     /// Writes raw bytes (pipelined commands) without reading a reply.
@@ -225,7 +244,17 @@ pub async fn login_with(
     user: &str,
     pass: &str,
 ) -> RawCtl<TlsStream> {
-    let stream = connect_from(bind, addr).await;
+    login_on(connect_from(bind, addr).await, cert, bind, user, pass).await
+}
+
+/// [`login_with`] on a connection already open (to the control port, from `bind` if set).
+pub async fn login_on(
+    stream: TcpStream,
+    cert: &std::path::Path,
+    bind: Option<std::net::IpAddr>,
+    user: &str,
+    pass: &str,
+) -> RawCtl<TlsStream> {
     let mut ctl = RawCtl {
         io: BufReader::new(stream),
         tls: None,

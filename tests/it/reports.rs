@@ -244,7 +244,7 @@ async fn python_ftplib_uploads_a_report_and_sees_a_refusal_as_550() {
     let (id, secret) = device_with_release(&app, "aa:bb:cc:16:00:03").await;
     std::fs::write(
         app.path("report.py"),
-        format!("{}{FTPLIB_REPORT}", crate::external_clients::FTPLIB_REUSING),
+        format!("{}{FTPLIB_REPORT}", crate::helpers::clients::FTPLIB_REUSING),
     )
     .unwrap();
     let port = app.ftp_addr.port().to_string();

@@ -48,8 +48,7 @@ async fn import_is_all_or_nothing_and_prints_secrets_once() {
 async fn simulated_fleet_updates_without_errors() {
     let app = spawn_app().await;
     app.fleet(10, "aa:bb:cc:11:00", &image(512 << 10, 21)).await;
-    fs::create_dir_all(app.path("iq-trust")).unwrap();
-    fs::copy(app.path("release.pub"), app.path("iq-trust/release.pub")).unwrap();
+    let trust = app.iq_trust();
     let server = app.ftp_addr.to_string();
     let out = app
         .cli(&[
@@ -65,7 +64,7 @@ async fn simulated_fleet_updates_without_errors() {
             "--retries",
             "2",
             "--trust",
-            "iq-trust",
+            &trust,
             "--source-ips",
             "127.0.0.2-127.0.0.6",
         ])

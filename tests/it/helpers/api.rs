@@ -69,6 +69,14 @@ impl TestApp {
         format!("{name}.key")
     }
 
+    /// `iq-trust`, a directory holding the trusted release key (`release.pub`, made by
+    /// [`Self::publish`]) as an IQ keeps it; returns its name, relative to the app's directory.
+    pub fn iq_trust(&self) -> String {
+        fs::create_dir_all(self.path("iq-trust")).unwrap();
+        fs::copy(self.path("release.pub"), self.path("iq-trust/release.pub")).unwrap();
+        "iq-trust".into()
+    }
+
     /// Signs `image` (stored as `firmware.bin` in a fresh build dir) with `key`.
     pub async fn sign(&self, key: &str, model: &str, version: &str, seq: u64, image: &[u8]) -> Signed {
         let rel = format!("build/{model}-{version}-{seq}-{:x}", random_u64());

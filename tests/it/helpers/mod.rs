@@ -1,10 +1,11 @@
 //! The test harness: start the server in a temp dir (this file) — in-process on port 0 by
 //! default, or as the real `fwdist serve` process when a test needs its log, its pid or its
 //! environment — drive its admin API and CLI (`api`), run programs (`process`), make and
-//! check data (`data`).
+//! check data (`data`), run FTPS client programs (`clients`).
 #![allow(dead_code)]
 
 mod api;
+pub mod clients;
 mod data;
 pub mod oneshot;
 mod process;
@@ -76,6 +77,19 @@ pub async fn spawn_app_binary() -> TestApp {
 /// The real process, with extra environment variables (configuration overrides included).
 pub async fn spawn_app_with_env(env: &[(&str, &str)]) -> TestApp {
     spawn(Mode::Process, env).await
+}
+
+/// The real process in one-port mode (`ftps.passive_ports = "same"`: passive replies name the
+/// control port), with extra environment variables.
+pub async fn spawn_app_one_port_with_env(env: &[(&str, &str)]) -> TestApp {
+    let mut all = vec![("FWDIST_FTPS__PASSIVE_PORTS", "same")];
+    all.extend_from_slice(env);
+    spawn(Mode::Process, &all).await
+}
+
+/// The real process in one-port mode.
+pub async fn spawn_app_one_port() -> TestApp {
+    spawn_app_one_port_with_env(&[]).await
 }
 
 async fn spawn(mode: Mode, env: &[(&str, &str)]) -> TestApp {
