@@ -41,6 +41,7 @@ pub struct Metrics {
     pub passive_offers_unused: IntCounter,
     pub record_queue_depth: IntGauge,
     pub passive_ports_in_use: IntGauge,
+    pub oneport_held: IntCounterVec,
     pub api_requests: IntCounterVec,
 }
 
@@ -122,7 +123,13 @@ impl Metrics {
             ),
             passive_ports_in_use: gauge(
                 "fwdist_passive_ports_in_use",
-                "Passive ports on offer now, waiting for their data connection (of ftps.passive_ports).",
+                "Passive ports on offer now, waiting for their data connection (of ftps.passive_ports; with \"same\", offers on the control port).",
+            ),
+            oneport_held: counter_vec(
+                &r,
+                "fwdist_oneport_held_total",
+                "One port: connections held because their address had an offer outstanding, by what they turned out to be (data, control: greeted late, gone: closed first).",
+                &["as"],
             ),
             api_requests: counter_vec(
                 &r,
@@ -134,6 +141,9 @@ impl Metrics {
         };
         for reason in [Refusal::TooManySessions, Refusal::Lockout, Refusal::Plaintext] {
             m.ftps_refused.with_label_values(&[reason.as_str()]);
+        }
+        for verdict in ["data", "control", "gone"] {
+            m.oneport_held.with_label_values(&[verdict]);
         }
         for outcome in ["complete", "aborted"] {
             m.downloads.with_label_values(&[outcome]);

@@ -167,7 +167,13 @@ impl Admission {
     /// One port: a connection from an address with an outstanding offer, held until it is
     /// known whether it is that offer's data connection or a control client.
     async fn classify(self: Arc<Self>, mut held: Held, stream: TcpStream, peer: SocketAddr) {
-        match held.classify(&stream).await {
+        let verdict = held.classify(&stream).await;
+        self.diagnostics
+            .metrics
+            .oneport_held
+            .with_label_values(&[verdict.as_str()])
+            .inc();
+        match verdict {
             Verdict::Data => {
                 if !held.hand_over(stream) {
                     tracing::debug!(%peer, "a data connection came after its offer ended");

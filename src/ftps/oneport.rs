@@ -3,23 +3,31 @@
 //! front tells them apart.
 //!
 //! What the clients do (curl, Python's ftplib, lftp, `fwdist fetch`): the data socket is
-//! connected as soon as the `227`/`229` is read; its TLS ClientHello comes either at once
-//! (lftp, `fetch`) or only once the transfer's `150` is out (curl, ftplib). A control client
-//! never speaks first: it waits for the `220`. So:
+//! connected as soon as the `227`/`229` is read; its TLS ClientHello comes at once or only
+//! once the transfer's `150` is out (curl, ftplib and `fetch` do the latter). A control
+//! client never speaks first: it waits for the `220`. So:
 //!
-//! - a client address has **at most one outstanding offer** on the shared port (a `PASV`
-//!   from a second session behind the same NAT address waits for the first offer to end, up
-//!   to [`super::ports::QUEUE_WAIT`], as the range's pool queues); a connection from that
-//!   address can only be that offer's data connection or a new control client;
-//! - a new connection from an address with an outstanding offer is **held** ([`classify`]):
-//!   if its first byte is a TLS handshake record (`0x16`) it is the data connection and goes
-//!   to the offer's data task ([`super::data`]), which still demands that it resume the
-//!   session's TLS session; if it stays silent until the offer ends (bound, expired,
-//!   withdrawn), or for a window after the offer's `150` (sized from the control
-//!   connection's round-trip time, capped: [`window`]), or if it sends anything else, it is a
-//!   control client and gets its greeting (the per-address and server-wide limits apply
-//!   then);
-//! - a connection from an address without an outstanding offer is a control client, greeted
+//! - a client address has **at most one outstanding offer** on the shared port: a `PASV`
+//!   from a second session behind the same NAT address waits (up to
+//!   [`super::ports::QUEUE_WAIT`], as the range's pool queues) for the address's turn. So a
+//!   connection from that address can only be that offer's data connection or a new control
+//!   client.
+//! - A new connection from an address with an outstanding offer is **held**
+//!   ([`Held::classify`]). If its first byte is a TLS handshake record (`0x16`) it is the
+//!   data connection and goes to the offer's data task ([`super::data`]), which still demands
+//!   that it resume the session's TLS session. If it stays silent until the offer ends
+//!   (bound, expired, withdrawn), or for a window after the offer's `150` (sized from the
+//!   control connection's round-trip time, capped: [`window`]), or if it sends anything
+//!   else, it is a control client and gets its greeting (the per-address and server-wide
+//!   limits apply then).
+//! - The address's turn ends when the offer's data connection is **identified** (its
+//!   ClientHello came), not when it is bound: the next offer may be made while the
+//!   handshake runs, a round trip sooner. Until it is, later ClientHellos still go to this
+//!   offer, so a stranger's that came first cannot shut the IQ's out; once it is, they go to
+//!   the newer offer, where resumption refuses the wrong one (a retry for the IQ, never a
+//!   crossed transfer). Connections held for the earlier offer stay with it: none of them
+//!   can be the data connection of an offer announced after they connected.
+//! - A connection from an address without an outstanding offer is a control client, greeted
 //!   at once, as with a separate range.
 //!
 //! Held connections are bounded per address ([`HELD_PER_ADDRESS`]) and in all (the session
@@ -27,7 +35,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -90,6 +98,10 @@ struct Entry {
     id: u64,
     to_data: mpsc::Sender<TcpStream>,
     phase: watch::Receiver<Phase>,
+    /// Its data connection was identified: the address's next offer may replace this entry;
+    /// until one does, further ClientHellos still come here (a stranger's first one cannot
+    /// shut the IQ's own out).
+    turn_over: Arc<AtomicBool>,
     held: Arc<AtomicUsize>,
 }
 
@@ -141,18 +153,14 @@ impl SharedOffer {
 impl Drop for SharedOffer {
     fn drop(&mut self) {
         self.phase.send_replace(Phase::Over);
-        let mut g = self.port.lock();
-        if g.get(&self.ip).is_some_and(|e| e.id == self.id) {
-            g.remove(&self.ip);
-        }
-        self.port.in_use.set(i64::try_from(g.len()).unwrap_or(i64::MAX));
-        drop(g);
-        self.port.freed.notify_waiters();
+        self.port.end_turn(self.ip, self.id);
     }
 }
 
 /// A connection held for an offer; its slot is given back when dropped.
 pub struct Held {
+    port: Arc<OnePort>,
+    ip: IpAddr,
     entry: Entry,
     total: Arc<AtomicUsize>,
 }
@@ -173,6 +181,17 @@ pub enum Verdict {
     Control,
     /// It closed or failed before it said anything.
     Gone,
+}
+
+impl Verdict {
+    /// The `as` label of `fwdist_oneport_held_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Data => "data",
+            Verdict::Control => "control",
+            Verdict::Gone => "gone",
+        }
+    }
 }
 
 impl OnePort {
@@ -219,18 +238,22 @@ impl OnePort {
 
     fn try_claim(self: &Arc<Self>, client: IpAddr) -> Option<SharedOffer> {
         let mut g = self.lock();
-        if g.contains_key(&client) {
+        if g.get(&client)
+            .is_some_and(|e| !e.turn_over.load(Ordering::Relaxed))
+        {
             return None;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (to_data, from_front) = mpsc::channel(TO_DATA);
         let (phase, rx) = watch::channel(Phase::Offered);
+        let phase = Arc::new(phase);
         g.insert(
             client,
             Entry {
                 id,
                 to_data,
                 phase: rx,
+                turn_over: Arc::new(AtomicBool::new(false)),
                 held: Arc::new(AtomicUsize::new(0)),
             },
         );
@@ -239,14 +262,25 @@ impl OnePort {
             port: self.clone(),
             ip: client,
             id,
-            phase: Arc::new(phase),
+            phase,
             from_front,
         })
     }
 
+    /// The offer ended: its entry goes (unless a newer offer of the address replaced it).
+    fn end_turn(&self, ip: IpAddr, id: u64) {
+        let mut g = self.lock();
+        if g.get(&ip).is_some_and(|e| e.id == id) {
+            g.remove(&ip);
+        }
+        self.in_use.set(i64::try_from(g.len()).unwrap_or(i64::MAX));
+        drop(g);
+        self.freed.notify_waiters();
+    }
+
     /// For the accept loop: a connection from `ip` is held when that address has an
     /// outstanding offer (and the holds are not all taken); `None` means "a control client".
-    pub fn hold(&self, ip: IpAddr) -> Option<Held> {
+    pub fn hold(self: &Arc<Self>, ip: IpAddr) -> Option<Held> {
         let entry = self.lock().get(&ip)?.clone();
         if entry.held.fetch_add(1, Ordering::Relaxed) >= HELD_PER_ADDRESS {
             entry.held.fetch_sub(1, Ordering::Relaxed);
@@ -258,6 +292,8 @@ impl OnePort {
             return None;
         }
         Some(Held {
+            port: self.clone(),
+            ip,
             entry,
             total: self.held_total.clone(),
         })
@@ -289,10 +325,17 @@ impl Held {
         }
     }
 
-    /// Gives a data connection to the offer's data task; dropped when the offer is over or
-    /// already has as many as it handshakes.
+    /// Gives a data connection to the offer's data task (dropped when the offer is over or
+    /// already has as many as it handshakes) and ends the address's turn: the connection is
+    /// identified, so whoever else is held is a control client, and the next offer of the
+    /// address may be made while this one's TLS handshake runs (which still binds it to its
+    /// session, or refuses it).
     pub fn hand_over(self, stream: TcpStream) -> bool {
-        self.entry.to_data.try_send(stream).is_ok()
+        let handed = self.entry.to_data.try_send(stream).is_ok();
+        if handed && !self.entry.turn_over.swap(true, Ordering::Relaxed) {
+            self.port.freed.notify_waiters();
+        }
+        handed
     }
 }
 
@@ -380,6 +423,19 @@ mod tests {
         let mut b = [0u8; 3];
         assert_eq!(got.peek(&mut b).await.unwrap(), 3, "nothing was consumed");
         assert_eq!(b, [0x16, 0x03, 0x01]);
+        // Identified: the address's turn is over while the handshake runs. Until another
+        // offer comes, a second ClientHello still reaches this one (the first may have been
+        // a stranger's).
+        let (mut c2, s2) = pair().await;
+        let mut h = one.hold(ip).expect("held for the identified offer");
+        c2.write_all(&[0x16]).await.unwrap();
+        assert_eq!(h.classify(&s2).await, Verdict::Data);
+        assert!(h.hand_over(s2));
+        assert!(offer.accept().await.is_some());
+        let _next = one
+            .claim(ip, Duration::ZERO)
+            .await
+            .expect("the next offer of the address at once");
 
         let (mut c, s) = pair().await;
         let mut h = one.hold(ip).unwrap();

@@ -13,7 +13,7 @@ use crate::helpers::clients::FTPLIB_REUSING;
 use crate::helpers::{TestApp, image, run_program, spawn_app_with_env};
 
 /// `name{labels}` → value, as the Prometheus text says.
-async fn scrape(app: &TestApp) -> HashMap<String, f64> {
+pub async fn scrape(app: &TestApp) -> HashMap<String, f64> {
     let text = app
         .http
         .get(app.url("/metrics"))
@@ -34,7 +34,7 @@ async fn scrape(app: &TestApp) -> HashMap<String, f64> {
 
 /// The series' value; a series that is not served at all fails the test (a zero must be
 /// an exported zero, not a missing family).
-fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
+pub fn get(m: &HashMap<String, f64>, key: &str) -> f64 {
     m.get(key)
         .copied()
         .unwrap_or_else(|| panic!("{key} is not served"))

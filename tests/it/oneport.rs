@@ -247,6 +247,16 @@ async fn a_control_client_arriving_during_an_offer_is_greeted_and_the_offer_stil
     a.download(&mut ctl, "the first session's next download").await;
     assert_records_complete_on_the_control_port(&app, &a, &[0]).await;
     assert_records_complete_on_the_control_port(&app, &b, &[0]).await;
+    // Held were the newcomer (accepted before the data connection, so during the offer) and
+    // the data connection; the metric says what each turned out to be.
+    let m = crate::metrics::scrape(&app).await;
+    let held = |as_: &str| crate::metrics::get(&m, &format!("fwdist_oneport_held_total{{as=\"{as_}\"}}"));
+    assert!(
+        held("data") >= 1.0,
+        "the data connection was held and handed over"
+    );
+    assert_eq!(held("control"), 1.0, "the newcomer was held, then greeted");
+    assert_eq!(held("gone"), 0.0);
 }
 
 #[tokio::test]
