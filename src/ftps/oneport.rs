@@ -160,7 +160,6 @@ impl Drop for SharedOffer {
 /// A connection held for an offer; its slot is given back when dropped.
 pub struct Held {
     port: Arc<OnePort>,
-    ip: IpAddr,
     entry: Entry,
     total: Arc<AtomicUsize>,
 }
@@ -293,7 +292,6 @@ impl OnePort {
         }
         Some(Held {
             port: self.clone(),
-            ip,
             entry,
             total: self.held_total.clone(),
         })
