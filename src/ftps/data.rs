@@ -162,7 +162,7 @@ async fn bind(
         tokio::select! {
             () = tokio::time::sleep_until(deadline), if accepting => {}
             r = claim.accept(), if accepting && shakes.len() < MAX_HANDSHAKES => {
-                let Ok((stream, from)) = r else {
+                let Ok((stream, prefix, from)) = r else {
                     // One port: the offer's channel never closes while the claim lives;
                     // a range: an accept error (EMFILE) is not worth spinning on.
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -175,7 +175,7 @@ async fn bind(
                 let _ = stream.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 shakes.spawn(async move {
-                    let s = Counted::new(stream);
+                    let s = Counted::with_prefix(stream, prefix);
                     match tokio::time::timeout(handshake, acceptor.accept(s)).await {
                         Err(_) => Err(NO_TLS),
                         Ok(Err(_)) => Err("Data connection refused: TLS handshake failed"),

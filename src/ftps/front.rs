@@ -175,7 +175,7 @@ impl Admission {
             .inc();
         match verdict {
             Verdict::Data => {
-                if !held.hand_over(stream) {
+                if !held.hand_over(stream).await {
                     tracing::debug!(%peer, "a data connection came after its offer ended");
                 }
             }

@@ -11,6 +11,7 @@ pub mod conn;
 pub mod control;
 pub mod data;
 pub mod front;
+pub mod hello;
 pub mod inner;
 pub mod log;
 pub mod oneport;

@@ -7,41 +7,43 @@
 //! once the transfer's `150` is out (curl, ftplib and `fetch` do the latter). A control
 //! client never speaks first: it waits for the `220`. So:
 //!
-//! - a client address has **at most one outstanding offer** on the shared port: a `PASV`
-//!   from a second session behind the same NAT address waits (up to
-//!   [`super::ports::QUEUE_WAIT`], as the range's pool queues) for the address's turn. So a
-//!   connection from that address can only be that offer's data connection or a new control
-//!   client.
-//! - A new connection from an address with an outstanding offer is **held**
-//!   ([`Held::classify`]). If its first byte is a TLS handshake record (`0x16`) it is the
-//!   data connection and goes to the offer's data task ([`super::data`]), which still demands
-//!   that it resume the session's TLS session. If it stays silent until the offer ends
-//!   (bound, expired, withdrawn), or for a window after the offer's `150` (sized from the
-//!   control connection's round-trip time, capped: [`window`]), or if it sends anything
-//!   else, it is a control client and gets its greeting (the per-address and server-wide
-//!   limits apply then).
-//! - The address's turn ends when the offer's data connection is **identified** (its
-//!   ClientHello came), not when it is bound: the next offer may be made while the
-//!   handshake runs, a round trip sooner. Until it is, later ClientHellos still go to this
-//!   offer, so a stranger's that came first cannot shut the IQ's out; once it is, they go to
-//!   the newer offer, where resumption refuses the wrong one (a retry for the IQ, never a
-//!   crossed transfer). Connections held for the earlier offer stay with it: none of them
-//!   can be the data connection of an offer announced after they connected.
+//! - A new connection from an address with offers outstanding is **held**
+//!   ([`Held::classify`]). If its first byte is a TLS handshake record (`0x16`) it is a data
+//!   connection. If it stays silent until every offer that was outstanding when it connected
+//!   has ended (bound, expired, withdrawn) or is past its window after the `150` (sized from
+//!   the control connection's round-trip time, capped: [`window`]), or if it sends anything
+//!   else first, it is a control client and gets its greeting (the per-address and
+//!   server-wide limits apply then). An offer made after it connected cannot be its own.
+//! - A data connection goes to **the session it resumes**: the front reads its ClientHello
+//!   ([`super::hello`]) and gives it to the offer whose session issued the TLS session it
+//!   names (a TLS 1.2 session id, a TLS 1.3 ticket; fwdist resumes statefully, so both are
+//!   keys in that session's own cache, [`super::tls::SessionKeys`]). One naming none of them
+//!   goes to the address's oldest offer. Either way the offer's data task
+//!   ([`super::data`]) runs the handshake and still demands the resumption, so two sessions
+//!   behind one NAT address are never crossed, and many of them can have offers out at once
+//!   (the issue first asked for one offer per address at a time: measured with
+//!   `bench/nat.sh`, that served 100 IQs behind one address at 50 ms round trip at 0.02 of
+//!   a separate range's rate, and 210 of 800 updates failed after 30 retries).
 //! - A connection from an address without an outstanding offer is a control client, greeted
 //!   at once, as with a separate range.
 //!
 //! Held connections are bounded per address ([`HELD_PER_ADDRESS`]) and in all (the session
-//! cap), and a hold ends after [`HOLD_MAX`] whatever happens.
+//! cap), a hold ends after [`HOLD_MAX`] whatever happens, and a ClientHello must arrive
+//! whole within [`HELLO_WAIT`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+
+use super::hello;
+use super::tls::SessionKeys;
 
 /// How far an offer has come, as the connections held for it see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,14 +53,16 @@ pub enum Phase {
     /// The transfer's `150` is out: a data connection that will speak, speaks within
     /// `window`.
     Started { at: Instant, window: Duration },
-    /// Bound, expired or withdrawn: whoever is still held is a control client.
+    /// Bound, expired or withdrawn.
     Over,
 }
 
 /// Connections held at once for one client address.
 pub const HELD_PER_ADDRESS: usize = 64;
-/// The longest a connection is held, whatever the offer does.
+/// The longest a connection is held, whatever the offers do.
 pub const HOLD_MAX: Duration = Duration::from_secs(20);
+/// From a data connection's first byte to its whole ClientHello.
+pub const HELLO_WAIT: Duration = Duration::from_secs(5);
 /// The smallest window after the `150` (scheduling on a loaded host, a slow client library).
 pub const WINDOW_MIN: Duration = Duration::from_millis(500);
 /// The largest.
@@ -67,23 +71,29 @@ pub const WINDOW_MAX: Duration = Duration::from_secs(3);
 const TO_DATA: usize = 4;
 
 /// Pure: the window after the `150` in which a held connection must send its ClientHello to
-/// be the data connection: the client reads the `150` and answers, one round trip, plus slack
+/// be a data connection: the client reads the `150` and answers, one round trip, plus slack
 /// for a loaded host; four round trips on top, capped.
 pub fn window(rtt: Option<Duration>) -> Duration {
     let rtt = rtt.unwrap_or(Duration::from_millis(100));
     (WINDOW_MIN + rtt.saturating_mul(4)).min(WINDOW_MAX)
 }
 
-/// The shared port's outstanding offers, one per client address.
+/// A data connection for an offer's data task: the stream and the ClientHello already read
+/// from it.
+#[derive(Debug)]
+pub struct Arrival {
+    pub stream: TcpStream,
+    pub prefix: Vec<u8>,
+}
+
+/// The shared port's outstanding offers, by client address.
 pub struct OnePort {
     /// The port passive replies announce: the control port as IQs see it.
     pub port: u16,
-    offers: Mutex<HashMap<IpAddr, Entry>>,
-    /// Signalled whenever an offer ends.
-    freed: Notify,
+    addresses: Mutex<HashMap<IpAddr, Address>>,
     in_use: prometheus::IntGauge,
     next_id: AtomicU64,
-    held_total: Arc<AtomicUsize>,
+    held_total: AtomicUsize,
     held_cap: usize,
 }
 
@@ -93,16 +103,19 @@ impl std::fmt::Debug for OnePort {
     }
 }
 
+#[derive(Default)]
+struct Address {
+    /// Oldest first.
+    offers: Vec<Entry>,
+    held: usize,
+}
+
 #[derive(Clone)]
 struct Entry {
     id: u64,
-    to_data: mpsc::Sender<TcpStream>,
+    to_data: mpsc::Sender<Arrival>,
     phase: watch::Receiver<Phase>,
-    /// Its data connection was identified: the address's next offer may replace this entry;
-    /// until one does, further ClientHellos still come here (a stranger's first one cannot
-    /// shut the IQ's own out).
-    turn_over: Arc<AtomicBool>,
-    held: Arc<AtomicUsize>,
+    keys: SessionKeys,
 }
 
 /// An offer on the shared port, held by its session's data task; ends when dropped.
@@ -111,7 +124,7 @@ pub struct SharedOffer {
     ip: IpAddr,
     id: u64,
     phase: Arc<watch::Sender<Phase>>,
-    from_front: mpsc::Receiver<TcpStream>,
+    from_front: mpsc::Receiver<Arrival>,
 }
 
 impl std::fmt::Debug for SharedOffer {
@@ -140,8 +153,8 @@ impl StartMarker {
 }
 
 impl SharedOffer {
-    /// The next connection the front classified as this offer's data connection.
-    pub async fn accept(&mut self) -> Option<TcpStream> {
+    /// The next connection the front gave this offer.
+    pub async fn accept(&mut self) -> Option<Arrival> {
         self.from_front.recv().await
     }
 
@@ -153,30 +166,46 @@ impl SharedOffer {
 impl Drop for SharedOffer {
     fn drop(&mut self) {
         self.phase.send_replace(Phase::Over);
-        self.port.end_turn(self.ip, self.id);
+        let mut g = self.port.lock();
+        if let Some(a) = g.get_mut(&self.ip) {
+            a.offers.retain(|e| e.id != self.id);
+            if a.offers.is_empty() && a.held == 0 {
+                g.remove(&self.ip);
+            }
+        }
+        self.port.set_gauge(&g);
     }
 }
 
-/// A connection held for an offer; its slot is given back when dropped.
+/// A connection held because its address had offers outstanding; its slot is given back
+/// when dropped.
 pub struct Held {
     port: Arc<OnePort>,
-    entry: Entry,
-    total: Arc<AtomicUsize>,
+    ip: IpAddr,
+    /// The offers outstanding when it connected: the only ones it can belong to.
+    offers: Vec<Entry>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.entry.held.fetch_sub(1, Ordering::Relaxed);
-        self.total.fetch_sub(1, Ordering::Relaxed);
+        let mut g = self.port.lock();
+        if let Some(a) = g.get_mut(&self.ip) {
+            a.held = a.held.saturating_sub(1);
+            if a.offers.is_empty() && a.held == 0 {
+                g.remove(&self.ip);
+            }
+        }
+        drop(g);
+        self.port.held_total.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 /// What a held connection turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// It sent a TLS handshake record while the offer was open: the data connection.
+    /// It sent a TLS handshake record while an offer was open: a data connection.
     Data,
-    /// Silent past the offer or its window, or it spoke first in plain text.
+    /// Silent past the offers or their windows, or it spoke first in plain text.
     Control,
     /// It closed or failed before it said anything.
     Gone,
@@ -198,102 +227,70 @@ impl OnePort {
     pub fn new(port: u16, held_cap: usize, in_use: prometheus::IntGauge) -> Arc<Self> {
         Arc::new(OnePort {
             port,
-            offers: Mutex::new(HashMap::new()),
-            freed: Notify::new(),
+            addresses: Mutex::new(HashMap::new()),
             in_use,
             next_id: AtomicU64::new(1),
-            held_total: Arc::new(AtomicUsize::new(0)),
+            held_total: AtomicUsize::new(0),
             held_cap: held_cap.max(HELD_PER_ADDRESS),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Entry>> {
-        self.offers
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Address>> {
+        self.addresses
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn set_gauge(&self, g: &HashMap<IpAddr, Address>) {
+        let n: usize = g.values().map(|a| a.offers.len()).sum();
+        self.in_use.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Offers outstanding now.
     pub fn outstanding(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(|a| a.offers.len()).sum()
     }
 
-    /// The offer for `client`, once no other offer of that address is outstanding, waiting up
-    /// to `wait`; `None` after that.
-    pub async fn claim(self: &Arc<Self>, client: IpAddr, wait: Duration) -> Option<SharedOffer> {
-        let deadline = Instant::now() + wait;
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if let Some(o) = self.try_claim(client) {
-                return Some(o);
-            }
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return None;
-            }
-        }
-    }
-
-    fn try_claim(self: &Arc<Self>, client: IpAddr) -> Option<SharedOffer> {
-        let mut g = self.lock();
-        if g.get(&client)
-            .is_some_and(|e| !e.turn_over.load(Ordering::Relaxed))
-        {
-            return None;
-        }
+    /// An offer for a session of `client` whose data connections resume a session `keys`
+    /// know. Never waits: offers of one address are told apart by those keys.
+    pub fn claim(self: &Arc<Self>, client: IpAddr, keys: SessionKeys) -> SharedOffer {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (to_data, from_front) = mpsc::channel(TO_DATA);
         let (phase, rx) = watch::channel(Phase::Offered);
-        let phase = Arc::new(phase);
-        g.insert(
-            client,
-            Entry {
-                id,
-                to_data,
-                phase: rx,
-                turn_over: Arc::new(AtomicBool::new(false)),
-                held: Arc::new(AtomicUsize::new(0)),
-            },
-        );
-        self.in_use.set(i64::try_from(g.len()).unwrap_or(i64::MAX));
-        Some(SharedOffer {
+        let mut g = self.lock();
+        g.entry(client).or_default().offers.push(Entry {
+            id,
+            to_data,
+            phase: rx,
+            keys,
+        });
+        self.set_gauge(&g);
+        SharedOffer {
             port: self.clone(),
             ip: client,
             id,
-            phase,
+            phase: Arc::new(phase),
             from_front,
-        })
-    }
-
-    /// The offer ended: its entry goes (unless a newer offer of the address replaced it).
-    fn end_turn(&self, ip: IpAddr, id: u64) {
-        let mut g = self.lock();
-        if g.get(&ip).is_some_and(|e| e.id == id) {
-            g.remove(&ip);
         }
-        self.in_use.set(i64::try_from(g.len()).unwrap_or(i64::MAX));
-        drop(g);
-        self.freed.notify_waiters();
     }
 
-    /// For the accept loop: a connection from `ip` is held when that address has an
-    /// outstanding offer (and the holds are not all taken); `None` means "a control client".
+    /// For the accept loop: a connection from `ip` is held when that address has offers
+    /// outstanding (and the holds are not all taken); `None` means "a control client".
     pub fn hold(self: &Arc<Self>, ip: IpAddr) -> Option<Held> {
-        let entry = self.lock().get(&ip)?.clone();
-        if entry.held.fetch_add(1, Ordering::Relaxed) >= HELD_PER_ADDRESS {
-            entry.held.fetch_sub(1, Ordering::Relaxed);
+        let mut g = self.lock();
+        let a = g.get_mut(&ip).filter(|a| !a.offers.is_empty())?;
+        if a.held >= HELD_PER_ADDRESS {
             return None;
         }
         if self.held_total.fetch_add(1, Ordering::Relaxed) >= self.held_cap {
             self.held_total.fetch_sub(1, Ordering::Relaxed);
-            entry.held.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
+        a.held += 1;
         Some(Held {
             port: self.clone(),
-            entry,
-            total: self.held_total.clone(),
+            ip,
+            offers: a.offers.clone(),
         })
     }
 }
@@ -304,37 +301,84 @@ impl Held {
         let hard = Instant::now() + HOLD_MAX;
         let mut first = [0u8; 1];
         loop {
-            let until = match *self.entry.phase.borrow_and_update() {
-                Phase::Over => return Verdict::Control,
-                Phase::Offered => hard,
-                Phase::Started { at, window } => (at + window).min(hard),
+            // Control once every offer it could belong to is over or past its window.
+            let mut until: Option<Instant> = None;
+            for e in &mut self.offers {
+                let end = match *e.phase.borrow_and_update() {
+                    Phase::Over => continue,
+                    Phase::Offered => hard,
+                    Phase::Started { at, window } => (at + window).min(hard),
+                };
+                until = Some(until.map_or(end, |u| u.max(end)));
+            }
+            let Some(until) = until else {
+                return Verdict::Control;
             };
-            tokio::select! {
+            let changes =
+                futures_util::future::select_all(self.offers.iter_mut().map(|e| Box::pin(e.phase.changed())));
+            let gone = tokio::select! {
                 r = stream.peek(&mut first) => return match r {
                     Ok(0) | Err(_) => Verdict::Gone,
                     Ok(_) if first[0] == 0x16 => Verdict::Data,
                     Ok(_) => Verdict::Control,
                 },
-                r = self.entry.phase.changed() => if r.is_err() {
-                    return Verdict::Control;
-                },
+                (r, i, _) = changes => r.is_err().then_some(i),
                 () = tokio::time::sleep_until(until) => return Verdict::Control,
+            };
+            if let Some(i) = gone {
+                // Its offer went without a word: over.
+                self.offers.remove(i);
             }
         }
     }
 
-    /// Gives a data connection to the offer's data task (dropped when the offer is over or
-    /// already has as many as it handshakes) and ends the address's turn: the connection is
-    /// identified, so whoever else is held is a control client, and the next offer of the
-    /// address may be made while this one's TLS handshake runs (which still binds it to its
-    /// session, or refuses it).
-    pub fn hand_over(self, stream: TcpStream) -> bool {
-        let handed = self.entry.to_data.try_send(stream).is_ok();
-        if handed && !self.entry.turn_over.swap(true, Ordering::Relaxed) {
-            self.port.freed.notify_waiters();
+    /// Reads the data connection's ClientHello and gives the connection to the offer whose
+    /// session it resumes, else to the oldest offer still open (whose handshake refuses
+    /// it); false when no offer took it.
+    pub async fn hand_over(self, mut stream: TcpStream) -> bool {
+        let Some(prefix) = read_hello(&mut stream).await else {
+            return false;
+        };
+        let ids = hello::identities(&prefix);
+        let open = |e: &&Entry| *e.phase.borrow() != Phase::Over;
+        let owner = self
+            .offers
+            .iter()
+            .filter(open)
+            .find(|e| ids.iter().any(|id| e.keys.knows(id)))
+            .or_else(|| self.offers.iter().find(open));
+        match owner {
+            Some(e) => e.to_data.try_send(Arrival { stream, prefix }).is_ok(),
+            None => false,
         }
-        handed
     }
+}
+
+/// The TLS record a data connection starts with (bounded in size and time); `None` if it
+/// does not arrive whole.
+async fn read_hello(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(2048);
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(len) = hello::record_len(&buf)
+                && buf.len() >= len
+            {
+                return Some(());
+            }
+            let want = hello::record_len(&buf).unwrap_or(5).min(hello::MAX_RECORD);
+            let room = want.saturating_sub(buf.len()).clamp(1, chunk.len());
+            match stream.read(&mut chunk[..room]).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            if buf.len() >= 5 && hello::record_len(&buf).is_none() {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(HELLO_WAIT, read).await.ok()??;
+    Some(buf)
 }
 
 #[cfg(test)]
@@ -346,6 +390,31 @@ mod tests {
     fn gauge() -> prometheus::IntGauge {
         prometheus::IntGauge::new("t", "t").unwrap()
     }
+
+    /// A record that starts like a ClientHello and names `id` as its TLS 1.2 session.
+    fn hello_naming(id: &[u8]) -> Vec<u8> {
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[1; 32]);
+        body.push(id.len() as u8);
+        body.extend_from_slice(id);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        let mut hs = vec![1];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![0x16, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        (c, s)
+    }
+
+    const IP: [u8; 4] = [127, 0, 0, 1];
 
     #[test]
     fn the_window_grows_with_the_round_trip_and_is_capped() {
@@ -359,38 +428,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_offer_per_address_others_wait_and_other_addresses_do_not() {
-        let one = OnePort::new(2121, 16, gauge());
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let first = one.claim(a, Duration::ZERO).await.expect("the first offer");
-        assert!(
-            one.claim(a, Duration::ZERO).await.is_none(),
-            "a second offer of that address waits"
-        );
-        let _other = one
-            .claim(b, Duration::ZERO)
-            .await
-            .expect("another address is not held up");
-        assert_eq!(one.outstanding(), 2);
-        let waiting = {
-            let one = one.clone();
-            tokio::spawn(async move { one.claim(a, Duration::from_secs(30)).await.is_some() })
-        };
-        tokio::task::yield_now().await;
-        drop(first);
-        assert!(
-            waiting.await.unwrap(),
-            "the waiting offer gets the address once the first ends"
-        );
-    }
-
-    #[tokio::test]
     async fn no_hold_without_an_offer_and_holds_are_capped_per_address() {
         let one = OnePort::new(2121, 16, gauge());
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let a = IpAddr::from(IP);
         assert!(one.hold(a).is_none(), "no offer: a control client");
-        let _o = one.claim(a, Duration::ZERO).await.unwrap();
+        let _o = one.claim(a, SessionKeys::with(&[]));
         let held: Vec<_> = (0..HELD_PER_ADDRESS)
             .map(|_| one.hold(a).expect("a hold"))
             .collect();
@@ -399,75 +441,92 @@ mod tests {
         assert!(one.hold(a).is_some(), "holds are given back");
     }
 
-    async fn pair() -> (TcpStream, TcpStream) {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (s, _) = l.accept().await.unwrap();
-        (c, s)
+    #[tokio::test]
+    async fn a_data_connection_goes_to_the_offer_whose_session_it_resumes() {
+        let one = OnePort::new(2121, 16, gauge());
+        let ip = IpAddr::from(IP);
+        let mut first = one.claim(ip, SessionKeys::with(&[b"first-session"]));
+        let mut second = one.claim(ip, SessionKeys::with(&[b"second-session"]));
+        assert_eq!(
+            one.outstanding(),
+            2,
+            "offers of one address do not wait for each other"
+        );
+
+        // The second session's data connection, though the first offer is older.
+        let (mut c, s) = pair().await;
+        let mut h = one.hold(ip).unwrap();
+        let record = hello_naming(b"second-session");
+        c.write_all(&record).await.unwrap();
+        assert_eq!(h.classify(&s).await, Verdict::Data);
+        assert!(h.hand_over(s).await);
+        let got = second.accept().await.expect("routed by the session it names");
+        assert_eq!(
+            got.prefix, record,
+            "the ClientHello goes with it, for the handshake"
+        );
+
+        // One naming no session of theirs goes to the oldest offer, whose handshake refuses.
+        let (mut c, s) = pair().await;
+        let mut h = one.hold(ip).unwrap();
+        c.write_all(&hello_naming(b"a-stranger")).await.unwrap();
+        assert_eq!(h.classify(&s).await, Verdict::Data);
+        assert!(h.hand_over(s).await);
+        assert!(first.accept().await.is_some());
     }
 
     #[tokio::test]
-    async fn a_client_hello_is_the_data_connection_and_plain_text_is_a_control_client() {
+    async fn plain_text_is_a_control_client_and_a_closed_connection_is_gone() {
         let one = OnePort::new(2121, 16, gauge());
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let mut offer = one.claim(ip, Duration::ZERO).await.unwrap();
-
-        let (mut c, s) = pair().await;
-        let mut h = one.hold(ip).unwrap();
-        c.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
-        assert_eq!(h.classify(&s).await, Verdict::Data);
-        assert!(h.hand_over(s));
-        let got = offer.accept().await.expect("handed to the data task");
-        let mut b = [0u8; 3];
-        assert_eq!(got.peek(&mut b).await.unwrap(), 3, "nothing was consumed");
-        assert_eq!(b, [0x16, 0x03, 0x01]);
-        // Identified: the address's turn is over while the handshake runs. Until another
-        // offer comes, a second ClientHello still reaches this one (the first may have been
-        // a stranger's).
-        let (mut c2, s2) = pair().await;
-        let mut h = one.hold(ip).expect("held for the identified offer");
-        c2.write_all(&[0x16]).await.unwrap();
-        assert_eq!(h.classify(&s2).await, Verdict::Data);
-        assert!(h.hand_over(s2));
-        assert!(offer.accept().await.is_some());
-        let _next = one
-            .claim(ip, Duration::ZERO)
-            .await
-            .expect("the next offer of the address at once");
-
+        let ip = IpAddr::from(IP);
+        let _offer = one.claim(ip, SessionKeys::with(&[]));
         let (mut c, s) = pair().await;
         let mut h = one.hold(ip).unwrap();
         c.write_all(b"USER x\r\n").await.unwrap();
         assert_eq!(h.classify(&s).await, Verdict::Control);
-
         let (c, s) = pair().await;
         let mut h = one.hold(ip).unwrap();
         drop(c);
         assert_eq!(h.classify(&s).await, Verdict::Gone);
+        // A ClientHello that never arrives whole is handed to nobody.
+        let (mut c, s) = pair().await;
+        let h = one.hold(ip).unwrap();
+        c.write_all(&hello_naming(b"x")[..20]).await.unwrap();
+        drop(c);
+        assert!(!h.hand_over(s).await);
     }
 
     #[tokio::test]
-    async fn a_silent_connection_is_a_control_client_once_the_offer_ends() {
+    async fn a_silent_connection_is_a_control_client_once_its_offers_end() {
         let one = OnePort::new(2121, 16, gauge());
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let offer = one.claim(ip, Duration::ZERO).await.unwrap();
+        let ip = IpAddr::from(IP);
+        let a = one.claim(ip, SessionKeys::with(&[]));
+        let b = one.claim(ip, SessionKeys::with(&[]));
         let (_c, s) = pair().await;
         let mut h = one.hold(ip).unwrap();
+        // An offer made after it connected cannot be its own: it does not keep it waiting.
+        let _later = one.claim(ip, SessionKeys::with(&[]));
         let watching = tokio::spawn(async move { (h.classify(&s).await, h) });
+        drop(a);
         tokio::task::yield_now().await;
-        drop(offer);
+        assert!(!watching.is_finished(), "one of its offers is still open");
+        drop(b);
         let (verdict, h) = watching.await.unwrap();
         assert_eq!(verdict, Verdict::Control);
-        let (_c2, s2) = pair().await;
-        assert!(!h.hand_over(s2), "nothing is handed to an offer that is over");
-        assert_eq!(one.outstanding(), 0);
+        let (mut c2, s2) = pair().await;
+        c2.write_all(&hello_naming(b"x")).await.unwrap();
+        assert!(
+            !h.hand_over(s2).await,
+            "nothing is handed to offers that are over"
+        );
+        assert_eq!(one.outstanding(), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_silent_connection_is_a_control_client_after_the_window() {
         let one = OnePort::new(2121, 16, gauge());
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let offer = one.claim(ip, Duration::ZERO).await.unwrap();
+        let ip = IpAddr::from(IP);
+        let offer = one.claim(ip, SessionKeys::with(&[]));
         let (_c, s) = pair().await;
         let mut h = one.hold(ip).unwrap();
         let began = Instant::now();

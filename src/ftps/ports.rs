@@ -14,7 +14,8 @@
 //!   `fwdist doctor` but nobody can take the range with it.
 //!
 //! With `ftps.passive_ports = "same"` there is no range: [`Passive::Same`] hands out offers on
-//! the control port, one per client address ([`super::oneport`]).
+//! the control port, told apart by the TLS session their data connections resume
+//! ([`super::oneport`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -27,6 +28,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
 use super::oneport::{OnePort, SharedOffer, StartMarker};
+use super::tls::SessionKeys;
 
 /// How long a PASV may wait for a passive port when all of them are offered.
 pub const QUEUE_WAIT: Duration = Duration::from_secs(3);
@@ -78,7 +80,13 @@ pub enum Passive {
 impl Passive {
     /// An offer for a session of `client` (the probe account when `probe`), waiting up to
     /// [`QUEUE_WAIT`]; `None` after that.
-    pub async fn claim(&self, bind_ip: IpAddr, client: IpAddr, probe: bool) -> Option<Claim> {
+    pub async fn claim(
+        &self,
+        bind_ip: IpAddr,
+        client: IpAddr,
+        probe: bool,
+        keys: SessionKeys,
+    ) -> Option<Claim> {
         match self {
             Passive::Range(pool) => {
                 let held = pool.claim(bind_ip, client, probe).await?;
@@ -87,10 +95,10 @@ impl Passive {
                     source: Source::Range(held),
                 })
             }
-            // One offer per address at a time already holds the probe to one.
+            // No port is scarce: an offer is made at once, the probe's too.
             Passive::Same(one) => Some(Claim {
                 port: one.port,
-                source: Source::Same(one.claim(client, QUEUE_WAIT).await?),
+                source: Source::Same(one.claim(client, keys)),
             }),
         }
     }
@@ -129,13 +137,14 @@ enum Source {
 impl Claim {
     /// The next connection on the offered port (a separate range: anyone's; one port: one the
     /// front classified as a data connection of this session's address).
-    pub async fn accept(&mut self) -> io::Result<(TcpStream, IpAddr)> {
+    /// Also the bytes already read from it (one port: its ClientHello).
+    pub async fn accept(&mut self) -> io::Result<(TcpStream, Vec<u8>, IpAddr)> {
         match &mut self.source {
-            Source::Range(c) => c.listener.accept().await.map(|(s, a)| (s, a.ip())),
+            Source::Range(c) => c.listener.accept().await.map(|(s, a)| (s, Vec::new(), a.ip())),
             Source::Same(o) => {
-                let s = o.accept().await.ok_or(io::ErrorKind::NotConnected)?;
-                let from = s.peer_addr()?;
-                Ok((s, from.ip()))
+                let a = o.accept().await.ok_or(io::ErrorKind::NotConnected)?;
+                let from = a.stream.peer_addr()?;
+                Ok((a.stream, a.prefix, from.ip()))
             }
         }
     }

@@ -50,10 +50,29 @@ pub fn rtt(fd: BorrowedFd<'_>) -> io::Result<Duration> {
     Ok(Duration::from_micros(u64::from(info.tcpi_rtt)))
 }
 
+/// Copies what is left of `prefix` (from `at`) into `buf`; false once it is all given.
+fn give_prefix(prefix: &mut Vec<u8>, at: &mut usize, buf: &mut ReadBuf<'_>) -> bool {
+    if *at >= prefix.len() {
+        return false;
+    }
+    let n = (prefix.len() - *at).min(buf.remaining());
+    buf.put_slice(&prefix[*at..*at + n]);
+    *at += n;
+    if *at == prefix.len() {
+        *prefix = Vec::new();
+        *at = 0;
+    }
+    true
+}
+
 /// A TCP stream that counts the bytes written into it.
 #[derive(Debug)]
 pub struct Counted {
     inner: TcpStream,
+    /// Bytes already read from `inner` (a ClientHello the front read to route the
+    /// connection), yielded before reading on.
+    prefix: Vec<u8>,
+    at: usize,
     written: u64,
     /// `tcpi_bytes_acked` when the stream was wrapped (before we wrote anything).
     base: u64,
@@ -61,9 +80,16 @@ pub struct Counted {
 
 impl Counted {
     pub fn new(inner: TcpStream) -> Self {
+        Counted::with_prefix(inner, Vec::new())
+    }
+
+    /// A stream whose first bytes, `prefix`, were read from `inner` already.
+    pub fn with_prefix(inner: TcpStream, prefix: Vec<u8>) -> Self {
         let base = acked(inner.as_fd()).map(|a| a.bytes_acked).unwrap_or(1);
         Counted {
             inner,
+            prefix,
+            at: 0,
             written: 0,
             base,
         }
@@ -132,6 +158,10 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if give_prefix(&mut this.prefix, &mut this.at, buf) {
+            return Poll::Ready(Ok(()));
+        }
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
@@ -175,15 +205,8 @@ impl AsyncRead for Prefixed {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.at < self.prefix.len() {
-            let n = (self.prefix.len() - self.at).min(buf.remaining());
-            let at = self.at;
-            buf.put_slice(&self.prefix[at..at + n]);
-            self.at += n;
-            if self.at == self.prefix.len() {
-                self.prefix = Vec::new();
-                self.at = 0;
-            }
+        let this = &mut *self;
+        if give_prefix(&mut this.prefix, &mut this.at, buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -104,6 +104,37 @@ const CONTROL_TICKETS: usize = 2;
 pub struct SessionTls {
     control: Arc<rustls::ServerConfig>,
     data: Arc<rustls::ServerConfig>,
+    keys: SessionKeys,
+}
+
+/// The keys of the TLS sessions a session's data connections may resume: what a ClientHello
+/// names (`super::hello`) is checked against them to find its session in one-port mode.
+#[derive(Debug, Clone)]
+pub struct SessionKeys {
+    own: Arc<rustls::server::ServerSessionMemoryCache>,
+    issued: Arc<rustls::server::ServerSessionMemoryCache>,
+}
+
+impl SessionKeys {
+    /// Keys of a session that holds `ids` (for tests of what routes by them).
+    #[cfg(test)]
+    pub fn with(ids: &[&[u8]]) -> Self {
+        use rustls::server::StoresServerSessions as _;
+        let own = rustls::server::ServerSessionMemoryCache::new(SESSION_OWN);
+        for id in ids {
+            own.put(id.to_vec(), b"session".to_vec());
+        }
+        SessionKeys {
+            own,
+            issued: rustls::server::ServerSessionMemoryCache::new(SESSION_ISSUED),
+        }
+    }
+
+    /// Whether a data connection naming `id` would resume one of this session's sessions.
+    pub fn knows(&self, id: &[u8]) -> bool {
+        use rustls::server::StoresServerSessions as _;
+        self.own.get(id).is_some() || self.issued.get(id).is_some()
+    }
 }
 
 impl SessionTls {
@@ -119,11 +150,20 @@ impl SessionTls {
             own: own.clone(),
         });
         let mut data = (**base).clone();
+        let keys = SessionKeys {
+            own: own.clone(),
+            issued: issued.clone(),
+        };
         data.session_storage = Arc::new(DataStore { own, issued });
         SessionTls {
             control: Arc::new(control),
             data: Arc::new(data),
+            keys,
         }
+    }
+
+    pub fn keys(&self) -> SessionKeys {
+        self.keys.clone()
     }
 
     pub fn control(&self) -> tokio_rustls::TlsAcceptor {

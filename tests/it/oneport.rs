@@ -1,10 +1,11 @@
 //! One port (`ftps.passive_ports = "same"`): passive replies name the control port, and the
 //! front tells a session's data connection from a new control client on that one port (see
 //! `src/ftps/oneport.rs`). Stock clients (curl, Python's ftplib with TLS session reuse,
-//! lftp) and the reference IQ download and resume through it; a control client arriving
-//! while an offer is outstanding is still greeted; sessions behind one address take turns
-//! and never get each other's data; a data connection without TLS never gets a byte of an
-//! image; a fleet behind one address updates one after another and all at once.
+//! lftp) and the reference IQ download and resume through it (curl with TLS 1.3 and 1.2); a
+//! control client arriving while an offer is outstanding is still greeted; sessions behind
+//! one address have offers out at once and never get each other's data (each data
+//! connection reaches the session it resumes); a data connection without TLS never gets a
+//! byte of an image; a fleet behind one address updates one after another and all at once.
 //!
 //! Every device has a model, a release and an image of its own, so a crossed data channel
 //! shows as a wrong hash, a wrong model or a `550`, never as a lucky match.
@@ -165,7 +166,21 @@ async fn curl_downloads_and_resumes_over_the_control_port() {
     .await;
     assert_ran(&out, "curl -C -");
     assert_file_is(&app, "curl-resumed.bin", &dev.image, "curl -C -");
-    assert_records_complete_on_the_control_port(&app, &dev, &[0, CUT as u64]).await;
+    // TLS 1.2: the data connection names its session by session id, not by a ticket.
+    let tls12 = ["--tlsv1.2", "--tls-max", "1.2"];
+    let out = curl_with(
+        &app,
+        &dev.user(),
+        &dev.secret,
+        &dev.image_path(),
+        "curl-tls12.bin",
+        true,
+        &tls12,
+    )
+    .await;
+    assert_ran(&out, "curl --tls-max 1.2");
+    assert_file_is(&app, "curl-tls12.bin", &dev.image, "curl --tls-max 1.2");
+    assert_records_complete_on_the_control_port(&app, &dev, &[0, CUT as u64, 0]).await;
 }
 
 #[tokio::test]
@@ -284,16 +299,8 @@ async fn a_control_client_held_behind_an_offer_nobody_takes_is_greeted_when_it_e
     assert_records_complete_on_the_control_port(&app, &b, &[0]).await;
 }
 
-/// A session that sent `PASV` (its reply not read yet) downloads its image over the offered
-/// port once the `227` comes.
-async fn served_after(mut ctl: RawCtl<TlsStream>, path: String) -> Vec<u8> {
-    let offered = ctl.pasv_reply().await;
-    let data = TcpStream::connect(offered).await.unwrap();
-    ctl.retr_over(data, &path).await
-}
-
 #[tokio::test]
-async fn sessions_behind_one_address_take_turns_on_the_port_and_never_cross() {
+async fn sessions_behind_one_address_have_offers_out_at_once_and_never_cross() {
     let app = spawn_app_one_port().await;
     let devs = [
         device(&app, 9, 200 << 10).await,
@@ -304,22 +311,28 @@ async fn sessions_behind_one_address_take_turns_on_the_port_and_never_cross() {
     for d in &devs {
         ctls.push(RawCtl::login(&app, &d.id, &d.secret).await);
     }
-    let mut first = ctls.remove(0);
-    let offered = first.pasv_addr().await;
-    // The others ask while the first offer is outstanding: they wait for it to end.
+    // Every session gets its 227 at once, though none has connected yet: offers of one
+    // address do not wait for each other.
+    let mut offered = Vec::new();
     for c in &mut ctls {
-        c.send_raw("PASV\r\n").await;
+        offered.push(c.pasv_addr().await);
     }
-    let data = TcpStream::connect(offered).await.unwrap();
-    let got = first.retr_over(data, &devs[0].image_path()).await;
-    devs[0].assert_image(&got, "the first session");
-    let waiting: Vec<_> = ctls
-        .into_iter()
-        .zip(&devs[1..])
-        .map(|(c, d)| tokio::spawn(served_after(c, d.image_path())))
-        .collect();
-    for (task, d) in waiting.into_iter().zip(&devs[1..]) {
-        d.assert_image(&task.await.unwrap(), &format!("{} after its turn", d.id));
+    // Their data connections arrive in the reverse order, all silent until their 150s; each
+    // must reach the session whose TLS session it resumes.
+    let mut data = Vec::new();
+    for a in offered.iter().rev() {
+        data.push(TcpStream::connect(a).await.unwrap());
+    }
+    data.reverse();
+    let paths: Vec<String> = devs.iter().map(|d| d.image_path()).collect();
+    let transfers = ctls
+        .iter_mut()
+        .zip(data)
+        .zip(&paths)
+        .map(|((c, d), path)| c.retr_over(d, path));
+    let got = futures_util::future::join_all(transfers).await;
+    for (g, d) in got.iter().zip(&devs) {
+        d.assert_image(g, &format!("{}'s own image", d.id));
     }
     for d in &devs {
         assert_records_complete_on_the_control_port(&app, d, &[0]).await;

@@ -553,7 +553,7 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
         let Some(claim) = self
             .ctx
             .pool
-            .claim(conn.local.ip(), conn.peer.ip(), conn.is_probe())
+            .claim(conn.local.ip(), conn.peer.ip(), conn.is_probe(), self.tls.keys())
             .await
         else {
             return self

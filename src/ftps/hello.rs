@@ -1,0 +1,177 @@
+//! Reading a TLS ClientHello's resumption identities before the handshake, so one-port mode
+//! can give a data connection to the session it resumes ([`super::oneport`]). Pure.
+//!
+//! fwdist resumes statefully only ([`super::tls`]): a TLS 1.2 client names the session in
+//! `legacy_session_id`, a TLS 1.3 client sends the ticket fwdist issued — the key of that
+//! session in the server's store — as a `pre_shared_key` identity. Both are the keys a
+//! session's own cache holds, so the front can ask each outstanding offer "is this yours?"
+//! without taking part in the handshake; rustls then checks the resumption for real.
+//!
+//! Only a ClientHello in one TLS record is read (up to [`MAX_RECORD`]); anything else parses
+//! to no identities, and the connection goes to the oldest offer of its address, whose
+//! handshake decides.
+
+/// A TLS record's largest plaintext body, plus its header.
+pub const MAX_RECORD: usize = 5 + 16 * 1024;
+
+const HANDSHAKE: u8 = 0x16;
+const CLIENT_HELLO: u8 = 1;
+const PRE_SHARED_KEY: u16 = 41;
+
+/// How many bytes the record that starts `buf` takes, once its header is there.
+pub fn record_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < 5 || buf[0] != HANDSHAKE {
+        return None;
+    }
+    Some(5 + usize::from(u16::from_be_bytes([buf[3], buf[4]])))
+}
+
+/// The session ids and PSK identities of the ClientHello in `record` (one TLS record);
+/// empty when it is not a whole ClientHello.
+pub fn identities(record: &[u8]) -> Vec<Vec<u8>> {
+    parse(record).unwrap_or_default()
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let b = self.take(2)?;
+        Some(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u24(&mut self) -> Option<usize> {
+        let b = self.take(3)?;
+        Some((usize::from(b[0]) << 16) | (usize::from(b[1]) << 8) | usize::from(b[2]))
+    }
+    fn vec8(&mut self) -> Option<&'a [u8]> {
+        let n = self.u8()?;
+        self.take(usize::from(n))
+    }
+    fn vec16(&mut self) -> Option<&'a [u8]> {
+        let n = self.u16()?;
+        self.take(usize::from(n))
+    }
+}
+
+fn parse(record: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let len = record_len(record)?;
+    let mut r = Reader(record.get(5..len)?);
+    if r.u8()? != CLIENT_HELLO {
+        return None;
+    }
+    let body = r.u24()?;
+    let mut h = Reader(r.take(body)?);
+    h.take(2 + 32)?; // legacy_version, random
+    let mut found = Vec::new();
+    let session_id = h.vec8()?;
+    if !session_id.is_empty() {
+        found.push(session_id.to_vec());
+    }
+    h.vec16()?; // cipher_suites
+    h.vec8()?; // legacy_compression_methods
+    if h.0.is_empty() {
+        return Some(found);
+    }
+    let mut ext = Reader(h.vec16()?);
+    while !ext.0.is_empty() {
+        let kind = ext.u16()?;
+        let data = ext.vec16()?;
+        if kind == PRE_SHARED_KEY {
+            let mut psk = Reader(data);
+            let mut ids = Reader(psk.vec16()?);
+            while !ids.0.is_empty() {
+                found.push(ids.vec16()?.to_vec());
+                ids.take(4)?; // obfuscated_ticket_age
+            }
+        }
+    }
+    Some(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A ClientHello record with this session id and these PSK identities (and one other
+    /// extension before them, as real clients send many).
+    fn hello(session_id: &[u8], psks: &[&[u8]]) -> Vec<u8> {
+        let mut exts = Vec::new();
+        exts.extend_from_slice(&0u16.to_be_bytes()); // server_name, empty
+        exts.extend_from_slice(&0u16.to_be_bytes());
+        if !psks.is_empty() {
+            let mut ids = Vec::new();
+            for p in psks {
+                ids.extend_from_slice(&(p.len() as u16).to_be_bytes());
+                ids.extend_from_slice(p);
+                ids.extend_from_slice(&[0, 0, 0, 7]);
+            }
+            let mut data = (ids.len() as u16).to_be_bytes().to_vec();
+            data.extend_from_slice(&ids);
+            data.extend_from_slice(&[0, 33, 32]); // binders: one of 32 bytes
+            data.extend_from_slice(&[9; 32]);
+            exts.extend_from_slice(&PRE_SHARED_KEY.to_be_bytes());
+            exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            exts.extend_from_slice(&data);
+        }
+        let mut body = vec![3, 3];
+        body.extend_from_slice(&[1; 32]);
+        body.push(session_id.len() as u8);
+        body.extend_from_slice(session_id);
+        body.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+        body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        body.extend_from_slice(&exts);
+        let mut hs = vec![CLIENT_HELLO];
+        hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+        hs.extend_from_slice(&body);
+        let mut rec = vec![HANDSHAKE, 3, 1];
+        rec.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    #[test]
+    fn session_ids_and_psk_identities_are_read() {
+        let r = hello(b"sid-12", &[b"ticket-a", b"ticket-b"]);
+        assert_eq!(record_len(&r), Some(r.len()));
+        assert_eq!(
+            identities(&r),
+            [b"sid-12".to_vec(), b"ticket-a".to_vec(), b"ticket-b".to_vec()]
+        );
+        assert_eq!(identities(&hello(b"", &[])), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn a_cut_or_foreign_record_has_no_identities() {
+        let r = hello(b"sid", &[b"t"]);
+        for cut in 0..r.len() {
+            assert!(identities(&r[..cut]).is_empty(), "cut at {cut}");
+        }
+        let mut other = r.clone();
+        other[0] = 0x17;
+        assert!(identities(&other).is_empty());
+        assert_eq!(record_len(b"USER x\r\n"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = identities(&bytes);
+            let mut rec = vec![HANDSHAKE, 3, 1];
+            rec.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            rec.extend_from_slice(&bytes);
+            let _ = identities(&rec);
+        }
+    }
+}
