@@ -4,6 +4,8 @@
 #   bench/nat.sh            1, 16 and 100 IQs at once behind one NAT address, at 0 and 50 ms
 #                           round trip, against `passive_ports = "same"` and a 16-port range
 #   bench/nat.sh --quick    smoke run: small numbers
+#   MODES=same CS_OVERRIDE="100" RTTS_OVERRIDE="50" SERVER_BIN=… bench/nat.sh
+#                           a subset, or another server build
 #
 # In a network namespace of its own (bench/lib/fleet.sh). The kernel here has no `tc netem`,
 # so latency comes from bench/lib/delay_nat.py: a user-space NAT on 127.0.3.1 that forwards
@@ -20,7 +22,7 @@ set -euo pipefail
 QUICK=0
 [ "${1:-}" = "--quick" ] && QUICK=1
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-CS="1 16 100"; RTTS="0 50"
+CS=${CS_OVERRIDE:-"1 16 100"}; RTTS=${RTTS_OVERRIDE:-"0 50"}
 declare -A N=([1]=20 [16]=240 [100]=800)
 if [ $QUICK = 1 ]; then CS="1 16"; RTTS="0 50"; N=([1]=4 [16]=32); fi
 # shellcheck source=bench/lib/fleet.sh
@@ -39,7 +41,7 @@ proxy() { # delay_ms
 proxy_stop() { kill "$PROXY_PID" 2>/dev/null || true; wait "$PROXY_PID" 2>/dev/null || true; PROXY_PID=; }
 
 printf '\n| mode | RTT ms | IQs at once | sessions | failed after retries | needed a retry (first failure) | sessions/s | p99 ms |\n|---|---|---|---|---|---|---|---|\n' > nat.md
-for mode in same range; do
+for mode in ${MODES:-same range}; do
   if [ $mode = same ]; then ports=same; else ports="$RANGE_FIRST-$RANGE_LAST"; fi
   fleet_start "$mode" "passive_ports = \"$ports\"
 public_host = \"127.0.3.1\"

@@ -182,11 +182,11 @@ fn notes(site: &Site, check: &str) -> Vec<String> {
             "one port: the passive data connections go to the control port too, so the one rule \
              covers them; no passive range and no FTP helper/ALG needed"
                 .to_owned(),
-            "one port's trade-off: passive offers are serialised per client address, so IQs \
-             behind one NAT address take turns from PASV until their data connection is set up \
-             (not for the transfer; a PASV waits briefly for its turn, else 425 and the IQ \
-             retries); a separate passive range (ftps.passive_ports = \"FIRST-LAST\") has no \
-             such limit"
+            "one port's trade-off: a new control connection from an address whose other IQs \
+             have passive offers outstanding is greeted only once those offers' data \
+             connections are known (normally within a round trip or two, at most \
+             ftps.data_connect_timeout_secs); a separate passive range \
+             (ftps.passive_ports = \"FIRST-LAST\") greets it at once"
                 .to_owned(),
         ]),
     }
@@ -278,7 +278,7 @@ pub(crate) mod tests {
         );
         assert_eq!(r.passive_ports, PortRange::one(2121));
         assert!(
-            r.notes.iter().any(|n| n.contains("take turns")),
+            r.notes.iter().any(|n| n.contains("greeted only once")),
             "the trade-off is said: {:?}",
             r.notes
         );
@@ -289,7 +289,7 @@ pub(crate) mod tests {
             range.rules.iter().map(|x| x.purpose).collect::<Vec<_>>(),
             [CONTROL, PASSIVE_DATA]
         );
-        assert!(!range.notes.iter().any(|n| n.contains("take turns")));
+        assert!(!range.notes.iter().any(|n| n.contains("greeted only once")));
     }
 
     #[test]

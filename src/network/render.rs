@@ -383,7 +383,7 @@ Outbound from the IQ (nothing inbound), TLS 1.2 or 1.3; the firewall needs one p
 - explicit FTPS (AUTH TLS); TLS 1.2 or 1.3 on the control and on every data connection
 - nothing inbound: passive mode only, so the server's replies are return traffic of connections the IQ opened (allow established,related)
 - one port: the passive data connections go to the control port too, so the one rule covers them; no passive range and no FTP helper/ALG needed
-- one port's trade-off: passive offers are serialised per client address, so IQs behind one NAT address take turns from PASV until their data connection is set up (not for the transfer; a PASV waits briefly for its turn, else 425 and the IQ retries); a separate passive range (ftps.passive_ports = \"FIRST-LAST\") has no such limit
+- one port's trade-off: a new control connection from an address whose other IQs have passive offers outstanding is greeted only once those offers' data connections are known (normally within a round trip or two, at most ftps.data_connect_timeout_secs); a separate passive range (ftps.passive_ports = \"FIRST-LAST\") greets it at once
 - 802.1X: allowlist the IQ's MAC for MAC Authentication Bypass (MAB); the MAC is also its fwdist device id
 - at most 16 IQs behind one NAT address are served at once; more get 421 and retry
 - the IQ must open each data connection within 5 s of the PASV/EPSV reply
