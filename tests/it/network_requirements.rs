@@ -255,7 +255,7 @@ async fn one_port_mode_is_one_rule_in_the_api_and_the_cli() {
     for want in [
         "the firewall needs one port only:\n".to_string(),
         format!("  tcp  127.0.0.1:{port}  FTPS control and passive data (one port)\n"),
-        "take turns".to_string(),
+        "greeted only once".to_string(),
     ] {
         assert!(text.contains(&want), "{want:?} in text: {text}");
     }
