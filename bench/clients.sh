@@ -10,7 +10,7 @@
 # time of one PASV+RETR of the 300-byte target manifest on an open session.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$(realpath "${1:-$ROOT/target/release/fwdist}")
+BIN=$(realpath "${1:-${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist}")
 N=${2:-2000}
 M=${3:-200}
 [ -x "$BIN" ] || (cd "$ROOT" && cargo build --release --locked -q)

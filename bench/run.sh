@@ -48,7 +48,7 @@ fi
 export PATH=$PATH:/usr/sbin
 log "building fwdist (release)"
 (cd "$ROOT" && cargo build --release --locked -q)
-B=$ROOT/target/release/fwdist
+B=${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist
 ulimit -n "$(ulimit -Hn)"
 
 cd "$W"

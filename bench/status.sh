@@ -14,4 +14,4 @@ trap 'rm -rf "$W"' EXIT
 cd "$ROOT/bench/status"
 [ -f Cargo.lock ] || cp "$ROOT/Cargo.lock" Cargo.lock
 CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q
-"$ROOT/target/release/fwdist-bench-status" "$W" "$DEVICES" "$RECORDS"
+"${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist-bench-status" "$W" "$DEVICES" "$RECORDS"

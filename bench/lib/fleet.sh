@@ -22,7 +22,7 @@ fleet_setup() {
   command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
   log "building fwdist (release)"
   (cd "$ROOT" && cargo build --release --locked -q)
-  B=$ROOT/target/release/fwdist
+  B=${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist
   SERVER_BIN=${SERVER_BIN:-$B}
   ulimit -n "$(ulimit -Hn)"
   ip netns add "$NS"

@@ -31,9 +31,6 @@ pub struct Conn {
     misses: AtomicU32,
     closing: watch::Sender<bool>,
     closed_flag: AtomicBool,
-    /// The control connection's round-trip time in microseconds, as the kernel measured it
-    /// before the TLS handshake (0: unknown). Sizes the one-port classification window.
-    rtt_us: AtomicU32,
 }
 
 impl std::fmt::Debug for Conn {
@@ -62,7 +59,6 @@ impl Conn {
             misses: AtomicU32::new(0),
             closing: watch::Sender::new(false),
             closed_flag: AtomicBool::new(false),
-            rtt_us: AtomicU32::new(0),
         }
     }
 
@@ -98,17 +94,6 @@ impl Conn {
     pub async fn closed(&self) {
         let mut rx = self.closing.subscribe();
         let _ = rx.wait_for(|c| *c).await;
-    }
-
-    pub fn set_rtt(&self, rtt: Duration) {
-        let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
-        self.rtt_us.store(us, Ordering::Relaxed);
-    }
-
-    /// The control connection's round-trip time, when it was measured.
-    pub fn rtt(&self) -> Option<Duration> {
-        let us = self.rtt_us.load(Ordering::Relaxed);
-        (us > 0).then(|| Duration::from_micros(u64::from(us)))
     }
 
     pub fn set_passive_port(&self, port: u16) {

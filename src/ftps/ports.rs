@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::Notify;
 
-use super::oneport::{OnePort, SharedOffer, StartMarker};
+use super::oneport::{OnePort, SharedOffer};
 use super::tls::SessionKeys;
 
 /// How long a PASV may wait for a passive port when all of them are offered.
@@ -146,14 +146,6 @@ impl Claim {
                 let from = a.stream.peer_addr()?;
                 Ok((a.stream, a.prefix, from.ip()))
             }
-        }
-    }
-
-    /// In one-port mode, how the relay says that the offer's transfer has begun.
-    pub fn marker(&self) -> Option<StartMarker> {
-        match &self.source {
-            Source::Same(o) => Some(o.marker()),
-            Source::Range(_) => None,
         }
     }
 }

@@ -40,16 +40,6 @@ pub fn acked(fd: BorrowedFd<'_>) -> io::Result<Acked> {
     })
 }
 
-/// The kernel's smoothed round-trip time of a connection (`tcpi_rtt`; from the handshake on,
-/// refined by every acknowledgement).
-///
-/// # Errors
-/// The descriptor is not a TCP socket.
-pub fn rtt(fd: BorrowedFd<'_>) -> io::Result<Duration> {
-    let info = nix::sys::socket::getsockopt(&fd, TcpInfo).map_err(io::Error::from)?;
-    Ok(Duration::from_micros(u64::from(info.tcpi_rtt)))
-}
-
 /// Copies what is left of `prefix` (from `at`) into `buf`; false once it is all given.
 fn give_prefix(prefix: &mut Vec<u8>, at: &mut usize, buf: &mut ReadBuf<'_>) -> bool {
     if *at >= prefix.len() {

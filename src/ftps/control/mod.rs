@@ -107,10 +107,6 @@ async fn session(
         let _ = tcp.set_nodelay(true);
         write(&mut tcp, GREETING).await?;
         let rest = plaintext(&mut tcp, login_deadline, &ctx.diagnostics.metrics).await?;
-        // Greeting and AUTH TLS were acknowledged: the kernel has round trips to go by.
-        if let Ok(rtt) = super::tcp::rtt(std::os::fd::AsFd::as_fd(&tcp)) {
-            conn.set_rtt(rtt);
-        }
         let until = login_deadline.min(Instant::now() + TLS_TIMEOUT);
         let client =
             match tokio::time::timeout_at(until, tls.control().accept(Prefixed::new(rest, tcp))).await {

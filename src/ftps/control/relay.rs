@@ -19,7 +19,6 @@ use crate::config::PassiveHost;
 use crate::domain::DeviceId;
 use crate::ftps::conn::Conn;
 use crate::ftps::data::{self, DataEnd, DataJob, DataParams, Job, ReceiveJob, Received};
-use crate::ftps::oneport::{self, StartMarker};
 use crate::ftps::path::{Node, resolve};
 use crate::ftps::principal::Principal;
 use crate::ftps::principal::SessionUser;
@@ -42,18 +41,6 @@ struct DataChannel {
     jobs: mpsc::Sender<Job>,
     /// libunftp's loopback data connection, once a command libunftp serves needs it.
     attach: Option<oneshot::Sender<TcpStream>>,
-    /// One-port mode: tells the connections held for this offer that the `150` is out.
-    started: Option<StartMarker>,
-}
-
-impl DataChannel {
-    /// The transfer's preliminary reply is out (one port: a data connection that waits for
-    /// it now sends its ClientHello, see [`crate::ftps::oneport`]).
-    fn started(&self, conn: &Conn) {
-        if let Some(m) = &self.started {
-            m.started(oneport::window(conn.rtt()));
-        }
-    }
 }
 
 /// For libunftp's answer to a command the front sent it itself (it answers at once).
@@ -364,7 +351,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             return self.reply_client("425 No data connection established\r\n").await;
         };
         self.reply_client("150 Sending data\r\n").await?;
-        dc.started(self.conn);
         let _busy = Busy::new(self.conn);
         let job = DataJob {
             reader: opened.reader,
@@ -402,7 +388,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             return self.reply_client("425 No data connection established\r\n").await;
         };
         self.reply_client("150 Ready to receive data\r\n").await?;
-        dc.started(self.conn);
         let _busy = Busy::new(self.conn);
         let (got, body) = oneshot::channel();
         let cap = if device.is_some() { MAX_REPORT_BYTES } else { 0 };
@@ -471,16 +456,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
         let text = format!("{}\r\n", String::from_utf8_lossy(&line));
         let code = match step {
             Step::Done(code) if code >= 200 => code,
-            Step::Done(_) => {
-                // A preliminary reply (libunftp's 150 of a listing or upload).
-                self.reply_client(&text).await?;
-                if self.pending.as_ref().is_some_and(|p| wire::is_transfer(&p.verb))
-                    && let Some(dc) = &self.data
-                {
-                    dc.started(self.conn);
-                }
-                return Ok(());
-            }
             _ => return self.reply_client(&text).await,
         };
         let Some(p) = self.pending.take() else {
@@ -561,7 +536,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
                 .await;
         };
         let port = claim.port;
-        let started = claim.marker();
         conn.set_passive_port(port);
         let (jobs, job_rx) = mpsc::channel(1);
         let (attach, attach_rx) = oneshot::channel();
@@ -579,7 +553,6 @@ impl<'a, C: AsyncRead + AsyncWrite + Unpin> Relay<'a, C> {
             task: tokio::spawn(data::run(params)),
             jobs,
             attach: Some(attach),
-            started,
         });
         let reply = match host {
             Some(ip) if verb == "PASV" => wire::pasv_reply(ip, port),
