@@ -264,10 +264,15 @@ impl Config {
                 format!("{url:?}: object storage is not available yet; use store.root"),
             ));
         }
-        if !self.db.url.starts_with("sqlite://") {
+        let scheme = self.db.url.split_once("://").map(|(s, _)| s);
+        if !matches!(scheme, Some("sqlite" | "postgres" | "postgresql")) {
+            // The URL may hold a password: name only its scheme.
             return Err(invalid(
                 "db.url",
-                format!("{:?}: only sqlite://PATH is available yet", self.db.url),
+                format!(
+                    "scheme {:?} is not supported: use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB",
+                    scheme.unwrap_or("")
+                ),
             ));
         }
         if self.store.max_image_bytes == 0 {

@@ -2,7 +2,7 @@
 //! transaction as the change they describe, so the log never shows a change that did not
 //! happen nor misses one that did; nothing here updates or deletes an entry.
 
-use sqlx::{FromRow, Sqlite, Transaction};
+use sqlx::{Any, FromRow, Transaction};
 
 use super::{Db, DbError, DbResult, Page};
 use crate::domain::now_ms;
@@ -50,7 +50,7 @@ impl AuditRow {
     }
 }
 
-pub(super) async fn append_audit(tx: &mut Transaction<'_, Sqlite>, a: &AuditEntry, at: i64) -> DbResult<()> {
+pub(super) async fn append_audit(tx: &mut Transaction<'_, Any>, a: &AuditEntry, at: i64) -> DbResult<()> {
     sqlx::query("INSERT INTO audit (at, actor, action, target, detail) VALUES ($1, $2, $3, $4, $5)")
         .bind(at)
         .bind(&a.actor)
@@ -65,7 +65,7 @@ pub(super) async fn append_audit(tx: &mut Transaction<'_, Sqlite>, a: &AuditEntr
 /// Ends a change's transaction: when it changed a row, with its audit entry, committed;
 /// otherwise rolled back, nothing written. Returns whether it changed.
 pub(super) async fn commit_if_changed(
-    mut tx: Transaction<'_, Sqlite>,
+    mut tx: Transaction<'_, Any>,
     rows_affected: u64,
     audit: &AuditEntry,
 ) -> DbResult<bool> {

@@ -4,7 +4,7 @@
 use sqlx::FromRow;
 
 use super::audit::{AuditEntry, append_audit, commit_if_changed};
-use super::{Db, DbError, DbResult, Page, members};
+use super::{Db, DbError, DbResult, Dialect, Flag, Page, members};
 use crate::domain::{DeviceId, Model, now_ms};
 use crate::secret::SecretHash;
 
@@ -34,7 +34,7 @@ struct Raw {
     id: String,
     model: String,
     labels: String,
-    enabled: bool,
+    enabled: Flag,
     created_at: i64,
     installed_version: Option<String>,
 }
@@ -48,7 +48,7 @@ impl TryFrom<Raw> for DeviceRow {
             id: DeviceId::parse(&r.id).map_err(|e| corrupt(e.0))?,
             model: Model::parse(&r.model).map_err(|e| corrupt(e.0))?,
             labels: serde_json::from_str(&r.labels).map_err(|e| corrupt(e.to_string()))?,
-            enabled: r.enabled,
+            enabled: r.enabled.0,
             created_at: r.created_at,
             installed_version: r.installed_version,
         })
@@ -62,6 +62,16 @@ fn labels_json(labels: &[String]) -> serde_json::Value {
             .map(|l| serde_json::Value::String(l.clone()))
             .collect(),
     )
+}
+
+impl Db {
+    /// SQL that is true when the JSON array of strings in `column` holds the text `param`.
+    fn has_label(&self, column: &str, param: &str) -> String {
+        match self.dialect() {
+            Dialect::Sqlite => format!("EXISTS (SELECT 1 FROM json_each({column}) WHERE value = {param})"),
+            Dialect::Postgres => format!("{column}::jsonb ? {param}"),
+        }
+    }
 }
 
 const COLUMNS: &str = "seq, id, model, labels, enabled, created_at, installed_version";
@@ -144,7 +154,7 @@ impl Db {
     /// # Errors
     /// Database failure.
     pub async fn device_credentials(&self, id: &DeviceId) -> DbResult<Option<DeviceCredentials>> {
-        let row: Option<(String, Vec<u8>, bool)> =
+        let row: Option<(String, Vec<u8>, Flag)> =
             sqlx::query_as("SELECT model, secret_hash, enabled FROM devices WHERE id = $1")
                 .bind(id.to_string())
                 .fetch_optional(self.pool())
@@ -154,7 +164,7 @@ impl Db {
                 model: Model::parse(&model).map_err(|e| DbError::Corrupt(e.0))?,
                 secret_hash: SecretHash::from_slice(&hash)
                     .ok_or_else(|| DbError::Corrupt(format!("device {id}: bad secret hash")))?,
-                enabled,
+                enabled: enabled.0,
             })
         })
         .transpose()
@@ -171,9 +181,10 @@ impl Db {
         enabled: Option<bool>,
         page: Page,
     ) -> DbResult<Vec<DeviceRow>> {
+        let has_label = self.has_label("devices.labels", "$2");
         let raws: Vec<Raw> = sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM devices WHERE ($1 IS NULL OR model = $1)
-               AND ($2 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.labels) WHERE value = $2))
+               AND ($2 IS NULL OR {has_label})
                AND ($5 IS NULL OR enabled = $5)
                AND seq < $3
              ORDER BY seq DESC LIMIT $4"
@@ -182,7 +193,7 @@ impl Db {
         .bind(label)
         .bind(page.before_id())
         .bind(page.fetch_limit())
-        .bind(enabled)
+        .bind(enabled.map(i64::from))
         .fetch_all(self.pool())
         .await?;
         raws.into_iter().map(TryInto::try_into).collect()
@@ -198,10 +209,10 @@ impl Db {
         model: &Model,
         label: Option<&str>,
     ) -> DbResult<Vec<(DeviceId, Vec<String>)>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, labels FROM devices WHERE model = $1
-               AND ($2 IS NULL OR EXISTS (SELECT 1 FROM json_each(devices.labels) WHERE value = $2))",
-        )
+        let has_label = self.has_label("devices.labels", "$2");
+        let rows: Vec<(String, String)> = sqlx::query_as(&format!(
+            "SELECT id, labels FROM devices WHERE model = $1 AND ($2 IS NULL OR {has_label})"
+        ))
         .bind(model.as_str())
         .bind(label)
         .fetch_all(self.pool())
@@ -260,7 +271,7 @@ impl Db {
         let mut tx = self.pool().begin().await?;
         let r = sqlx::query("UPDATE devices SET enabled = $2 WHERE id = $1")
             .bind(id.to_string())
-            .bind(enabled)
+            .bind(i64::from(enabled))
             .execute(&mut *tx)
             .await?;
         commit_if_changed(tx, r.rows_affected(), audit).await

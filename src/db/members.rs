@@ -8,9 +8,9 @@
 
 use std::collections::HashMap;
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Any, Transaction};
 
-use super::{Db, DbError, DbResult, Page};
+use super::{Db, DbError, DbResult, Flag, Page, for_update};
 use crate::domain::{DeviceId, MemberState, Model, ReportOutcome, Version};
 
 /// Where a device stands in one rollout.
@@ -103,7 +103,7 @@ fn deltas(old: Option<Standing>, new: Standing) -> HashMap<&'static str, i64> {
 }
 
 async fn add_counts(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rollout: i64,
     bucket: i32,
     selected: bool,
@@ -112,7 +112,7 @@ async fn add_counts(
     for (key, n) in d {
         sqlx::query(
             "INSERT INTO rollout_counts (rollout_id, bucket, key, n) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (rollout_id, bucket, key) DO UPDATE SET n = n + excluded.n",
+             ON CONFLICT (rollout_id, bucket, key) DO UPDATE SET n = rollout_counts.n + excluded.n",
         )
         .bind(rollout)
         .bind(bucket)
@@ -123,7 +123,7 @@ async fn add_counts(
         if selected {
             sqlx::query(
                 "INSERT INTO rollout_totals (rollout_id, key, n) VALUES ($1, $2, $3)
-                 ON CONFLICT (rollout_id, key) DO UPDATE SET n = n + excluded.n",
+                 ON CONFLICT (rollout_id, key) DO UPDATE SET n = rollout_totals.n + excluded.n",
             )
             .bind(rollout)
             .bind(*key)
@@ -142,7 +142,7 @@ fn parse_state(s: &str) -> DbResult<MemberState> {
 /// Applies a stored download or report of `model` `version` by `device` to its standing in
 /// every rollout of that release, inside the caller's transaction.
 pub(super) async fn apply(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     device: &DeviceId,
     model: &Model,
     version: &Version,
@@ -150,14 +150,18 @@ pub(super) async fn apply(
     rules: &MemberRules,
 ) -> DbResult<()> {
     // (member id, rollout, bucket, state, started, completed, rollout percent, image file)
-    type Row = (i64, i64, i32, String, bool, bool, i64, String);
-    let rows: Vec<Row> = sqlx::query_as(
+    type Row = (i64, i64, i32, String, Flag, Flag, i64, String);
+    // Two nodes may store records of one device at once: on PostgreSQL the member rows are
+    // locked until this transaction ends, so each standing changes from what the other left
+    // (SQLite runs one writer at a time).
+    let lock = for_update(tx, "m");
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT m.id, m.rollout_id, m.bucket, m.state, m.started, m.completed, r.percent_bp, rel.file
          FROM rollout_members m
          JOIN rollouts r ON r.id = m.rollout_id
          JOIN releases rel ON rel.model = r.model AND rel.version = r.version
-         WHERE m.device = $1 AND r.model = $2 AND r.version = $3",
-    )
+         WHERE m.device = $1 AND r.model = $2 AND r.version = $3{lock}"
+    ))
     .bind(device.to_string())
     .bind(model.as_str())
     .bind(version.as_str())
@@ -173,8 +177,8 @@ pub(super) async fn apply(
         };
         let old = Standing {
             state: parse_state(&state)?,
-            started,
-            completed,
+            started: started.0,
+            completed: completed.0,
         };
         let new = (rules.next)(old, event);
         sqlx::query(
@@ -185,8 +189,8 @@ pub(super) async fn apply(
         )
         .bind(id)
         .bind(new.state.as_str())
-        .bind(new.started)
-        .bind(new.completed)
+        .bind(i64::from(new.started))
+        .bind(i64::from(new.completed))
         .bind(download_id)
         .bind(report_id)
         .execute(&mut **tx)
@@ -201,21 +205,22 @@ pub(super) async fn apply(
 
 /// Removes `device` from every rollout, taking its standing out of the counts, inside the
 /// caller's transaction (a deleted device).
-pub(super) async fn remove_device(tx: &mut Transaction<'_, Sqlite>, device: &DeviceId) -> DbResult<()> {
+pub(super) async fn remove_device(tx: &mut Transaction<'_, Any>, device: &DeviceId) -> DbResult<()> {
     // (rollout, bucket, state, started, completed, rollout percent)
-    type Row = (i64, i32, String, bool, bool, i64);
-    let rows: Vec<Row> = sqlx::query_as(
+    type Row = (i64, i32, String, Flag, Flag, i64);
+    let lock = for_update(tx, "m");
+    let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT m.rollout_id, m.bucket, m.state, m.started, m.completed, r.percent_bp
-         FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id WHERE m.device = $1",
-    )
+         FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id WHERE m.device = $1{lock}"
+    ))
     .bind(device.to_string())
     .fetch_all(&mut **tx)
     .await?;
     for (rollout, bucket, state, started, completed, percent_bp) in rows {
         let old = Standing {
             state: parse_state(&state)?,
-            started,
-            completed,
+            started: started.0,
+            completed: completed.0,
         };
         let mut d: HashMap<&'static str, i64> = HashMap::new();
         for k in keys(old) {
@@ -234,7 +239,7 @@ pub(super) async fn remove_device(tx: &mut Transaction<'_, Sqlite>, device: &Dev
 /// transaction: rows, counts per bucket and totals of the selected ones. A device that is
 /// already a member is left as it is.
 pub(super) async fn insert_members(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rollout: i64,
     percent_bp: u16,
     members: &[NewMember],
@@ -274,8 +279,8 @@ pub(super) async fn insert_members(
                 .bind(device.clone())
                 .bind(m.bucket)
                 .bind(m.standing.state.as_str())
-                .bind(m.standing.started)
-                .bind(m.standing.completed)
+                .bind(i64::from(m.standing.started))
+                .bind(i64::from(m.standing.completed))
                 .bind(m.last_download_id)
                 .bind(m.last_report_id);
             by_device.insert(device, m);
@@ -293,7 +298,7 @@ pub(super) async fn insert_members(
     for ((bucket, key), n) in &added {
         sqlx::query(
             "INSERT INTO rollout_counts (rollout_id, bucket, key, n) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (rollout_id, bucket, key) DO UPDATE SET n = n + excluded.n",
+             ON CONFLICT (rollout_id, bucket, key) DO UPDATE SET n = rollout_counts.n + excluded.n",
         )
         .bind(rollout)
         .bind(*bucket)
@@ -308,7 +313,7 @@ pub(super) async fn insert_members(
     for (key, n) in totals {
         sqlx::query(
             "INSERT INTO rollout_totals (rollout_id, key, n) VALUES ($1, $2, $3)
-             ON CONFLICT (rollout_id, key) DO UPDATE SET n = n + excluded.n",
+             ON CONFLICT (rollout_id, key) DO UPDATE SET n = rollout_totals.n + excluded.n",
         )
         .bind(rollout)
         .bind(key)
@@ -322,7 +327,7 @@ pub(super) async fn insert_members(
 /// Recounts the totals of a rollout's selection for a new `percent_bp` from its per-bucket
 /// counts (at most 10,001 buckets), inside the caller's transaction.
 pub(super) async fn reselect(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     rollout: i64,
     percent_bp: u16,
 ) -> DbResult<()> {
@@ -332,7 +337,7 @@ pub(super) async fn reselect(
         .await?;
     sqlx::query(
         "INSERT INTO rollout_totals (rollout_id, key, n)
-         SELECT rollout_id, key, SUM(n) FROM rollout_counts
+         SELECT rollout_id, key, CAST(SUM(n) AS BIGINT) FROM rollout_counts
          WHERE rollout_id = $1 AND bucket < $2 GROUP BY rollout_id, key",
     )
     .bind(rollout)

@@ -4,11 +4,16 @@
 //! [`Db`] is the one interface callers use; each table's queries live in their own file as
 //! `impl Db` blocks. It holds a [`Backend`]: the embedded default is SQLite (WAL mode, one
 //! file); PostgreSQL (scale-out) is another arm of it, so callers never change. Queries use
-//! `$n` parameters and integer unix-millisecond times, which both dialects read alike.
-//! The schema is not shared: each backend has its own migrations, `migrations/<backend>/`
-//! (SQLite's `INTEGER PRIMARY KEY AUTOINCREMENT` and `BLOB` are not PostgreSQL; the first
-//! SQLite migration's header calls itself portable, which it is not, but a migration that
-//! has been applied cannot be edited: sqlx checks its checksum at every start).
+//! `$n` parameters and integer unix-millisecond times, which both dialects read alike, and run
+//! through sqlx's `Any` driver, so each query is written once; flags are integers on both
+//! ([`Flag`] reads them and PostgreSQL's boolean expressions), sums are cast to `BIGINT`
+//! (PostgreSQL's `SUM` of a `BIGINT` is `NUMERIC`), and the one query shape with no common
+//! form (a label in a JSON array) asks [`Db::dialect`].
+//! The DDL is not shared: each backend has its own migrations, `migrations/<backend>/`
+//! (SQLite's `INTEGER PRIMARY KEY AUTOINCREMENT` and `BLOB` are not PostgreSQL's; an applied
+//! migration cannot be edited: sqlx checks its checksum at every start). What keeps them one
+//! schema is a test (`tests/it/schema.rs`): both migrated databases are read back
+//! (columns, types, nullability, keys, indexes) and must describe the same tables.
 //!
 //! Stores and returns rows; knows no rule about them (which rollout targets whom, what is
 //! served: that is `services`). Knows nothing of FTP or HTTP.
@@ -24,15 +29,15 @@ pub mod rollouts;
 pub mod tokens;
 
 use std::path::Path;
-use std::str::FromStr;
+use std::sync::Once;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyTypeInfo, AnyTypeInfoKind};
+use sqlx::{Any, AnyPool, Decode, Executor as _, Type};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database URL {0:?} is not supported (use sqlite://PATH; postgres:// is not available yet)")]
+    #[error("database URL {0:?} is not supported (use sqlite://PATH or postgres://USER:PASSWORD@HOST/DB)")]
     UnsupportedUrl(String),
     #[error("database error: {0}")]
     Sqlx(#[from] sqlx::Error),
@@ -56,27 +61,52 @@ pub type DbResult<T> = Result<T, DbError>;
 /// Handle to the metadata database; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Db {
-    backend: Backend,
+    pool: AnyPool,
+    dialect: Dialect,
 }
 
-/// The database behind [`Db`], chosen by the URL's scheme.
-#[derive(Debug, Clone)]
-enum Backend {
-    Sqlite(SqlitePool),
+/// Which database is behind [`Db`], chosen by the URL's scheme. Queries are the same text on
+/// both except where a dialect has no common form (JSON arrays); [`Db::dialect`] picks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
+
+/// Connections per node to PostgreSQL (each node has its own pool).
+const PG_CONNECTIONS: u32 = 16;
+/// Connections to the SQLite file (one writer at a time; readers in parallel under WAL).
+const SQLITE_CONNECTIONS: u32 = 8;
+/// How long a query waits for a connection from the pool.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+static DRIVERS: Once = Once::new();
 
 impl Db {
     /// Opens the database at `url` and applies its backend's migrations.
     ///
     /// # Errors
-    /// Unsupported URL, unreadable file, or a failed migration.
+    /// Unsupported URL, unreadable file, unreachable server, or a failed migration.
     pub async fn connect(url: &str) -> DbResult<Self> {
+        DRIVERS.call_once(|| {
+            sqlx::any::install_drivers(&[sqlx::sqlite::any::DRIVER, sqlx::postgres::any::DRIVER])
+                .unwrap_or_else(|e| tracing::error!(error = %e, "database drivers were installed twice"));
+        });
         match url.split_once("://") {
             Some(("sqlite", path)) => Ok(Db {
-                backend: Backend::Sqlite(Self::connect_sqlite(path).await?),
+                pool: Self::connect_sqlite(path).await?,
+                dialect: Dialect::Sqlite,
+            }),
+            Some(("postgres" | "postgresql", _)) => Ok(Db {
+                pool: Self::connect_postgres(url).await?,
+                dialect: Dialect::Postgres,
             }),
             _ => Err(DbError::UnsupportedUrl(url.to_owned())),
         }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// The file of a SQLite `url` when it does not exist (None: it exists, or the database is
@@ -88,23 +118,18 @@ impl Db {
     }
 
     /// Opens (creating the file if needed) the SQLite database at `path`.
-    async fn connect_sqlite(path: &str) -> DbResult<SqlitePool> {
+    async fn connect_sqlite(path: &str) -> DbResult<AnyPool> {
         let path = path.split('?').next().unwrap_or(path);
         if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DbError::Dir(dir.display().to_string(), e))?;
         }
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+        let opts: AnyConnectOptions = format!("sqlite://{path}?mode=rwc").parse()?;
         // SQLite has no migration lock, and switching a new file to WAL needs it exclusively:
         // when `fwdist token create` and a starting server open a new file at once, one of
         // them gets "database is locked" or "table exists". A retry then finds the file ready.
         let mut attempt = 0;
         let pool = loop {
-            match Self::open_and_migrate(opts.clone()).await {
+            match Self::open_sqlite(opts.clone()).await {
                 Ok(pool) => break pool,
                 Err(e) if attempt < 8 => {
                     attempt += 1;
@@ -117,12 +142,47 @@ impl Db {
         Ok(pool)
     }
 
-    async fn open_and_migrate(opts: SqliteConnectOptions) -> DbResult<SqlitePool> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
+    async fn open_sqlite(opts: AnyConnectOptions) -> DbResult<AnyPool> {
+        let pool = AnyPoolOptions::new()
+            .max_connections(SQLITE_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // busy_timeout first: the journal mode switch itself may have to wait.
+                    conn.execute(
+                        "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                         PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            })
             .connect_with(opts)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(pool)
+    }
+
+    /// Connects to PostgreSQL and migrates. sqlx takes an advisory lock around migrations,
+    /// so nodes starting together apply each migration once; the others wait and find it
+    /// applied.
+    async fn connect_postgres(url: &str) -> DbResult<AnyPool> {
+        let opts: AnyConnectOptions = url.parse()?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(PG_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Every statement has a deadline: a lock held by a stuck node cannot hang
+                    // this one's requests forever.
+                    conn.execute("SET statement_timeout = 30000; SET lock_timeout = 10000;")
+                        .await?;
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(pool)
     }
 
@@ -136,15 +196,46 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        match &self.backend {
-            Backend::Sqlite(p) => p.close().await,
-        }
+        self.pool.close().await;
     }
 
-    /// The SQLite pool the table files run their queries on.
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        match &self.backend {
-            Backend::Sqlite(p) => p,
+    /// The pool the table files run their queries on.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+/// ` FOR UPDATE OF {table}` on PostgreSQL (rows read to be changed in the same transaction
+/// stay as read until it ends), nothing on SQLite, whose writers take turns anyway.
+pub(crate) fn for_update(tx: &mut sqlx::Transaction<'_, Any>, table: &str) -> String {
+    if (**tx).backend_name() == "PostgreSQL" {
+        format!(" FOR UPDATE OF {table}")
+    } else {
+        String::new()
+    }
+}
+
+/// A stored flag: SQLite and this schema's PostgreSQL tables keep flags as integers (0/1),
+/// while PostgreSQL answers boolean expressions (`EXISTS`, comparisons) as booleans; this
+/// reads either. Bind flags as `i64::from(b)` when they go into a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Flag(pub bool);
+
+impl Type<Any> for Flag {
+    fn type_info() -> AnyTypeInfo {
+        <i64 as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        ty.kind().is_integer() || ty.kind() == AnyTypeInfoKind::Bool
+    }
+}
+
+impl<'r> Decode<'r, Any> for Flag {
+    fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match <bool as Decode<Any>>::decode(value.clone()) {
+            Ok(b) => Ok(Flag(b)),
+            Err(_) => <i64 as Decode<Any>>::decode(value).map(|n| Flag(n != 0)),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! release still served) is targeting's rule, not this file's.
 
 use super::audit::{AuditEntry, append_audit, commit_if_changed};
-use super::{Db, DbError, DbResult};
+use super::{Db, DbError, DbResult, Flag};
 use crate::domain::{DeviceId, Model, Version, now_ms};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -19,10 +19,10 @@ pub struct PinRow {
     pub release_yanked: bool,
 }
 
-type Raw = (String, String, String, String, Option<i64>, String, i64, bool);
+type Raw = (String, String, String, String, Option<i64>, String, i64, Flag);
 
 fn from_raw(
-    (device, model, version, reason, expires_at, set_by, set_at, release_yanked): Raw,
+    (device, model, version, reason, expires_at, set_by, set_at, Flag(release_yanked)): Raw,
 ) -> DbResult<PinRow> {
     let c = |e: crate::domain::InvalidInput| DbError::Corrupt(format!("pin of {device}: {}", e.0));
     Ok(PinRow {

@@ -8,7 +8,7 @@ use sqlx::FromRow;
 
 use super::audit::{AuditEntry, append_audit};
 use super::members::{self, NewMember};
-use super::{Db, DbError, DbResult, Page};
+use super::{Db, DbError, DbResult, Flag, Page};
 use crate::domain::{DeviceId, Model, RolloutState, Version, now_ms};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +89,7 @@ struct Raw {
     min_phase_secs: i64,
     start_at: Option<i64>,
     paused_reason: Option<String>,
-    members_ready: bool,
+    members_ready: Flag,
     created_at: i64,
     updated_at: i64,
 }
@@ -128,7 +128,7 @@ impl Raw {
             min_phase_secs: u64::try_from(self.min_phase_secs).map_err(|_| corrupt("min_phase_secs"))?,
             start_at: self.start_at,
             paused_reason: self.paused_reason,
-            members_ready: self.members_ready,
+            members_ready: self.members_ready.0,
             created_at: self.created_at,
             updated_at: self.updated_at,
         })
@@ -389,7 +389,7 @@ impl Db {
         state: RolloutState,
     ) -> DbResult<TargetCandidates> {
         // (is the pin, rollout id, version, percent, bucket, start_at, release yanked, expires_at)
-        type Row = (bool, i64, String, i64, i32, Option<i64>, bool, Option<i64>);
+        type Row = (Flag, i64, String, i64, i32, Option<i64>, Flag, Option<i64>);
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT 0, r.id, r.version, r.percent_bp, m.bucket, r.start_at, rel.yanked_at IS NOT NULL, NULL
              FROM rollout_members m
@@ -408,7 +408,7 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         let mut out = TargetCandidates::default();
-        for (is_pin, id, version, bp, bucket, start_at, release_yanked, expires_at) in rows {
+        for (Flag(is_pin), id, version, bp, bucket, start_at, Flag(release_yanked), expires_at) in rows {
             let version = Version::parse(&version).map_err(|e| DbError::Corrupt(e.0))?;
             if is_pin {
                 out.pin = Some(PinCandidate {
@@ -498,11 +498,13 @@ impl Db {
     /// # Errors
     /// Database failure.
     pub async fn rollout_state_counts(&self, now: i64) -> DbResult<Vec<(String, bool, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT state, COALESCE(start_at > $1, 0) AS later, COUNT(*) FROM rollouts GROUP BY state, later",
+        let rows: Vec<(String, Flag, i64)> = sqlx::query_as(
+            "SELECT state, CASE WHEN start_at > $1 THEN 1 ELSE 0 END AS later, COUNT(*) FROM rollouts
+             GROUP BY state, later",
         )
         .bind(now)
         .fetch_all(self.pool())
-        .await?)
+        .await?;
+        Ok(rows.into_iter().map(|(s, later, n)| (s, later.0, n)).collect())
     }
 }

@@ -198,16 +198,27 @@ async fn every_fwdist_family_moves_when_its_event_happens() {
 
     // The record queue: while the database is locked by another process, a finished
     // download waits in the queue; it drains once the lock goes.
-    let db = app.path("firmware-store/fwdist.sqlite").display().to_string();
-    let lock = format!(
-        "import sqlite3, time\nc = sqlite3.connect({db:?}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(6)\nc.execute('COMMIT')\n"
-    );
-    std::fs::write(app.path("lock.py"), lock).unwrap();
-    let mut locker = tokio::process::Command::new("python3")
-        .arg(app.path("lock.py"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut locker = if crate::helpers::on_postgres() {
+        // The records' table locked against writes for 6 s by another session.
+        let url = crate::helpers::db_url(app.dir.path());
+        tokio::process::Command::new("psql")
+            .args([url.as_str(), "-qAt", "-c", "BEGIN", "-c", "LOCK TABLE downloads IN EXCLUSIVE MODE"])
+            .args(["-c", "SELECT 'locked'", "-c", "SELECT pg_sleep(6)", "-c", "COMMIT"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    } else {
+        let db = app.path("firmware-store/fwdist.sqlite").display().to_string();
+        let lock = format!(
+            "import sqlite3, time\nc = sqlite3.connect({db:?}, isolation_level=None)\nc.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(6)\nc.execute('COMMIT')\n"
+        );
+        std::fs::write(app.path("lock.py"), lock).unwrap();
+        tokio::process::Command::new("python3")
+            .arg(app.path("lock.py"))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
     let mut out = BufReader::new(locker.stdout.take().unwrap());
     let mut said = String::new();
     out.read_line(&mut said).await.unwrap();

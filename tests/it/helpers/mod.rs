@@ -151,7 +151,7 @@ listen = "{api_addr}"
 [store]
 root = "{}"
 [db]
-url = "sqlite://{}"
+url = "{}"
 [signing]
 trusted_keys = "{}"
 "#,
@@ -160,9 +160,47 @@ trusted_keys = "{}"
         r("certs/server.crt"),
         r("certs/server.key"),
         r("firmware-store"),
-        r("firmware-store/fwdist.sqlite"),
+        db_url(root),
         r("certs/release-keys"),
     )
+}
+
+/// Whether the tests run on PostgreSQL (`FWDIST_TEST_DB=postgres`, with
+/// `FWDIST_TEST_PG_URL` naming a server where databases can be created:
+/// `tests/services/postgres.sh` starts one) instead of a SQLite file per test.
+pub fn on_postgres() -> bool {
+    std::env::var("FWDIST_TEST_DB").is_ok_and(|v| v == "postgres")
+}
+
+/// The database URL of the server whose files are under `root`: a SQLite file there, or on
+/// PostgreSQL a database of its own, named after `root` (so the same root always gets the
+/// same database) or new for every call when `root` is relative.
+pub fn db_url(root: &Path) -> String {
+    if !on_postgres() {
+        return format!("sqlite://{}", root.join("firmware-store/fwdist.sqlite").display());
+    }
+    let admin = std::env::var("FWDIST_TEST_PG_URL")
+        .expect("FWDIST_TEST_DB=postgres needs FWDIST_TEST_PG_URL (tests/services/postgres.sh start)");
+    let name = if root.as_os_str().is_empty() {
+        format!("t_{:016x}", random_u64())
+    } else {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&root, &mut h);
+        format!("t_{:016x}", h.finish())
+    };
+    let (server, _) = admin.rsplit_once('/').expect("FWDIST_TEST_PG_URL ends in /DATABASE");
+    static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut created = CREATED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !created.contains(&name) {
+        let out = Command::new("psql")
+            .args([admin.as_str(), "-qAtc", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("psql runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() || err.contains("already exists"), "CREATE DATABASE {name}: {err}");
+        created.push(name.clone());
+    }
+    format!("{server}/{name}")
 }
 
 /// The test configuration with paths relative to the server's working directory.
