@@ -89,6 +89,13 @@ impl Db {
     /// Database failure; nothing of the batch is written then.
     pub async fn insert_downloads(&self, batch: &[DownloadRecord], rules: &MemberRules) -> DbResult<()> {
         let mut tx = self.pool().begin().await?;
+        // The batch's member rows are locked first, in one order, before any count is
+        // touched: a report of one of these devices stored meanwhile (which locks its member
+        // rows, then the counts) then waits for this batch or this batch for it, never both.
+        let mut devices: Vec<String> = batch.iter().map(|r| r.device.to_string()).collect();
+        devices.sort();
+        devices.dedup();
+        super::members::lock_devices(&mut tx, &devices).await?;
         for r in batch {
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO downloads (device, model, version, file, start_offset, bytes, size, outcome,

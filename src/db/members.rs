@@ -109,6 +109,10 @@ async fn add_counts(
     selected: bool,
     d: &HashMap<&'static str, i64>,
 ) -> DbResult<()> {
+    // In one order everywhere: two transactions that add to the same rows (PostgreSQL, nodes
+    // storing records at once) then wait for each other instead of deadlocking.
+    let mut d: Vec<_> = d.iter().collect();
+    d.sort();
     for (key, n) in d {
         sqlx::query(
             "INSERT INTO rollout_counts (rollout_id, bucket, key, n) VALUES ($1, $2, $3, $4)
@@ -160,7 +164,7 @@ pub(super) async fn apply(
          FROM rollout_members m
          JOIN rollouts r ON r.id = m.rollout_id
          JOIN releases rel ON rel.model = r.model AND rel.version = r.version
-         WHERE m.device = $1 AND r.model = $2 AND r.version = $3{lock}"
+         WHERE m.device = $1 AND r.model = $2 AND r.version = $3 ORDER BY m.rollout_id{lock}"
     ))
     .bind(device.to_string())
     .bind(model.as_str())
@@ -203,6 +207,28 @@ pub(super) async fn apply(
     Ok(())
 }
 
+/// Locks the member rows of `devices` (sorted) until the caller's transaction ends, on
+/// PostgreSQL; nothing on SQLite, whose writers take turns anyway.
+pub(super) async fn lock_devices(tx: &mut Transaction<'_, Any>, devices: &[String]) -> DbResult<()> {
+    let lock = for_update(tx, "rollout_members");
+    if lock.is_empty() {
+        return Ok(());
+    }
+    for chunk in devices.chunks(500) {
+        let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id FROM rollout_members WHERE device IN ({}) ORDER BY device, rollout_id{lock}",
+            marks.join(",")
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            q = q.bind(d.as_str());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 /// Removes `device` from every rollout, taking its standing out of the counts, inside the
 /// caller's transaction (a deleted device).
 pub(super) async fn remove_device(tx: &mut Transaction<'_, Any>, device: &DeviceId) -> DbResult<()> {
@@ -211,7 +237,7 @@ pub(super) async fn remove_device(tx: &mut Transaction<'_, Any>, device: &Device
     let lock = for_update(tx, "m");
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "SELECT m.rollout_id, m.bucket, m.state, m.started, m.completed, r.percent_bp
-         FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id WHERE m.device = $1{lock}"
+         FROM rollout_members m JOIN rollouts r ON r.id = m.rollout_id WHERE m.device = $1 ORDER BY m.rollout_id{lock}"
     ))
     .bind(device.to_string())
     .fetch_all(&mut **tx)
@@ -295,6 +321,8 @@ pub(super) async fn insert_members(
         }
     }
     let mut totals: HashMap<&'static str, i64> = HashMap::new();
+    let mut added: Vec<_> = added.into_iter().collect();
+    added.sort();
     for ((bucket, key), n) in &added {
         sqlx::query(
             "INSERT INTO rollout_counts (rollout_id, bucket, key, n) VALUES ($1, $2, $3, $4)
@@ -310,6 +338,8 @@ pub(super) async fn insert_members(
             *totals.entry(key).or_default() += n;
         }
     }
+    let mut totals: Vec<_> = totals.into_iter().collect();
+    totals.sort();
     for (key, n) in totals {
         sqlx::query(
             "INSERT INTO rollout_totals (rollout_id, key, n) VALUES ($1, $2, $3)
@@ -326,11 +356,7 @@ pub(super) async fn insert_members(
 
 /// Recounts the totals of a rollout's selection for a new `percent_bp` from its per-bucket
 /// counts (at most 10,001 buckets), inside the caller's transaction.
-pub(super) async fn reselect(
-    tx: &mut Transaction<'_, Any>,
-    rollout: i64,
-    percent_bp: u16,
-) -> DbResult<()> {
+pub(super) async fn reselect(tx: &mut Transaction<'_, Any>, rollout: i64, percent_bp: u16) -> DbResult<()> {
     sqlx::query("DELETE FROM rollout_totals WHERE rollout_id = $1")
         .bind(rollout)
         .execute(&mut **tx)

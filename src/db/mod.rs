@@ -54,6 +54,13 @@ impl DbError {
     pub fn is_unique_violation(&self) -> bool {
         matches!(self, DbError::Sqlx(sqlx::Error::Database(e)) if e.is_unique_violation())
     }
+
+    /// True when PostgreSQL gave up a transaction it may run again: a deadlock it broke
+    /// (`40P01`) or a serialization failure (`40001`). Nothing of it was written.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, DbError::Sqlx(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40P01" | "40001")))
+    }
 }
 
 pub type DbResult<T> = Result<T, DbError>;

@@ -79,6 +79,16 @@ impl Db {
     /// # Errors
     /// Database failure; nothing is stored then.
     pub async fn insert_report(&self, r: &NewReport, rules: &MemberRules) -> DbResult<ReportRow> {
+        let mut attempt = 0;
+        loop {
+            match self.try_insert_report(r, rules).await {
+                Err(e) if e.is_retryable() && attempt < 3 => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_insert_report(&self, r: &NewReport, rules: &MemberRules) -> DbResult<ReportRow> {
         let mut tx = self.pool().begin().await?;
         let raw: Raw = sqlx::query_as(&format!(
             "INSERT INTO reports (device, model, version, outcome, detail, at, source, client_ip, node)

@@ -202,8 +202,22 @@ async fn every_fwdist_family_moves_when_its_event_happens() {
         // The records' table locked against writes for 6 s by another session.
         let url = crate::helpers::db_url(app.dir.path());
         tokio::process::Command::new("psql")
-            .args([url.as_str(), "-qAt", "-c", "BEGIN", "-c", "LOCK TABLE downloads IN EXCLUSIVE MODE"])
-            .args(["-c", "SELECT 'locked'", "-c", "SELECT pg_sleep(6)", "-c", "COMMIT"])
+            .args([
+                url.as_str(),
+                "-qAt",
+                "-c",
+                "BEGIN",
+                "-c",
+                "LOCK TABLE downloads IN EXCLUSIVE MODE",
+            ])
+            .args([
+                "-c",
+                "SELECT 'locked'",
+                "-c",
+                "SELECT pg_sleep(6)",
+                "-c",
+                "COMMIT",
+            ])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap()

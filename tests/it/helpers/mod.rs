@@ -188,7 +188,9 @@ pub fn db_url(root: &Path) -> String {
         std::hash::Hash::hash(&root, &mut h);
         format!("t_{:016x}", h.finish())
     };
-    let (server, _) = admin.rsplit_once('/').expect("FWDIST_TEST_PG_URL ends in /DATABASE");
+    let (server, _) = admin
+        .rsplit_once('/')
+        .expect("FWDIST_TEST_PG_URL ends in /DATABASE");
     static CREATED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let mut created = CREATED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !created.contains(&name) {
@@ -197,7 +199,10 @@ pub fn db_url(root: &Path) -> String {
             .output()
             .expect("psql runs");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() || err.contains("already exists"), "CREATE DATABASE {name}: {err}");
+        assert!(
+            out.status.success() || err.contains("already exists"),
+            "CREATE DATABASE {name}: {err}"
+        );
         created.push(name.clone());
     }
     format!("{server}/{name}")
