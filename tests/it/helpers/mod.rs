@@ -179,6 +179,12 @@ pub fn db_url(root: &Path) -> String {
     if !on_postgres() {
         return format!("sqlite://{}", root.join("firmware-store/fwdist.sqlite").display());
     }
+    pg_database(root)
+}
+
+/// A PostgreSQL database on `FWDIST_TEST_PG_URL`'s server (created if new): named after
+/// `root`, or new when `root` is relative.
+pub fn pg_database(root: &Path) -> String {
     let admin = std::env::var("FWDIST_TEST_PG_URL")
         .expect("FWDIST_TEST_DB=postgres needs FWDIST_TEST_PG_URL (tests/services/postgres.sh start)");
     let name = if root.as_os_str().is_empty() {

@@ -54,6 +54,14 @@ impl Requirements {
         self
     }
 
+    /// An environment variable that must be set (a service the test uses); `what` says what.
+    pub fn env(&mut self, name: &str, what: &str) -> &mut Self {
+        if std::env::var_os(name).is_none() {
+            self.missing.push(format!("{name} ({what})"));
+        }
+        self
+    }
+
     /// True when everything is there. Otherwise prints `skipped: <reason>` and returns false,
     /// or panics when `FWDIST_SYSTEM_TESTS=require`.
     pub fn met(&self, test: &str) -> bool {
