@@ -202,6 +202,12 @@ pub async fn build(
                 cfg.public_port
                     .unwrap_or_else(|| listener.local_addr().map_or(cfg.listen.port(), |a| a.port())),
                 usize::try_from(cfg.max_sessions).unwrap_or(usize::MAX),
+                // Each session of an address holds at most one data connection at a time, and
+                // new control connections beyond its limit are refused (421) once greeted.
+                match cfg.max_sessions_per_ip {
+                    0 => usize::MAX,
+                    n => usize::try_from(n).unwrap_or(usize::MAX).saturating_mul(2),
+                },
                 diagnostics.metrics.passive_ports_in_use.clone(),
             )),
         },
