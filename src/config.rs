@@ -79,6 +79,10 @@ pub struct FtpsConfig {
     /// only `/probe.bin`, and logs in at most `probe_logins_per_minute` times per client IP.
     pub probe_enabled: bool,
     pub probe_logins_per_minute: u32,
+    /// Every connection to the control port and the passive ports starts with a PROXY
+    /// protocol v1 header from a TCP balancer (HAProxy `send-proxy`), naming the IQ's real
+    /// address; connections without one are closed. Off by default (SPEC §13).
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +161,7 @@ impl Default for FtpsConfig {
             data_connect_timeout_secs: 5,
             probe_enabled: true,
             probe_logins_per_minute: 20,
+            proxy_protocol: false,
         }
     }
 }

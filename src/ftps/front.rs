@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::conn::Conn;
 use super::control::{self, FrontCtx};
 use super::inner::Inner;
-use super::oneport::{Held, Verdict};
+use super::oneport::{Held, OnePort, Verdict};
 use super::sessions::Sessions;
 use crate::diagnostics::{Diagnostics, Event};
 
@@ -164,6 +164,16 @@ impl Admission {
         });
     }
 
+    /// A new connection from `peer` (the IQ, also behind a balancer): held when one-port
+    /// mode has offers outstanding for its address, else admitted as a control client.
+    fn route(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, one_port: Option<&Arc<OnePort>>) {
+        if let Some(held) = one_port.and_then(|o| o.hold(peer.ip())) {
+            tokio::spawn(self.clone().classify(held, stream, peer));
+            return;
+        }
+        self.admit(stream, peer);
+    }
+
     /// One port: a connection from an address with an outstanding offer, held until it is
     /// known whether it is that offer's data connection or a control client.
     async fn classify(self: Arc<Self>, mut held: Held, stream: TcpStream, peer: SocketAddr) {
@@ -221,11 +231,20 @@ impl Front {
                 tokio::spawn(answer_probe(stream));
                 continue;
             }
-            if let Some(held) = one_port.as_ref().and_then(|o| o.hold(peer.ip())) {
-                tokio::spawn(admission.clone().classify(held, stream, peer));
+            if self.ctx.proxy {
+                // Behind a balancer: the IQ's address is in the header, read off the loop.
+                let admission = admission.clone();
+                let one_port = one_port.clone();
+                tokio::spawn(async move {
+                    let mut stream = stream;
+                    match super::proxy::read(&mut stream, peer).await {
+                        Ok(client) => admission.route(stream, client, one_port.as_ref()),
+                        Err(e) => tracing::debug!(%peer, error = %e, "connection closed: no PROXY header"),
+                    }
+                });
                 continue;
             }
-            admission.admit(stream, peer);
+            admission.route(stream, peer, one_port.as_ref());
         }
         admission.stopping.store(true, Ordering::Relaxed);
         drop(self.listener);

@@ -18,6 +18,7 @@ pub mod oneport;
 pub mod path;
 pub mod ports;
 pub mod principal;
+pub mod proxy;
 pub mod records;
 pub mod sessions;
 pub mod tcp;
@@ -196,6 +197,7 @@ pub async fn build(
             PassiveMode::Range(range) => Passive::Range(PortPool::new(
                 range,
                 diagnostics.metrics.passive_ports_in_use.clone(),
+                cfg.proxy_protocol,
             )),
             // The port IQs were told: `public_port`, else the one bound (port 0 in tests).
             PassiveMode::Same => Passive::Same(OnePort::new(
@@ -215,6 +217,7 @@ pub async fn build(
         host: cfg.passive_host()?,
         data_timeout: Duration::from_secs(cfg.data_connect_timeout_secs),
         idle: Duration::from_secs(cfg.idle_timeout_secs.max(1)),
+        proxy: cfg.proxy_protocol,
         shared,
     };
     Ok(Front {

@@ -73,6 +73,8 @@ const TO_DATA: usize = 4;
 pub struct Arrival {
     pub stream: TcpStream,
     pub prefix: Vec<u8>,
+    /// The client's address (with PROXY protocol, the one its header named).
+    pub from: IpAddr,
 }
 
 /// The shared port's outstanding offers, by client address.
@@ -315,7 +317,14 @@ impl Held {
             .find(|e| ids.iter().any(|id| e.keys.knows(id)))
             .or_else(|| self.offers.iter().find(open));
         match owner {
-            Some(e) => e.to_data.try_send(Arrival { stream, prefix }).is_ok(),
+            Some(e) => e
+                .to_data
+                .try_send(Arrival {
+                    stream,
+                    prefix,
+                    from: self.ip,
+                })
+                .is_ok(),
             None => false,
         }
     }

@@ -56,6 +56,8 @@ pub struct PortPool {
     freed: Notify,
     /// `fwdist_passive_ports_in_use`.
     in_use: prometheus::IntGauge,
+    /// `ftps.proxy_protocol`: data connections begin with a PROXY header too.
+    proxy: bool,
 }
 
 #[derive(Default)]
@@ -140,11 +142,19 @@ impl Claim {
     /// Also the bytes already read from it (one port: its ClientHello).
     pub async fn accept(&mut self) -> io::Result<(TcpStream, Vec<u8>, IpAddr)> {
         match &mut self.source {
-            Source::Range(c) => c.listener.accept().await.map(|(s, a)| (s, Vec::new(), a.ip())),
+            Source::Range(c) => {
+                let (mut s, peer) = c.listener.accept().await?;
+                let from = if c.pool.proxy {
+                    super::proxy::read(&mut s, peer).await.map_err(io::Error::other)?
+                } else {
+                    peer
+                };
+                Ok((s, Vec::new(), from.ip()))
+            }
+            // The front read the PROXY header, when there is one, before it classified it.
             Source::Same(o) => {
                 let a = o.accept().await.ok_or(io::ErrorKind::NotConnected)?;
-                let from = a.stream.peer_addr()?;
-                Ok((a.stream, a.prefix, from.ip()))
+                Ok((a.stream, a.prefix, a.from))
             }
         }
     }
@@ -178,12 +188,13 @@ enum Busy {
 }
 
 impl PortPool {
-    pub fn new(range: RangeInclusive<u16>, in_use: prometheus::IntGauge) -> Arc<Self> {
+    pub fn new(range: RangeInclusive<u16>, in_use: prometheus::IntGauge, proxy: bool) -> Arc<Self> {
         Arc::new(PortPool {
             range,
             inner: Mutex::new(Inner::default()),
             freed: Notify::new(),
             in_use,
+            proxy,
         })
     }
 
@@ -301,7 +312,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_probe_holds_one_port_per_address_and_devices_the_rest() {
-        let pool = PortPool::new(free_range(3), prometheus::IntGauge::new("t", "t").unwrap());
+        let pool = PortPool::new(free_range(3), prometheus::IntGauge::new("t", "t").unwrap(), false);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();

@@ -161,7 +161,12 @@ mod tests {
             b"PROXY UDP4 192.0.2.7 10.0.0.1 1 2\r\n",
             b"PROXY TCP4  192.0.2.7 10.0.0.1 1 2\r\n",
         ] {
-            assert_eq!(parse(bad), Err(ProxyError::Malformed), "{}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                parse(bad),
+                Err(ProxyError::Malformed),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(parse(b"USER iq\r\n"), Err(ProxyError::Missing));
         let long = format!("PROXY TCP4 1.1.1.1 2.2.2.2 1 2{}\r\n", " ".repeat(100));
@@ -195,7 +200,10 @@ mod tests {
         c.write_all(b"PROXY TCP4 198.51.100.9 127.0.0.1 4000 2121\r\n\x16\x03\x01")
             .await
             .unwrap();
-        assert_eq!(read(&mut s, peer).await.unwrap(), "198.51.100.9:4000".parse().unwrap());
+        assert_eq!(
+            read(&mut s, peer).await.unwrap(),
+            "198.51.100.9:4000".parse().unwrap()
+        );
         let mut rest = [0u8; 3];
         s.read_exact(&mut rest).await.unwrap();
         assert_eq!(rest, [0x16, 3, 1]);

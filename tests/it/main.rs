@@ -36,6 +36,7 @@ mod replies;
 mod reports;
 mod robustness;
 mod rollouts;
+mod scaleout;
 mod schema;
 mod simulate;
 mod staged;

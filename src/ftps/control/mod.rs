@@ -71,6 +71,8 @@ pub struct FrontCtx {
     /// `ftps.idle_timeout_secs`: a logged-in session with no command from the IQ and no
     /// transfer running for this long is closed (see [`relay`]).
     pub idle: Duration,
+    /// `ftps.proxy_protocol`: connections begin with a PROXY v1 header ([`crate::ftps::proxy`]).
+    pub proxy: bool,
     /// What the storage backends share: the front opens `RETR`s with it itself.
     pub shared: Arc<crate::ftps::vfs::FtpsShared>,
 }

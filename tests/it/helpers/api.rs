@@ -25,8 +25,7 @@ impl TestApp {
     /// database (the CLI command itself is tested in `cli`).
     pub async fn create_token(&self, name: &str, role: &str) -> String {
         let role = fwdist::domain::Role::parse(role).unwrap();
-        let url = super::db_url(self.dir.path());
-        let db = fwdist::db::Db::connect(&url).await.unwrap();
+        let db = fwdist::db::Db::connect(&self.db_url).await.unwrap();
         let (_, token) = fwdist::services::tokens::Tokens::new(db.clone())
             .create(name, role, "cli")
             .await

@@ -40,6 +40,8 @@ pub struct TestApp {
     pub publisher_token: String,
     pub viewer_token: String,
     pub http: reqwest::Client,
+    /// The server's database (`FWDIST_DB__URL` when a test sets it: nodes that share one).
+    pub db_url: String,
     server: Option<Server>,
     mode: Mode,
     env: Vec<(String, String)>,
@@ -104,7 +106,12 @@ async fn spawn(mode: Mode, env: &[(&str, &str)]) -> TestApp {
         .unwrap();
     let (passive, ports) = free_passive_ports();
     let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+    let db_url = env
+        .iter()
+        .find(|(k, _)| *k == "FWDIST_DB__URL")
+        .map_or_else(|| db_url(dir.path()), |(_, v)| (*v).to_owned());
     let mut app = TestApp {
+        db_url,
         dir,
         ftp_addr: unbound,
         api_addr: unbound,
@@ -289,8 +296,13 @@ impl TestApp {
         }
     }
 
+    /// The FTPS certificate: `certs/server.crt`, or what `FWDIST_FTPS__CERT` names (a node
+    /// that shares another's).
     pub fn cert_path(&self) -> PathBuf {
-        self.path("certs/server.crt")
+        match self.env.iter().find(|(k, _)| k == "FWDIST_FTPS__CERT") {
+            Some((_, v)) => PathBuf::from(v),
+            None => self.path("certs/server.crt"),
+        }
     }
 
     /// Writes `fwdist.toml` for the current passive range; the control and API ports are 0
