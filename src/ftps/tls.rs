@@ -11,10 +11,14 @@ use crate::config::{FtpsConfig, PassiveHost};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// Which file is missing, then both paths: where the operator must put the pair (in a
+    /// container, the volume to mount) is the first thing they need to know.
     #[error(
-        "TLS {0} {1} not found (set ftps.cert/ftps.key, or ftps.self_signed = true for a dev certificate)"
+        "TLS {0} {1} not found: the FTPS server needs its PEM certificate chain at {2} and its key at {3}; \
+         put both there (in a container: mount the directory that holds them), set ftps.cert/ftps.key \
+         to where they are, or set ftps.self_signed = true for a development certificate"
     )]
-    Missing(&'static str, String),
+    Missing(&'static str, String, String, String),
     #[error("cannot create the self-signed certificate: {0}")]
     Generate(String),
     #[error("cannot write {0}: {1}")]
@@ -32,8 +36,8 @@ pub fn ensure_certificate(cfg: &FtpsConfig) -> Result<bool, TlsError> {
     match (cert.exists(), key.exists()) {
         (true, true) => return Ok(false),
         (false, false) if cfg.self_signed => {}
-        (false, _) => return Err(TlsError::Missing("certificate", cert.display().to_string())),
-        (_, false) => return Err(TlsError::Missing("key", key.display().to_string())),
+        (false, _) => return Err(missing("certificate", cert, cert, key)),
+        (_, false) => return Err(missing("key", key, cert, key)),
     }
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     match cfg.passive_host() {
@@ -48,6 +52,11 @@ pub fn ensure_certificate(cfg: &FtpsConfig) -> Result<bool, TlsError> {
     write_file(key, ck.signing_key.serialize_pem().as_bytes(), 0o600)?;
     tracing::warn!(cert = %cert.display(), "created a self-signed TLS certificate for development; use a real one in production");
     Ok(true)
+}
+
+fn missing(what: &'static str, path: &Path, cert: &Path, key: &Path) -> TlsError {
+    let show = |p: &Path| p.display().to_string();
+    TlsError::Missing(what, show(path), show(cert), show(key))
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
@@ -255,6 +264,30 @@ mod tests {
             issued: rustls::server::ServerSessionMemoryCache::new(SESSION_ISSUED),
         };
         (shared, control, data)
+    }
+
+    #[test]
+    fn a_missing_certificate_names_both_files_and_how_to_provide_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = FtpsConfig {
+            cert: dir.path().join("server.crt"),
+            key: dir.path().join("server.key"),
+            self_signed: false,
+            ..FtpsConfig::default()
+        };
+        let e = ensure_certificate(&cfg).unwrap_err().to_string();
+        let (cert, key) = (cfg.cert.display().to_string(), cfg.key.display().to_string());
+        assert!(
+            e.starts_with(&format!("TLS certificate {cert} not found: ")),
+            "{e}"
+        );
+        assert!(
+            e.contains(&key) && e.contains("mount") && e.contains("self_signed = true"),
+            "{e}"
+        );
+        std::fs::write(&cfg.cert, "").unwrap();
+        let e = ensure_certificate(&cfg).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("TLS key {key} not found: ")), "{e}");
     }
 
     #[test]
