@@ -238,7 +238,7 @@ def check_runtime_stage(runtime, fwdist):
     uid = users[-1].split(":")[0] if users else "root"
     check(uid.isdigit() and int(uid) != 0, "runtime stage runs as a numeric non-root user", f"USER {uid}")
     check(
-        any(k == "RUN" and f"useradd" in a and f"--uid {uid}" in a for k, a in inst),
+        any(k == "RUN" and "useradd" in a and f"--uid {uid}" in a for k, a in inst),
         f"the image creates user {uid}",
     )
     entry = [exec_form(a) for k, a in inst if k == "ENTRYPOINT"]
@@ -421,6 +421,10 @@ def run_image_command(fwdist, image_env, node_env):
         server = Serve(fwdist, env, workdir)
         r = until_healthy(server, env)
         check(r is not None and r.returncode == 0, "with a certificate the HEALTHCHECK passes (HTTP)", (r.stderr if r else "") + server.text()[-400:])
+        # The image's own form of the address: every interface, which the script dials on loopback.
+        port = env["FWDIST_ADMIN__LISTEN"].rsplit(":", 1)[1]
+        r = healthcheck({**env, "FWDIST_ADMIN__LISTEN": f"0.0.0.0:{port}"})
+        check(r.returncode == 0, "the HEALTHCHECK dials loopback for an admin API on 0.0.0.0", r.stderr.strip())
         code = server.stop()
         check(code == 0, "the image's command exits 0 on SIGTERM", f"exit {code}: {server.text()[-400:]}")
         gone = healthcheck(env)
