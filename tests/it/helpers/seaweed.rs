@@ -23,6 +23,7 @@ pub const BUCKET: &str = "fwdist-it";
 pub struct SeaweedFs {
     pub endpoint: String,
     pub port: u16,
+    ports: [u16; 10],
     child: Child,
     pub dir: TempDir,
     _ports: Vec<PortLock>,
@@ -83,9 +84,14 @@ impl SeaweedFs {
                 "-s3.port.lance=0",
             ])
             .arg(format!("-s3.config={}", dir.path().join("s3.json").display()))
+            // Its unix sockets default to /tmp/seaweedfs-*-<port>.sock, left behind.
+            .arg(format!("-s3.localSocket={}", dir.path().join("s3.sock").display()))
+            .arg(format!("-filer.localSocket={}", dir.path().join("filer.sock").display()))
             .arg(format!("-bucket={BUCKET}"))
             .args(flags.iter().zip(ports).map(|(f, p)| format!("-{f}={p}")))
             .current_dir(dir.path())
+            // Its logs go to the temp dir (glog writes to TMPDIR, else /tmp).
+            .env("TMPDIR", dir.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -93,6 +99,7 @@ impl SeaweedFs {
         let weed = SeaweedFs {
             endpoint: format!("http://127.0.0.1:{s3_port}"),
             port: s3_port,
+            ports,
             child,
             dir,
             _ports: vec![lock1, lock2],
@@ -204,6 +211,13 @@ impl Drop for SeaweedFs {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // The gRPC unix sockets are always made as /tmp/seaweedfs-<server>-grpc-<port>.sock,
+        // and not all are removed at exit; these ports were ours.
+        for port in self.ports {
+            for server in ["master", "volume", "filer", "s3", "admin"] {
+                let _ = fs::remove_file(format!("/tmp/seaweedfs-{server}-grpc-{port}.sock"));
+            }
+        }
         if std::thread::panicking() || std::env::var_os("TEST_LOG").is_some() {
             eprintln!("===== SeaweedFS log =====\n{}", self.log());
         }
