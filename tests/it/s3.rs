@@ -4,6 +4,7 @@
 //! is missing, a failure under `FWDIST_SYSTEM_TESTS=require`.
 
 use std::fs;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,9 @@ use tokio::io::AsyncReadExt as _;
 
 use crate::helpers::clients::ftplib_get;
 use crate::helpers::seaweed::{ACCESS_KEY, BUCKET, SECRET_KEY, SeaweedFs};
-use crate::helpers::{MIB, image, sha256_hex, spawn_app_with_store};
+use crate::helpers::{
+    MIB, config_toml_at, free_ports, image, run_cli_with_env, sha256_hex, spawn_app_with_store,
+};
 
 const IMAGE: &str = "/releases/1.0.0/firmware.bin";
 
@@ -239,4 +242,37 @@ async fn nodes_sharing_a_bucket_never_overwrite_a_claim_and_replace_only_old_orp
     tokio::time::sleep(Duration::from_millis(2100)).await;
     open(&weed, "shared", Duration::from_secs(1)).await;
     assert_eq!(weed.keys("shared/incoming").await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_wrong_secret_stops_the_start_with_the_bucket_named_and_the_secret_not() {
+    let Some(weed) = SeaweedFs::start("s3 wrong secret").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let any = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (_, _, passive, _ports) = free_ports();
+    let root = format!(
+        "[store]\nroot = \"{}\"\n",
+        dir.path().join("firmware-store").display()
+    );
+    let wrong = weed.store_toml("x").replace(SECRET_KEY, "wrong-secret-value");
+    let config = config_toml_at(dir.path(), any, any, passive).replace(&root, &format!("[store]\n{wrong}"));
+    fs::write(dir.path().join("fwdist.toml"), config).unwrap();
+    let out = run_cli_with_env(
+        dir.path(),
+        &["serve", "--config", "fwdist.toml"],
+        &[("RUST_LOG", Some("debug"))],
+    )
+    .await;
+    assert!(!out.success, "a wrong key must stop the start: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("fwdist: error: opening the firmware store at s3://fwdist-it/x"),
+        "{}",
+        out.stderr
+    );
+    for text in [&out.stdout, &out.stderr] {
+        assert!(!text.contains("wrong-secret-value"), "the secret leaked: {text}");
+    }
 }
