@@ -26,8 +26,10 @@
 //! Every request has a deadline and bounded retries ([`client_options`], [`retry_config`]).
 //! Errors name the object key and never the credentials.
 
+mod client;
 mod location;
 mod read;
+mod upload;
 
 use std::fmt;
 use std::io;
@@ -37,19 +39,19 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use futures_util::stream::TryStreamExt as _;
 use fwdist_release::manifest::{MANIFEST_NAME, SIGNATURE_NAME};
-use object_store::aws::{AmazonS3, AmazonS3Builder, S3ConditionalPut, S3CopyIfNotExists};
+use object_store::aws::AmazonS3;
 use object_store::path::Path;
 use object_store::{
-    BackoffConfig, ClientOptions, CopyMode, CopyOptions, ObjectStore, ObjectStoreExt as _, PutMode,
-    PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    CopyMode, CopyOptions, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, WriteMultipart,
 };
 
+pub use client::{S3Settings, client_options, retry_config};
 pub use location::{InvalidLocation, S3Location};
 use read::RangeReader;
+use upload::MultipartSink;
 
 use super::{FileRef, PartReader, ReleaseFiles, ReleaseStore, StagingKey, StoreError, UploadSink};
 use crate::domain::{Model, Version};
-use crate::secret::Secret;
 
 /// Staged uploads and claims older than this are leftovers of a node that died, never a
 /// publish in flight (a commit takes seconds; an upload that slow is refused by the API's
@@ -66,78 +68,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const PART_SIZE: usize = 8 * 1024 * 1024;
 const PARTS_IN_FLIGHT: usize = 2;
-
-/// How to reach the bucket, resolved from `[store]` and the `AWS_*` variables by the config.
-#[derive(Clone)]
-pub struct S3Settings {
-    pub location: S3Location,
-    /// `http(s)://host[:port]` of an S3-compatible service; `None` for AWS itself. Plain
-    /// `http` is used only when it is spelled out here.
-    pub endpoint: Option<String>,
-    pub region: String,
-    pub access_key_id: String,
-    pub secret_access_key: Secret,
-    pub session_token: Option<Secret>,
-}
-
-impl fmt::Debug for S3Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // No credential, not even the key id, is ever printed.
-        f.debug_struct("S3Settings")
-            .field("location", &self.location.to_string())
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
-}
-
-/// The deadlines of one client: connect, and the whole request from connect to last byte.
-pub fn client_options(request: Duration) -> ClientOptions {
-    ClientOptions::new()
-        .with_connect_timeout(CONNECT_TIMEOUT)
-        .with_timeout(request)
-        .with_pool_idle_timeout(Duration::from_secs(30))
-}
-
-/// Bounded retries of transient failures (5xx, throttling, cut connections), idempotent
-/// requests only: at most 3 more tries within 30 s.
-pub fn retry_config() -> RetryConfig {
-    RetryConfig {
-        backoff: BackoffConfig {
-            init_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(5),
-            base: 2.0,
-        },
-        max_retries: 3,
-        retry_timeout: Duration::from_secs(30),
-    }
-}
-
-fn client(s: &S3Settings, request: Duration) -> Result<AmazonS3, StoreError> {
-    let mut b = AmazonS3Builder::new()
-        .with_bucket_name(s.location.bucket())
-        .with_region(&s.region)
-        .with_access_key_id(&s.access_key_id)
-        .with_secret_access_key(s.secret_access_key.expose())
-        .with_client_options(client_options(request))
-        .with_retry(retry_config())
-        .with_conditional_put(S3ConditionalPut::ETagMatch)
-        .with_copy_if_not_exists(S3CopyIfNotExists::Header("If-None-Match".into(), "*".into()));
-    if let Some(token) = &s.session_token {
-        b = b.with_token(token.expose());
-    }
-    if let Some(endpoint) = &s.endpoint {
-        // Path-style requests: S3-compatible services rarely have a DNS name per bucket.
-        b = b
-            .with_endpoint(endpoint)
-            .with_allow_http(endpoint.starts_with("http://"))
-            .with_virtual_hosted_style_request(false);
-    }
-    b.build().map_err(|e| StoreError::Io {
-        what: format!("the S3 client for {}", s.location),
-        source: io::Error::other(e),
-    })
-}
 
 /// Maps an object_store error on `key`: a missing object is [`StoreError::Missing`].
 fn object_err(key: &str) -> impl FnOnce(object_store::Error) -> StoreError + '_ {
@@ -191,8 +121,8 @@ impl S3Store {
         let store = S3Store {
             loc: settings.location.clone(),
             endpoint: settings.endpoint.clone(),
-            ops: Arc::new(client(settings, REQUEST_TIMEOUT)?),
-            reads: Arc::new(client(settings, READ_TIMEOUT)?),
+            ops: Arc::new(client::client(settings, REQUEST_TIMEOUT)?),
+            reads: Arc::new(client::client(settings, READ_TIMEOUT)?),
             stale_after,
         };
         let removed = store.remove_stale_staging().await?;
@@ -394,49 +324,5 @@ impl ReleaseStore for S3Store {
                 },
             })?;
         Ok(Box::new(reader))
-    }
-}
-
-/// A staged image on its way up, part by part.
-struct MultipartSink {
-    writer: Option<WriteMultipart>,
-}
-
-fn closed() -> io::Error {
-    io::Error::other("the staged upload was already finished")
-}
-
-#[async_trait]
-impl UploadSink for MultipartSink {
-    async fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let writer = self.writer.as_mut().ok_or_else(closed)?;
-        // Backpressure: at most PARTS_IN_FLIGHT parts uploading, so memory stays bounded.
-        writer
-            .wait_for_capacity(PARTS_IN_FLIGHT)
-            .await
-            .map_err(io::Error::other)?;
-        writer.write(chunk);
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> io::Result<()> {
-        let writer = self.writer.take().ok_or_else(closed)?;
-        writer.finish().await.map(drop).map_err(io::Error::other)
-    }
-}
-
-impl Drop for MultipartSink {
-    /// An upload dropped unfinished (refused, too large, cut off) aborts its multipart
-    /// upload, so its parts do not linger in the bucket.
-    fn drop(&mut self) {
-        if let Some(writer) = self.writer.take()
-            && let Ok(rt) = tokio::runtime::Handle::try_current()
-        {
-            rt.spawn(async move {
-                if let Err(e) = writer.abort().await {
-                    tracing::debug!(error = %e, "aborting an unfinished multipart upload");
-                }
-            });
-        }
     }
 }
