@@ -53,9 +53,10 @@ use upload::MultipartSink;
 use super::{FileRef, PartReader, ReleaseFiles, ReleaseStore, StagingKey, StoreError, UploadSink};
 use crate::domain::{Model, Version};
 
-/// Staged uploads and claims older than this are leftovers of a node that died, never a
-/// publish in flight (a commit takes seconds; an upload that slow is refused by the API's
-/// own limits long before).
+/// Staged objects, and claims without a row, older than this are leftovers of a node that
+/// died, never a publish in flight: a staged object exists only from the end of its upload
+/// to its commit, and a claim lacks its row only from the commit to the insert, seconds each
+/// (an upload still arriving is a multipart upload, which listing does not show).
 pub const STALE_AFTER: Duration = Duration::from_secs(3600);
 /// Bytes per ranged GET of a read: at the request deadline ([`READ_TIMEOUT`]) a window is
 /// drained by any IQ faster than 68 KiB/s without a retry.
