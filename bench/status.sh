@@ -13,5 +13,5 @@ W=$(mktemp -d /tmp/fwdist-status.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 cd "$ROOT/bench/status"
 [ -f Cargo.lock ] || cp "$ROOT/Cargo.lock" Cargo.lock
-CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" cargo build --release -q
 "${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist-bench-status" "$W" "$DEVICES" "$RECORDS"

@@ -15,6 +15,6 @@ head -c 1024 /dev/urandom > "$W/releases/iq2/1.0.1/firmware.bin"
 # The bench shares the main target directory, so only unftp-sbe-fs and this program build.
 cd "$ROOT/bench/store-read"
 [ -f Cargo.lock ] || cp "$ROOT/Cargo.lock" Cargo.lock
-CARGO_TARGET_DIR="$ROOT/target" cargo build --release -q
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}" cargo build --release -q
 "${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist-bench-store-read" "$W" releases/iq2/1.0.0/firmware.bin \
   releases/iq2/1.0.1/firmware.bin "$ROUNDS"

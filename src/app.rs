@@ -18,7 +18,7 @@ use crate::diagnostics::Diagnostics;
 use crate::ftps::{self, FtpsFront, FtpsShared, Sessions};
 use crate::metrics::Metrics;
 use crate::services::{Services, Wiring};
-use crate::store::{FsStore, ReleaseStore};
+use crate::store::{FsStore, ReleaseStore, S3Store};
 
 /// `fwdist_api_requests_total{method,status}` around the admin API. Methods outside the
 /// standard set count as `other`, so a client cannot grow the label set.
@@ -88,11 +88,18 @@ impl App {
         }
         std::fs::create_dir_all(&cfg.signing.trusted_keys)
             .with_context(|| format!("creating {}", cfg.signing.trusted_keys.display()))?;
-        let store: Arc<dyn ReleaseStore> = Arc::new(
-            FsStore::open(&cfg.store.root)
-                .await
-                .context("opening the firmware store")?,
-        );
+        let store: Arc<dyn ReleaseStore> = match cfg.store.s3()? {
+            Some(s3) => Arc::new(
+                S3Store::open(&s3)
+                    .await
+                    .with_context(|| format!("opening the firmware store at {}", s3.location))?,
+            ),
+            None => Arc::new(
+                FsStore::open(&cfg.store.root)
+                    .await
+                    .context("opening the firmware store")?,
+            ),
+        };
         let db = Db::connect(&cfg.db.url).await.context("opening the database")?;
         let metrics = Arc::new(Metrics::new());
         let (recorder, recorder_task) = ftps::spawn_recorder(db.clone(), metrics.clone());

@@ -10,6 +10,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 pub use crate::domain::PassiveMode;
+use crate::secret::Secret;
+
+mod s3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -109,9 +112,23 @@ pub struct AdminConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreConfig {
+    /// The local store's directory (the embedded default). Not read when `url` is set, and
+    /// setting both is refused.
     pub root: PathBuf,
-    /// Object storage (`s3://bucket/prefix`): scale-out, not available yet.
+    /// Object storage instead of `root`: `s3://BUCKET` or `s3://BUCKET/PREFIX`, shared by
+    /// every node (SPEC §13).
     pub url: Option<String>,
+    /// `http(s)://host[:port]` of an S3-compatible service (SeaweedFS, MinIO, ...); unset:
+    /// AWS itself, or `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL`. Plain `http` only when
+    /// spelled out.
+    pub endpoint: Option<String>,
+    /// Unset: `AWS_REGION`, `AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Both or neither; neither: `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY` (and
+    /// `AWS_SESSION_TOKEN` if set). The secret is never printed or logged.
+    pub access_key_id: Option<String>,
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<Secret>,
     /// Largest firmware image accepted on upload.
     pub max_image_bytes: u64,
 }
@@ -184,6 +201,10 @@ impl Default for StoreConfig {
         StoreConfig {
             root: "firmware-store".into(),
             url: None,
+            endpoint: None,
+            region: None,
+            access_key_id: None,
+            secret_access_key: None,
             max_image_bytes: 4 << 30,
         }
     }
@@ -219,21 +240,31 @@ impl Config {
     /// # Errors
     /// Missing file, bad syntax, unknown keys, or values that fail [`Config::validate`].
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        // What the operator set, without the defaults: `store.root` has a default, and only
+        // a root that was written down can conflict with `store.url`.
+        let mut given = Figment::new();
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::Missing(path.to_owned()));
             }
-            fig = fig.merge(Toml::file(path));
+            given = given.merge(Toml::file(path));
         }
-        let cfg: Config = fig
-            .merge(
-                Env::prefixed("FWDIST_")
-                    .filter(|k| is_config_var(k.as_str()))
-                    .split("__"),
-            )
+        let given = given.merge(
+            Env::prefixed("FWDIST_")
+                .filter(|k| is_config_var(k.as_str()))
+                .split("__"),
+        );
+        let root_given = given.find_value("store.root").is_ok();
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(given)
             .extract()
             .map_err(|e| ConfigError::Parse(e.to_string()))?;
+        if root_given && cfg.store.url.is_some() {
+            return Err(invalid(
+                "store.root",
+                "set store.root (a local store) or store.url (object storage), not both: with store.url no release lives under store.root",
+            ));
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -263,12 +294,7 @@ impl Config {
         if self.node.is_empty() || self.node.len() > 64 {
             return Err(invalid("node", "must be 1-64 characters"));
         }
-        if let Some(url) = &self.store.url {
-            return Err(invalid(
-                "store.url",
-                format!("{url:?}: object storage is not available yet; use store.root"),
-            ));
-        }
+        self.store.s3()?;
         let scheme = self.db.url.split_once("://").map(|(s, _)| s);
         if !matches!(scheme, Some("sqlite" | "postgres" | "postgresql")) {
             // The URL may hold a password: name only its scheme.

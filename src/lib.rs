@@ -12,8 +12,8 @@
 //! - [`domain`] — device ids, models, versions, digests (from `fwdist-release`), roles,
 //!   rollout states, outcomes, time. Depends on nothing else here.
 //! - [`secret`] — server-generated secrets: creation, hashing, constant-time checks.
-//! - [`store`] — the [`store::ReleaseStore`] seam and its filesystem implementation. No
-//!   FTP/HTTP/SQL.
+//! - [`store`] — the [`store::ReleaseStore`] seam and its implementations: a directory (the
+//!   default) and S3-compatible object storage (scale-out). No FTP/HTTP/SQL.
 //! - [`db`] — the metadata database behind one `Db` (SQLite backend). Rows, no rules.
 //! - [`services`] — the rules: publish, targeting (with its pure policy), rollouts, devices,
 //!   tokens. Used alike by the API, the CLI and the FTPS tree.

@@ -40,6 +40,14 @@ impl Secret {
     }
 }
 
+/// Read from configuration (`store.secret_access_key`). There is deliberately no
+/// `Serialize`: a secret is never written back out.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")

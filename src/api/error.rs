@@ -95,6 +95,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::TooLarge(_) => ApiError::PayloadTooLarge(e.to_string()),
+            StoreError::Exists(m) => ApiError::Conflict(m),
             StoreError::Io { .. } | StoreError::Missing(_) => ApiError::Internal(Box::new(e)),
         }
     }

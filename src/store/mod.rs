@@ -5,12 +5,13 @@
 //! release made visible at once), discarded (when the database row that makes it visible
 //! could not be written) and read back as byte ranges. Callers hold an
 //! `Arc<dyn ReleaseStore>` and never see a file handle or an object key: the local
-//! filesystem ([`fs::FsStore`], the embedded default) is the first implementation, object
-//! storage the next.
+//! filesystem ([`fs::FsStore`], the embedded default) and S3-compatible object storage
+//! ([`s3::S3Store`], for several nodes sharing one bucket).
 //!
 //! Knows nothing of FTP, HTTP or SQL.
 
 pub mod fs;
+pub mod s3;
 
 use std::fmt;
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use tokio::io::AsyncRead;
 use crate::domain::{Model, Sha256Digest, Version};
 
 pub use fs::FsStore;
+pub use s3::S3Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -31,6 +33,9 @@ pub enum StoreError {
     TooLarge(u64),
     #[error("{0} is not in the store")]
     Missing(String),
+    /// The release's objects exist already (another node publishing it): never overwritten.
+    #[error("{0}")]
+    Exists(String),
 }
 
 /// A reader of part of a stored file.

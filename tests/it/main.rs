@@ -36,6 +36,7 @@ mod replies;
 mod reports;
 mod robustness;
 mod rollouts;
+mod s3;
 mod scaleout;
 mod schema;
 mod simulate;

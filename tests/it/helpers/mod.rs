@@ -9,6 +9,7 @@ pub mod clients;
 mod data;
 pub mod oneshot;
 mod process;
+pub mod seaweed;
 pub mod system;
 
 pub use api::{Signed, assert_client_error};
@@ -45,6 +46,8 @@ pub struct TestApp {
     server: Option<Server>,
     mode: Mode,
     env: Vec<(String, String)>,
+    /// The `[store]` table instead of the local store's `root` (object storage).
+    store_toml: Option<String>,
     _ports: PortLock,
 }
 
@@ -94,7 +97,17 @@ pub async fn spawn_app_one_port() -> TestApp {
     spawn_app_one_port_with_env(&[]).await
 }
 
+/// The server in-process with this `[store]` table instead of a local store (e.g.
+/// [`seaweed::SeaweedFs::store_toml`]); the database stays a SQLite file in the temp dir.
+pub async fn spawn_app_with_store(store_toml: String) -> TestApp {
+    spawn_with(Mode::InProcess, &[], Some(store_toml)).await
+}
+
 async fn spawn(mode: Mode, env: &[(&str, &str)]) -> TestApp {
+    spawn_with(mode, env, None).await
+}
+
+async fn spawn_with(mode: Mode, env: &[(&str, &str)], store_toml: Option<String>) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         fwdist::telemetry::init();
     }
@@ -123,6 +136,7 @@ async fn spawn(mode: Mode, env: &[(&str, &str)]) -> TestApp {
         server: None,
         mode,
         env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        store_toml,
         _ports: ports,
     };
     app.write_config();
@@ -309,7 +323,12 @@ impl TestApp {
     /// (chosen at every start).
     pub fn write_config(&self) {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let config = config_toml_at(self.dir.path(), any, any, self.passive);
+        let mut config = config_toml_at(self.dir.path(), any, any, self.passive);
+        if let Some(store) = &self.store_toml {
+            let root = format!("[store]\nroot = \"{}\"\n", self.path("firmware-store").display());
+            assert!(config.contains(&root), "the test config has a [store] root line");
+            config = config.replace(&root, &format!("[store]\n{store}"));
+        }
         fs::write(self.path("fwdist.toml"), config).unwrap();
     }
 
