@@ -1,4 +1,5 @@
-//! Scale-out (SPEC §13): two `fwdist serve` nodes over one PostgreSQL database behind a real
+//! Scale-out (SPEC §13): two `fwdist serve` nodes over one PostgreSQL database and one S3
+//! bucket (a real SeaweedFS) behind a real
 //! HAProxy that balances the control port and the shared passive range by source address
 //! and sends PROXY v1 headers (`ftps.proxy_protocol`). Publish on one node; an IQ downloads
 //! and resumes through the balancer; its records carry its own address (not the balancer's)
@@ -17,8 +18,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::helpers::seaweed::SeaweedFs;
 use crate::helpers::system::Requirements;
-use crate::helpers::{TestApp, free_ports, image, pg_database, run_program, sha256_hex, spawn_app_with_env};
+use crate::helpers::{
+    TestApp, free_ports, image, pg_database, run_program, sha256_hex, spawn_app_with_store_and_env,
+};
 
 const NODE_IPS: [&str; 2] = ["127.0.0.11", "127.0.0.12"];
 const BALANCER_SOURCE: &str = "127.0.0.2";
@@ -119,6 +123,10 @@ async fn two_nodes_behind_haproxy_share_one_database_and_either_serves_any_iq() 
     if !req.met("the scale-out test") {
         return;
     }
+    let Some(s3) = SeaweedFs::start("the scale-out test").await else {
+        return;
+    };
+    let store = s3.store_toml("scaleout");
     let (ctl_addr, _, passive, _ports) = free_ports();
     let ctl = ctl_addr.port();
     let pg = pg_database(Path::new(""));
@@ -134,17 +142,16 @@ async fn two_nodes_behind_haproxy_share_one_database_and_either_serves_any_iq() 
             ("FWDIST_FTPS__PROXY_PROTOCOL".to_owned(), "true".to_owned()),
         ]
     };
-    let n1 = spawn_app_with_env(&refs(&env(0))).await;
-    // Node 2: the same certificate, store and release keys as node 1 (one shared store).
+    let n1 = spawn_app_with_store_and_env(store.clone(), &refs(&env(0))).await;
+    // Node 2: the same certificate and release keys as node 1, the same bucket.
     let mut e2 = env(1);
     let p = |rel: &str| n1.path(rel).display().to_string();
     e2.extend([
         ("FWDIST_FTPS__CERT".to_owned(), p("certs/server.crt")),
         ("FWDIST_FTPS__KEY".to_owned(), p("certs/server.key")),
-        ("FWDIST_STORE__ROOT".to_owned(), p("firmware-store")),
         ("FWDIST_SIGNING__TRUSTED_KEYS".to_owned(), p("certs/release-keys")),
     ]);
-    let n2 = spawn_app_with_env(&refs(&e2)).await;
+    let n2 = spawn_app_with_store_and_env(store, &refs(&e2)).await;
     fs::write(n1.path("haproxy.cfg"), haproxy_config(ctl, passive)).unwrap();
     let _balancer = Balancer(
         Command::new(&haproxy)

@@ -103,6 +103,12 @@ pub async fn spawn_app_with_store(store_toml: String) -> TestApp {
     spawn_with(Mode::InProcess, &[], Some(store_toml)).await
 }
 
+/// The real process with its own `[store]` table and extra environment variables (a node of
+/// several over one bucket).
+pub async fn spawn_app_with_store_and_env(store_toml: String, env: &[(&str, &str)]) -> TestApp {
+    spawn_with(Mode::Process, env, Some(store_toml)).await
+}
+
 async fn spawn(mode: Mode, env: &[(&str, &str)]) -> TestApp {
     spawn_with(mode, env, None).await
 }
