@@ -1,5 +1,5 @@
 //! `reports`: install reports (SPEC §7), appended and never edited; a device's
-//! `installed_version` follows its latest `installed` one.
+//! `installed_version` follows its latest `installed` one and `last_report_at` its latest.
 
 use sqlx::FromRow;
 
@@ -72,7 +72,8 @@ impl TryFrom<Raw> for ReportRow {
 const COLUMNS: &str = "id, device, model, version, outcome, detail, at, source, client_ip, node";
 
 impl Db {
-    /// Stores a report, moves the device's `installed_version` when it says `installed`, and
+    /// Stores a report, notes its time on the device and moves the device's
+    /// `installed_version` when it says `installed`, and
     /// applies it to the device's standing in every rollout of that release, in one
     /// transaction.
     ///
@@ -95,12 +96,20 @@ impl Db {
         .bind(&r.node)
         .fetch_one(&mut *tx)
         .await?;
-        if r.outcome == ReportOutcome::Installed {
-            sqlx::query("UPDATE devices SET installed_version = $2 WHERE id = $1")
-                .bind(r.device.to_string())
-                .bind(r.version.as_str())
-                .execute(&mut *tx)
-                .await?;
+        // `last_report_at` for the dashboard's "not reported in N days" (an index range).
+        sqlx::query(
+            "UPDATE devices SET last_report_at = $1,
+                 installed_version = CASE WHEN $2 THEN $3 ELSE installed_version END
+             WHERE id = $4",
+        )
+        .bind(r.at)
+        .bind(r.outcome == ReportOutcome::Installed)
+        .bind(r.version.as_str())
+        .bind(r.device.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if r.outcome == ReportOutcome::Failed {
+            super::fleet::bump_activity(&mut tx, r.at.div_euclid(super::fleet::HOUR), 0, 0, 1).await?;
         }
         let progress = Progress::Report {
             id: raw.id,
