@@ -14,7 +14,9 @@ pub mod devices;
 pub mod diagnostics;
 pub mod downloads;
 pub mod error;
+pub mod fleet;
 pub mod health;
+pub mod history;
 pub mod listener;
 pub mod network;
 pub mod openapi;
@@ -22,6 +24,7 @@ pub mod releases;
 pub mod reports;
 pub mod rollouts;
 pub mod rules;
+pub mod sites;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -83,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         })
         .fallback(rules::no_such_endpoint)
         .layer(Extension(served))
+        .layer(Extension(fleet::FleetCache::default()))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -94,10 +98,13 @@ pub fn documented(max_image_bytes: u64) -> OpenApiRouter<AppState> {
         .merge(releases::router(max_image_bytes))
         .merge(devices::router())
         .merge(rollouts::router())
+        .merge(history::router())
         .merge(reports::router())
         .merge(downloads::router())
         .merge(network::router())
         .merge(diagnostics::router())
+        .merge(sites::router())
+        .merge(fleet::router())
         .merge(tokens::router())
         .merge(audit::router())
         .routes(routes!(openapi::openapi_document));
