@@ -2,7 +2,7 @@
 //! installed version, devices that have not reported in `stale_days`, and download records
 //! and failed reports per hour over 24 h and per day over 7 d.
 //!
-//! Each part is an index range, a covering-index scan or a few kept rows (`db::fleet`); the
+//! Each part is a few kept rows or an index range (`db::fleet`); the
 //! answer is kept for [`FRESH_MS`] per `stale_days` ([`FleetCache`], one per router) and then
 //! refreshed in the background while the old one is served, so dashboards polling it cost
 //! the database one round of those queries per 30 s, whatever the number of tabs, and only

@@ -1,9 +1,10 @@
 //! Fleet aggregates the dashboard reads (issue 13): devices per model and installed version,
 //! devices that have not reported since a time, and download records and failed reports per
-//! time bucket. The per-version counts scan the covering index `devices_installed`, the stale
-//! ones count a range of `devices_last_report`, and the time buckets read at most 168 rows
-//! of `activity`, the per-hour counts kept with each record and report ([`bump_activity`]);
-//! none reads the tables' rows except the few stale devices it lists.
+//! time bucket. The per-version counts are kept in `fleet_versions` as devices come, go and
+//! report ([`bump_versions`]), the stale ones count a range of `devices_last_report`, and the
+//! time buckets read at most 168 rows of `activity`, the per-hour counts kept with each
+//! record and report ([`bump_activity`]); none reads the tables' rows except the few stale
+//! devices it lists.
 
 use sqlx::{FromRow, Sqlite, Transaction};
 
@@ -36,13 +37,6 @@ pub struct StaleDevice {
 }
 
 #[derive(FromRow)]
-struct VersionRaw {
-    model: String,
-    installed_version: Option<String>,
-    n: i64,
-}
-
-#[derive(FromRow)]
 struct StaleRaw {
     id: String,
     model: String,
@@ -50,23 +44,22 @@ struct StaleRaw {
 }
 
 impl Db {
-    /// Devices per model and installed version, by model then version.
+    /// Devices per model and installed version, by model then version (none first).
     ///
     /// # Errors
     /// Database failure.
     pub async fn devices_per_version(&self) -> DbResult<Vec<VersionCount>> {
-        let raws: Vec<VersionRaw> = sqlx::query_as(
-            "SELECT model, installed_version, COUNT(*) AS n FROM devices
-             GROUP BY model, installed_version ORDER BY model, installed_version",
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT model, version, n FROM fleet_versions WHERE n > 0 ORDER BY model, version",
         )
         .fetch_all(self.pool())
         .await?;
-        raws.into_iter()
-            .map(|r| {
+        rows.into_iter()
+            .map(|(model, version, n)| {
                 Ok(VersionCount {
-                    model: r.model,
-                    version: r.installed_version,
-                    devices: to_u64(r.n, "count")?,
+                    model,
+                    version: (!version.is_empty()).then_some(version),
+                    devices: to_u64(n, "count")?,
                 })
             })
             .collect()
@@ -164,6 +157,29 @@ pub(crate) async fn bump_activity(
     .bind(to_i64(complete))
     .bind(to_i64(aborted))
     .bind(to_i64(failed_reports))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Adds `delta` devices to (`model`, `version`; None: none reported) in the caller's
+/// transaction.
+///
+/// # Errors
+/// Database failure.
+pub(crate) async fn bump_versions(
+    tx: &mut Transaction<'_, Sqlite>,
+    model: &str,
+    version: Option<&str>,
+    delta: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO fleet_versions (model, version, n) VALUES ($1, $2, $3)
+         ON CONFLICT (model, version) DO UPDATE SET n = n + excluded.n",
+    )
+    .bind(model)
+    .bind(version.unwrap_or(""))
+    .bind(delta)
     .execute(&mut **tx)
     .await?;
     Ok(())

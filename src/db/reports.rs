@@ -96,6 +96,20 @@ impl Db {
         .bind(&r.node)
         .fetch_one(&mut *tx)
         .await?;
+        if r.outcome == ReportOutcome::Installed {
+            // The fleet's per-version counts follow the device's installed version.
+            let before: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT model, installed_version FROM devices WHERE id = $1")
+                    .bind(r.device.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((model, old)) = before
+                && old.as_deref() != Some(r.version.as_str())
+            {
+                super::fleet::bump_versions(&mut tx, &model, old.as_deref(), -1).await?;
+                super::fleet::bump_versions(&mut tx, &model, Some(r.version.as_str()), 1).await?;
+            }
+        }
         // `last_report_at` for the dashboard's "not reported in N days" (an index range).
         sqlx::query(
             "UPDATE devices SET last_report_at = $1,

@@ -132,6 +132,36 @@ async fn fleet_counts_models_versions_silent_devices_and_activity() {
     assert_eq!(hours[23]["failed_reports"], 1, "this hour's failed report: {f}");
     let failed: u64 = hours.iter().map(|b| b["failed_reports"].as_u64().unwrap()).sum();
     assert_eq!(failed, 1);
+    // The counts follow a newer install and a deletion (another `stale_days`: not the
+    // answer reused from above).
+    app.publish("iq2", "1.1.0", 2, &image(4096, 3)).await;
+    let (status, body) = app
+        .post(
+            "/api/v1/devices/aa:bb:cc:32:00:01/reports",
+            json!({"version": "1.1.0", "outcome": "installed"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, _) = app
+        .request(
+            Method::DELETE,
+            "/api/v1/devices/aa:bb:cc:32:00:03",
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (_, f) = app.get("/api/v1/fleet?stale_days=2").await;
+    assert_eq!(
+        f["models"],
+        json!([{"model": "iq2", "devices": 2, "versions": [{"version": null, "devices": 1}, {"version": "1.1.0", "devices": 1}]}]),
+        "{f}"
+    );
+    assert_eq!(
+        (&f["devices"], &f["stale"]["devices"]),
+        (&json!(2), &json!(0)),
+        "{f}"
+    );
     // Bad values are 400s naming the parameter.
     for bad in ["0", "366", "x"] {
         let (status, body) = app.get(&format!("/api/v1/fleet?stale_days={bad}")).await;
