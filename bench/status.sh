@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rollout status at fleet scale (issue 9): seeds DEVICES devices and RECORDS download records
 # through fwdist's own database layer and services into a fresh SQLite database, then times
-# GET /rollouts/{id}, the rollout list, the failed-devices page and a login's target lookup
+# GET /rollouts/{id}, the rollout list, the failed-devices page, the dashboard's endpoints
+# (fleet, history, sites, device search and page, releases, audit) and a login's target lookup
 # through the real router. Not part of CI.
 #
 #   bench/status.sh [DEVICES] [RECORDS]     (default 1000000 10000000: about 15 minutes here)

@@ -6,7 +6,8 @@
 //!
 //! Each resource's `router()` is a utoipa-axum `OpenApiRouter`: a handler is routed and
 //! documented by the same `routes!` call (see `openapi.rs`); the rules every route shares
-//! (unknown query parameters, 405, 404) read that document (see `rules.rs`).
+//! (unknown query parameters, 405, 404) read that document (see `rules.rs`). The dashboard
+//! (`ui`) is served beside the API at `/`, outside the document.
 
 pub mod audit;
 pub mod auth;
@@ -14,7 +15,9 @@ pub mod devices;
 pub mod diagnostics;
 pub mod downloads;
 pub mod error;
+pub mod fleet;
 pub mod health;
+pub mod history;
 pub mod listener;
 pub mod network;
 pub mod openapi;
@@ -22,7 +25,9 @@ pub mod releases;
 pub mod reports;
 pub mod rollouts;
 pub mod rules;
+pub mod sites;
 pub mod tokens;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,7 +65,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let (routes, doc) = documented(state.max_image_bytes).split_for_parts();
     let doc = openapi::finish(doc);
-    let table = Arc::new(rules::RouteTable::new(&doc));
+    let table = Arc::new(rules::RouteTable::new(&doc).with_pages(&ui::PAGES));
     let served = match openapi::Served::new(&doc) {
         Ok(s) => s,
         // utoipa's types always serialize; should one not, the API still serves the rest and
@@ -73,6 +78,7 @@ pub fn router(state: AppState) -> Router {
     let not_allowed = table.clone();
     routes
         .merge(health::router())
+        .merge(ui::router())
         .route_layer(axum::middleware::from_fn_with_state(
             table,
             rules::refuse_unknown_query,
@@ -83,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         })
         .fallback(rules::no_such_endpoint)
         .layer(Extension(served))
+        .layer(Extension(fleet::FleetCache::default()))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -94,10 +101,13 @@ pub fn documented(max_image_bytes: u64) -> OpenApiRouter<AppState> {
         .merge(releases::router(max_image_bytes))
         .merge(devices::router())
         .merge(rollouts::router())
+        .merge(history::router())
         .merge(reports::router())
         .merge(downloads::router())
         .merge(network::router())
         .merge(diagnostics::router())
+        .merge(sites::router())
+        .merge(fleet::router())
         .merge(tokens::router())
         .merge(audit::router())
         .routes(routes!(openapi::openapi_document));

@@ -5,6 +5,9 @@
 //!   (SPEC §6 v2: filters never silently match everything), before the token is checked;
 //! - a method the path does not have gets `405` with an `Allow` header and a JSON body;
 //! - a path that is no route gets `404` `{"error": "no such endpoint"}`.
+//!
+//! The dashboard's pages (`ui.rs`) are not in the document; [`RouteTable::with_pages`] adds
+//! them so that their 405 names `GET, HEAD` too.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,6 +51,16 @@ impl RouteTable {
             })
             .collect();
         RouteTable { paths }
+    }
+
+    /// Adds paths outside the document that answer `GET` (and `HEAD`) only, taking no query
+    /// parameter rule: the dashboard's pages, so their 405 names what they allow.
+    pub fn with_pages(mut self, pages: &[&str]) -> Self {
+        for p in pages {
+            self.paths
+                .insert((*p).to_owned(), vec![(Method::GET, Vec::new())]);
+        }
+        self
     }
 
     /// The query parameters of (method, path template), `None` for no such operation.

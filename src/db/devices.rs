@@ -100,6 +100,7 @@ impl Db {
         .bind(now_ms())
         .fetch_one(&mut *tx)
         .await?;
+        super::fleet::bump_versions(&mut tx, model.as_str(), None, 1).await?;
         append_audit(&mut tx, audit, now_ms()).await?;
         tx.commit().await?;
         raw.try_into()
@@ -117,7 +118,9 @@ impl Db {
     ) -> DbResult<()> {
         let mut tx = self.pool().begin().await?;
         let now = now_ms();
+        let mut per_model: std::collections::BTreeMap<&str, i64> = std::collections::BTreeMap::new();
         for (id, model, labels, secret) in devices {
+            *per_model.entry(model.as_str()).or_default() += 1;
             let labels_text = serde_json::to_string(labels).map_err(|e| DbError::Corrupt(e.to_string()))?;
             sqlx::query(
                 "INSERT INTO devices (id, model, labels, secret_hash, enabled, created_at) VALUES ($1, $2, $3, $4, 1, $5)",
@@ -136,6 +139,9 @@ impl Db {
                 serde_json::json!({"model": model.as_str(), "labels": labels_json(labels)}),
             );
             append_audit(&mut tx, &audit, now).await?;
+        }
+        for (model, n) in per_model {
+            super::fleet::bump_versions(&mut tx, model, None, n).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -305,13 +311,15 @@ impl Db {
     /// Database failure.
     pub async fn delete_device(&self, id: &DeviceId, audit: &AuditEntry) -> DbResult<bool> {
         let mut tx = self.pool().begin().await?;
-        let r = sqlx::query("DELETE FROM devices WHERE id = $1")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 0 {
+        let gone: Option<(String, Option<String>)> =
+            sqlx::query_as("DELETE FROM devices WHERE id = $1 RETURNING model, installed_version")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((model, version)) = gone else {
             return Ok(false);
-        }
+        };
+        super::fleet::bump_versions(&mut tx, &model, version.as_deref(), -1).await?;
         sqlx::query("DELETE FROM pins WHERE device = $1")
             .bind(id.to_string())
             .execute(&mut *tx)

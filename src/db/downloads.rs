@@ -1,4 +1,5 @@
-//! `downloads`: one row per RETR by a device (SPEC §5), written in batches.
+//! `downloads`: one row per RETR by a device (SPEC §5), written in batches (each batch also
+//! adds to the per-hour counts the dashboard charts, `fleet::bump_activity`).
 
 use sqlx::FromRow;
 
@@ -96,6 +97,20 @@ impl Db {
         devices.sort();
         devices.dedup();
         super::members::lock_devices(&mut tx, &devices).await?;
+        // The dashboard's per-hour counts, one upsert per hour the batch touches.
+        let mut hours: std::collections::BTreeMap<i64, (u64, u64)> = std::collections::BTreeMap::new();
+        for r in batch {
+            let h = hours
+                .entry(r.finished_at.div_euclid(super::fleet::HOUR))
+                .or_default();
+            match r.outcome {
+                Outcome::Complete => h.0 += 1,
+                Outcome::Aborted => h.1 += 1,
+            }
+        }
+        for (hour, (complete, aborted)) in hours {
+            super::fleet::bump_activity(&mut tx, hour, complete, aborted, 0).await?;
+        }
         for r in batch {
             let (id,): (i64,) = sqlx::query_as(
                 "INSERT INTO downloads (device, model, version, file, start_offset, bytes, size, outcome,

@@ -21,11 +21,13 @@
 pub mod audit;
 pub mod devices;
 pub mod downloads;
+pub mod fleet;
 pub mod members;
 pub mod pins;
 pub mod releases;
 pub mod reports;
 pub mod rollouts;
+pub mod samples;
 pub mod tokens;
 
 use std::path::Path;

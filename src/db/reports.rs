@@ -1,5 +1,5 @@
 //! `reports`: install reports (SPEC §7), appended and never edited; a device's
-//! `installed_version` follows its latest `installed` one.
+//! `installed_version` follows its latest `installed` one and `last_report_at` its latest.
 
 use sqlx::FromRow;
 
@@ -72,7 +72,8 @@ impl TryFrom<Raw> for ReportRow {
 const COLUMNS: &str = "id, device, model, version, outcome, detail, at, source, client_ip, node";
 
 impl Db {
-    /// Stores a report, moves the device's `installed_version` when it says `installed`, and
+    /// Stores a report, notes its time on the device and moves the device's
+    /// `installed_version` when it says `installed`, and
     /// applies it to the device's standing in every rollout of that release, in one
     /// transaction.
     ///
@@ -90,6 +91,9 @@ impl Db {
 
     async fn try_insert_report(&self, r: &NewReport, rules: &MemberRules) -> DbResult<ReportRow> {
         let mut tx = self.pool().begin().await?;
+        // The device's member rows first, as a download batch takes them, before any kept
+        // count (fleet, activity, rollout counts) is touched.
+        super::members::lock_devices(&mut tx, &[r.device.to_string()]).await?;
         let raw: Raw = sqlx::query_as(&format!(
             "INSERT INTO reports (device, model, version, outcome, detail, at, source, client_ip, node)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
@@ -106,11 +110,33 @@ impl Db {
         .fetch_one(&mut *tx)
         .await?;
         if r.outcome == ReportOutcome::Installed {
-            sqlx::query("UPDATE devices SET installed_version = $2 WHERE id = $1")
-                .bind(r.device.to_string())
-                .bind(r.version.as_str())
-                .execute(&mut *tx)
-                .await?;
+            // The fleet's per-version counts follow the device's installed version.
+            let before: Option<(String, Option<String>)> =
+                sqlx::query_as("SELECT model, installed_version FROM devices WHERE id = $1")
+                    .bind(r.device.to_string())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if let Some((model, old)) = before
+                && old.as_deref() != Some(r.version.as_str())
+            {
+                super::fleet::bump_versions(&mut tx, &model, old.as_deref(), -1).await?;
+                super::fleet::bump_versions(&mut tx, &model, Some(r.version.as_str()), 1).await?;
+            }
+        }
+        // `last_report_at` for the dashboard's "not reported in N days" (an index range).
+        sqlx::query(
+            "UPDATE devices SET last_report_at = $1,
+                 installed_version = CASE WHEN $2 THEN $3 ELSE installed_version END
+             WHERE id = $4",
+        )
+        .bind(r.at)
+        .bind(r.outcome == ReportOutcome::Installed)
+        .bind(r.version.as_str())
+        .bind(r.device.to_string())
+        .execute(&mut *tx)
+        .await?;
+        if r.outcome == ReportOutcome::Failed {
+            super::fleet::bump_activity(&mut tx, r.at.div_euclid(super::fleet::HOUR), 0, 0, 1).await?;
         }
         let progress = Progress::Report {
             id: raw.id,

@@ -6,6 +6,7 @@
 //! - [`targeting`] — what a device should fetch now (rollouts; pins join here).
 //! - [`rollouts`] — create and steer rollouts (phases, cohorts, schedule), their status and
 //!   per-device states, and the automatic advance/pause steps.
+//! - [`samples`] — when a rollout's counts are sampled for the dashboard's plot.
 //! - [`reports`] — install reports from IQs and the KS backend.
 //! - [`devices`] — register (one at a time or a whole fleet), disable, show with target.
 //! - [`tokens`] — admin API tokens, shown once and stored hashed.
@@ -17,6 +18,7 @@ pub mod devices;
 pub mod publish;
 pub mod reports;
 pub mod rollouts;
+pub mod samples;
 pub mod targeting;
 pub mod tokens;
 

@@ -274,11 +274,14 @@ pub struct Rollouts {
     db: Db,
     /// Wakes the automatic steps early (a report arrived).
     poke: std::sync::Arc<tokio::sync::Notify>,
+    /// The dashboard's progress samples, taken after each round of steps.
+    samples: super::samples::Sampler,
 }
 
 impl Rollouts {
     pub fn new(db: Db) -> Self {
         Rollouts {
+            samples: super::samples::Sampler::new(db.clone()),
             db,
             poke: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
@@ -646,11 +649,41 @@ impl Rollouts {
         Ok(())
     }
 
-    /// Runs the automatic steps every second, and at once when poked, until dropped.
+    /// Samples the counts of every active or paused rollout for the dashboard's plot
+    /// (`services::samples` decides which samples are written).
+    ///
+    /// # Errors
+    /// Database failure.
+    pub async fn sample_all(&self, now: i64) -> ServiceResult<()> {
+        let mut rows = self.db.rollouts_in_state(RolloutState::Active).await?;
+        rows.extend(self.db.rollouts_in_state(RolloutState::Paused).await?);
+        let statuses = self.statuses(&rows).await?;
+        self.samples.record(&rows, &statuses, now).await
+    }
+
+    /// The samples of rollout `id`, oldest first (the latest `limit`).
+    ///
+    /// # Errors
+    /// No such rollout, database failure.
+    pub async fn samples(
+        &self,
+        id: i64,
+        limit: u32,
+    ) -> ServiceResult<(RolloutRow, Vec<crate::db::samples::Sample>)> {
+        let r = self.get(id).await?;
+        let samples = self.db.samples(id, limit).await?;
+        Ok((r, samples))
+    }
+
+    /// Runs the automatic steps every second, and at once when poked, until dropped; samples
+    /// the counts after each round.
     pub async fn run_steps(self) {
         loop {
             if let Err(e) = self.step_all(now_ms()).await {
                 tracing::error!(error = %e, "automatic rollout steps failed");
+            }
+            if let Err(e) = self.sample_all(now_ms()).await {
+                tracing::error!(error = %e, "sampling rollout counts failed");
             }
             let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.poke.notified()).await;
         }

@@ -13,6 +13,8 @@ mod api;
 mod api_rules;
 mod cli;
 mod cli_usage;
+mod dashboard;
+mod dashboard_api;
 mod doctor;
 mod external_clients;
 mod fetch;

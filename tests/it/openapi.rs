@@ -42,9 +42,12 @@ const SPEC_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/rollouts"),
     ("GET", "/api/v1/rollouts/{id}"),
     ("GET", "/api/v1/rollouts/{id}/devices"),
+    ("GET", "/api/v1/rollouts/{id}/history"),
     ("GET", "/api/v1/downloads"),
     ("GET", "/api/v1/network-requirements"),
     ("GET", "/api/v1/diagnostics"),
+    ("GET", "/api/v1/sites"),
+    ("GET", "/api/v1/fleet"),
     ("GET", "/api/v1/whoami"),
     ("GET", "/api/v1/audit"),
     ("GET", "/api/v1/openapi.json"),
@@ -520,7 +523,8 @@ async fn errors_of_the_router_and_the_extractors_are_json() {
         "/nope",
         "/api/v2/devices",
         "/api/v1/devices/x/y/z",
-        "/",
+        "/ui",
+        "/ui/nope.js",
     ] {
         let (status, _, body) = json_call(&app, "GET", path, Some(&app.admin), None).await;
         assert_eq!(
@@ -1126,6 +1130,27 @@ async fn real_answers_fit_the_documented_statuses_and_schemas() {
     .await;
     s.call("GET", "/api/v1/diagnostics", "/api/v1/diagnostics", None)
         .await;
+    s.call("GET", "/api/v1/sites", "/api/v1/sites", None).await;
+    s.call("GET", "/api/v1/sites", "/api/v1/sites?limit=x", None)
+        .await;
+    s.call("GET", "/api/v1/fleet", "/api/v1/fleet?stale_days=3", None)
+        .await;
+    s.call("GET", "/api/v1/fleet", "/api/v1/fleet?stale_days=0", None)
+        .await;
+    s.call(
+        "GET",
+        "/api/v1/rollouts/{id}/history",
+        &format!("{one}/history"),
+        None,
+    )
+    .await;
+    s.call(
+        "GET",
+        "/api/v1/rollouts/{id}/history",
+        "/api/v1/rollouts/424242/history",
+        None,
+    )
+    .await;
     s.call("GET", "/api/v1/whoami", "/api/v1/whoami", None).await;
     let viewer = app.viewer.clone();
     s.call_as("GET", "/api/v1/whoami", "/api/v1/whoami", Some(&viewer), None)

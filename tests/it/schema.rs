@@ -217,6 +217,6 @@ async fn the_sqlite_and_postgresql_migrations_make_one_schema() {
     let lite: Vec<i64> = sqlx::query_scalar(q).fetch_all(&mut c).await.unwrap();
     let mut c: sqlx::PgConnection = sqlx::Connection::connect(&pg).await.unwrap();
     let post: Vec<i64> = sqlx::query_scalar(q).fetch_all(&mut c).await.unwrap();
-    assert_eq!(lite.len(), 3);
+    assert_eq!(lite.len(), 4);
     assert_eq!(lite, post);
 }

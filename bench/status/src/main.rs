@@ -1,6 +1,7 @@
 //! Seeds DEVICES devices and RECORDS download records into a fresh fwdist database through
 //! fwdist's own database layer and services (the same code paths the server runs), then times
-//! the endpoints SPEC §8 needs fast, through the real router, and an IQ login's target lookup.
+//! the endpoints SPEC §8 needs fast and those the dashboard's pages call (issue 13), through
+//! the real router, and an IQ login's target lookup.
 //!
 //! Usage: `status DIR DEVICES RECORDS` (DIR: an empty directory for the database).
 //! Prints one line per phase of the seeding and a p50/p99 table.
@@ -60,7 +61,7 @@ async fn main() {
         // 1,000 sites: `site-K` cohorts of about n/1000 devices.
         batch.push((device(i), model.clone(), vec![format!("site-{}", i % 1000)], SecretHash([7; 32])));
         if batch.len() == 10_000 || i + 1 == n {
-            db.insert_devices(&batch).await.expect("devices");
+            db.insert_devices(&batch, "bench").await.expect("devices");
             batch.clear();
         }
     }
@@ -78,7 +79,7 @@ async fn main() {
             sha256: &sha,
             manifest: b"{}",
             signature: b"{}",
-        })
+        }, &fwdist::db::audit::AuditEntry::new("bench", "release.publish", format!("iq2/{v}"), serde_json::json!({})))
         .await
         .expect("release");
     }
@@ -169,11 +170,28 @@ async fn main() {
     }
     println!("seed: {} reports ({failed} failed) in {:.1} s", n / 5, t.elapsed().as_secs_f64());
 
-    let token = s.tokens.create("bench", Role::Viewer).await.expect("token").1;
+    // The dashboard's plot: a long rollout's samples (the endpoint reads at most 5,000).
+    for k in 0..5000i64 {
+        let c = |x: i64| u64::try_from(x).unwrap_or(0);
+        let sample = fwdist::db::samples::Sample {
+            at: now - (5000 - k) * 60_000,
+            state: "active".into(),
+            phase: Some(usize::try_from(k / 1250).unwrap_or(0)),
+            percent_bp: 10_000,
+            pending: c(n as i64 - k * 200).min(n),
+            downloading: 100,
+            downloaded: 200,
+            installed: c(k * 200).min(n),
+            failed: c(k),
+        };
+        db.insert_sample(big.id, &sample).await.expect("sample");
+    }
+
+    let token = s.tokens.create("bench", Role::Viewer, "bench").await.expect("token").1;
+    let admin = s.tokens.create("bench-admin", Role::Admin, "bench").await.expect("token").1;
     let router = app.router();
-    let get = |path: String| {
+    let get_as = |path: String, token: String| {
         let router = router.clone();
-        let token = token.expose().to_owned();
         async move {
             let req = Request::builder()
                 .uri(path)
@@ -188,6 +206,7 @@ async fn main() {
             (t.elapsed(), body)
         }
     };
+    let get = |path: String| get_as(path, token.expose().to_owned());
     let (_, body) = get(format!("/api/v1/rollouts/{}", big.id)).await;
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
     println!("status of rollout {}: {}", big.id, v["status"]);
@@ -204,6 +223,30 @@ async fn main() {
         let mut times = Vec::with_capacity(calls);
         for _ in 0..calls {
             times.push(get(path.clone()).await.0);
+        }
+        let (p50, p99) = pcts(times);
+        table.push(format!("| {name} | {calls} | {p50:.2} | {p99:.2} |"));
+    }
+    // The dashboard's pages: each call as its page makes it. `/fleet` is reused for 30 s per
+    // `stale_days`, so its uncached cost is timed with a different value each call.
+    let one = fwdist::domain::DeviceId::to_string(&device(n / 2));
+    let pages: Vec<(String, String, usize, String)> = vec![
+        ("GET /fleet (uncached)".into(), String::new(), 30, token.expose().to_owned()),
+        ("GET /fleet (cached)".into(), "/api/v1/fleet?stale_days=7".into(), 50, token.expose().to_owned()),
+        ("GET /rollouts?limit=100".into(), "/api/v1/rollouts?limit=100".into(), 20, token.expose().to_owned()),
+        ("GET /rollouts/{id}/history (5,000 samples)".into(), format!("/api/v1/rollouts/{}/history", big.id), 50, token.expose().to_owned()),
+        ("GET /sites".into(), "/api/v1/sites".into(), 50, token.expose().to_owned()),
+        ("GET /devices?model=iq2&limit=50".into(), "/api/v1/devices?model=iq2&limit=50".into(), 50, token.expose().to_owned()),
+        ("GET /devices?label=site-7&limit=50".into(), "/api/v1/devices?label=site-7&limit=50".into(), 20, token.expose().to_owned()),
+        ("GET /devices/{id}".into(), format!("/api/v1/devices/{one}"), 50, token.expose().to_owned()),
+        ("GET /releases?model=iq2&limit=100".into(), "/api/v1/releases?model=iq2&limit=100".into(), 50, token.expose().to_owned()),
+        ("GET /audit?limit=100".into(), "/api/v1/audit?limit=100".into(), 50, admin.expose().to_owned()),
+    ];
+    for (name, path, calls, tok) in pages {
+        let mut times = Vec::with_capacity(calls);
+        for k in 0..calls {
+            let path = if path.is_empty() { format!("/api/v1/fleet?stale_days={}", k + 1) } else { path.clone() };
+            times.push(get_as(path, tok.clone()).await.0);
         }
         let (p50, p99) = pcts(times);
         table.push(format!("| {name} | {calls} | {p50:.2} | {p99:.2} |"));

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 mod api;
+pub mod browser;
 pub mod clients;
 mod data;
 pub mod oneshot;
