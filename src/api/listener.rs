@@ -402,6 +402,9 @@ struct Activity {
     write_stalled: AtomicBool,
     /// The handler asked for request body that has not arrived.
     body_waiting: AtomicBool,
+    /// A request body was dropped before its end (refused unread, e.g. a `413`): the
+    /// client may still be sending it, so the close lingers (see [`Watched`]).
+    body_left: AtomicBool,
 }
 
 impl Activity {
@@ -413,6 +416,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             write_stalled: AtomicBool::new(false),
             body_waiting: AtomicBool::new(false),
+            body_left: AtomicBool::new(false),
         }
     }
 
@@ -540,7 +544,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     /// A lingering close: the write side is shut (the client has the whole response and its
-    /// end), then what the client still sends — the rest of a request body the server refused
+    /// end), then, when a request body was left unread, what the client still sends — the rest of a request body the server refused
     /// unread, a `413` for an oversized upload — is read and dropped until the client closes,
     /// [`LINGER`] passes or [`LINGER_BYTES`] came. Closing with unread bytes would make the
     /// kernel reset the connection, and a client still writing its body could lose the
@@ -549,6 +553,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         let this = self.get_mut();
         if this.linger.is_none() {
             std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            if !this.activity.body_left.load(SeqCst) {
+                // Every request was read whole: nothing is on its way to be reset.
+                return Poll::Ready(Ok(()));
+            }
             this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
         }
         let mut scratch = [0u8; 16 * 1024];
@@ -604,6 +612,9 @@ impl HttpBody for WatchedBody {
 impl Drop for WatchedBody {
     fn drop(&mut self) {
         self.activity.set(&self.activity.body_waiting, false);
+        if !self.inner.is_end_stream() {
+            self.activity.set(&self.activity.body_left, true);
+        }
     }
 }
 
