@@ -298,10 +298,7 @@ async fn connection<T>(
 {
     let activity = Arc::new(Activity::new(shared.limits.idle_timeout));
     // Under TLS, so a stalled write is the peer's TCP window, not rustls' buffer.
-    let io = Watched {
-        inner: transport,
-        activity: activity.clone(),
-    };
+    let io = Watched::new(transport, activity.clone());
     let Some(acceptor) = &shared.tls else {
         return http(io, peer, &shared, activity, &mut stopping).await;
     };
@@ -405,6 +402,9 @@ struct Activity {
     write_stalled: AtomicBool,
     /// The handler asked for request body that has not arrived.
     body_waiting: AtomicBool,
+    /// A request body was dropped before its end (refused unread, e.g. a `413`): the
+    /// client may still be sending it, so the close lingers (see [`Watched`]).
+    body_left: AtomicBool,
 }
 
 impl Activity {
@@ -416,6 +416,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             write_stalled: AtomicBool::new(false),
             body_waiting: AtomicBool::new(false),
+            body_left: AtomicBool::new(false),
         }
     }
 
@@ -465,6 +466,24 @@ impl Drop for InFlight {
 struct Watched<T> {
     inner: T,
     activity: Arc<Activity>,
+    /// Set once the write side is shut: how long the close lingers (see `poll_shutdown`).
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
+    drained: usize,
+}
+
+/// How long a closing connection keeps reading what the client still sends, and how much.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
+
+impl<T> Watched<T> {
+    fn new(inner: T, activity: Arc<Activity>) -> Self {
+        Watched {
+            inner,
+            activity,
+            linger: None,
+            drained: 0,
+        }
+    }
 }
 
 impl<T> Watched<T> {
@@ -494,7 +513,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
+impl<T: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
@@ -524,8 +543,40 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         r
     }
 
+    /// A lingering close: the write side is shut (the client has the whole response and its
+    /// end), then, when a request body was left unread, what the client still sends — the rest of a request body the server refused
+    /// unread, a `413` for an oversized upload — is read and dropped until the client closes,
+    /// [`LINGER`] passes or [`LINGER_BYTES`] came. Closing with unread bytes would make the
+    /// kernel reset the connection, and a client still writing its body could lose the
+    /// response it was sent.
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            if !this.activity.body_left.load(SeqCst) {
+                // Every request was read whole: nothing is on its way to be reset.
+                return Poll::Ready(Ok(()));
+            }
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut scratch = [0u8; 16 * 1024];
+        loop {
+            if this.drained >= LINGER_BYTES {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(l) = this.linger.as_mut()
+                && l.as_mut().poll(cx).is_ready()
+            {
+                return Poll::Ready(Ok(()));
+            }
+            let mut buf = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => this.drained += buf.filled().len(),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }
 
@@ -561,6 +612,9 @@ impl HttpBody for WatchedBody {
 impl Drop for WatchedBody {
     fn drop(&mut self) {
         self.activity.set(&self.activity.body_waiting, false);
+        if !self.inner.is_end_stream() {
+            self.activity.set(&self.activity.body_left, true);
+        }
     }
 }
 

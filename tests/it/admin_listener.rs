@@ -277,3 +277,31 @@ async fn a_descriptor_limit_too_low_for_the_caps_stops_the_server_at_start() {
         "refused before anything was made"
     );
 }
+
+/// A client that writes a whole oversized upload before it reads still gets the `413`: the
+/// server refuses the body unread, and its close lingers (reads and drops the rest) instead
+/// of resetting the connection under the answer.
+#[tokio::test]
+async fn an_upload_written_whole_before_reading_still_gets_its_413() {
+    let app = spawn_app_with_env(&[("FWDIST_STORE__MAX_IMAGE_BYTES", "1000")]).await;
+    let body = vec![b'x'; 8 << 20];
+    let head = format!(
+        "POST /api/v1/releases HTTP/1.1\r\nHost: fwdist\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {}\r\n\r\n",
+        app.publisher_token,
+        body.len()
+    );
+    let s = TcpStream::connect(app.api_addr).await.unwrap();
+    let (mut r, mut w) = s.into_split();
+    // Writes the head and all 8 MiB (the server drains what it does not read), then reads.
+    let writer = tokio::spawn(async move {
+        w.write_all(head.as_bytes()).await.unwrap();
+        let sent = w.write_all(&body).await;
+        (w, sent)
+    });
+    let (_w, sent) = writer.await.unwrap();
+    assert!(sent.is_ok(), "the whole body could be written: {sent:?}");
+    let got = String::from_utf8_lossy(&until_closed(&mut r).await).into_owned();
+    assert!(got.starts_with("HTTP/1.1 413"), "the answer arrived: {got:?}");
+    assert!(got.contains("\"error\""), "a JSON error: {got:?}");
+}
