@@ -2,7 +2,8 @@
 # own, a release build, one signed 256 KiB release, 10,000 registered IQs, and fwdist started
 # and stopped in the namespace with the [ftps] settings a script passes.
 #
-# Set before sourcing: ROOT (the repository). Provides: NS, W (work dir), B (fwdist binary),
+# Set before sourcing: ROOT (the repository); optionally SERVER_BIN and CLIENT_BIN (built
+# binaries: no build then). Provides: NS, W (work dir), B (fwdist binary),
 # SERVER_BIN, TOKEN (admin, after fleet_start), log, in_ns, fleet_setup,
 # fleet_start NAME FTPS_LINES, fleet_stop, sim, row.
 
@@ -20,9 +21,14 @@ trap fleet_cleanup EXIT
 
 fleet_setup() {
   command -v ip >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null; }
-  log "building fwdist (release)"
-  (cd "$ROOT" && cargo build --release --locked -q)
-  B=${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist
+  # CLIENT_BIN: a built fwdist for the tools and the simulator (skips the build).
+  if [ -n "${CLIENT_BIN:-}" ]; then
+    B=$CLIENT_BIN
+  else
+    log "building fwdist (release)"
+    (cd "$ROOT" && cargo build --release --locked -q)
+    B=${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist
+  fi
   SERVER_BIN=${SERVER_BIN:-$B}
   ulimit -n "$(ulimit -Hn)"
   ip netns add "$NS"
