@@ -29,6 +29,7 @@ N=6000; C=200; ROUNDS=20
 command -v haproxy >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 fleet_setup
+chmod 755 "$W"   # PostgreSQL's own user works in here
 PGD=$W/pg
 in_ns "$ROOT/tests/services/postgres.sh" start "$PGD" > pg.env
 # shellcheck disable=SC1091
@@ -43,12 +44,14 @@ cleanup_scaleout() {
 trap cleanup_scaleout EXIT
 
 CTL=2400; P0=41000; P1=41015
-# node NAME IP DBURL API_PORT: one fwdist node; waits for /healthz.
+# node NAME IP DBURL API_PORT [PROXY]: one fwdist node; waits for /healthz.
 node() {
-  local name=$1 ip=$2 db=$3 api=$4 proxy=${5:-false}
+  # Behind the balancer (proxy = true) IQs reach the node through 127.0.0.1; alone, directly.
+  local name=$1 ip=$2 db=$3 api=$4 proxy=${5:-false} public
+  public=$([ "$proxy" = true ] && echo 127.0.0.1 || echo "$ip")
   mkdir -p "store-$name"
-  printf 'node = "%s"\n[ftps]\nlisten = "%s:%s"\npassive_ports = "%s-%s"\npublic_host = "127.0.0.1"\npublic_port = %s\nmax_failed_logins = 0\nproxy_protocol = %s\ncert = "certs/server.crt"\nkey = "certs/server.key"\n[admin]\nlisten = "127.0.0.1:%s"\n[store]\nroot = "store-shared"\n[db]\nurl = "%s"\n' \
-    "$name" "$ip" "$CTL" "$P0" "$P1" "$CTL" "$proxy" "$api" "$db" > "$name.toml"
+  printf 'node = "%s"\n[ftps]\nlisten = "%s:%s"\npassive_ports = "%s-%s"\npublic_host = "%s"\npublic_port = %s\nmax_failed_logins = 0\nproxy_protocol = %s\ncert = "certs/server.crt"\nkey = "certs/server.key"\n[admin]\nlisten = "127.0.0.1:%s"\n[store]\nroot = "store-shared"\n[db]\nurl = "%s"\n' \
+    "$name" "$ip" "$CTL" "$P0" "$P1" "$public" "$CTL" "$proxy" "$api" "$db" > "$name.toml"
   (RUST_LOG=warn exec ip netns exec "$NS" "$SERVER_BIN" serve --config "$name.toml" >>"serve-$name.log" 2>&1) &
   NODE_PIDS+=($!)
   for _ in $(seq 100); do in_ns curl -sf "127.0.0.1:$api/healthz" >/dev/null && return; sleep 0.1; done
@@ -57,16 +60,16 @@ node() {
 stop_nodes() { for p in "${NODE_PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; NODE_PIDS=(); }
 # publish API_PORT CONFIG: release, fleet and a rollout through that node.
 publish() {
-  TOKEN=$("$B" token create --name bench --role admin --config "$2" | awk '{print $NF}')
+  TOKEN=$(in_ns "$B" token create --name bench --role admin --config "$2" | awk '{print $NF}')
   in_ns curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" -F manifest=@build/manifest.json \
     -F signature=@build/manifest.json.sig -F image=@build/firmware.bin "127.0.0.1:$1/api/v1/releases"
-  "$B" devices import fleet.csv --config "$2" > creds.csv
+  in_ns "$B" devices import fleet.csv --config "$2" > creds.csv
   ROLLOUT=$(in_ns curl -sf -H "Authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     "127.0.0.1:$1/api/v1/rollouts" -d '{"model":"iq2","version":"1.0.0","percent":100}' \
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 }
 newdb() { local name="b_$1"; in_ns psql "$PG_ADMIN" -qAtc "CREATE DATABASE $name" >/dev/null; echo "${PG_ADMIN%/*}/$name"; }
-sim_row() { sim "$N" "$C" 127.0.1.1-200 "$1" > "$2.txt"; printf '| %s | %s | %s\n' "$2" "$(row < "$2.txt")" "$(awk '/^rate:/{print $4}' "$2.txt")"; }
+sim_row() { sim "$N" "$C" 127.0.1.1-127.0.1.200 "$1" > "$2.txt"; printf '| %s | %s | %s\n' "$2" "$(row < "$2.txt")" "$(awk '/^rate:/{print $4}' "$2.txt")"; }
 
 RESULTS=()
 log "one node, SQLite"
@@ -113,7 +116,7 @@ in_ns psql "$DB" -qAtc "SELECT node, COUNT(*) FROM downloads GROUP BY node ORDER
 
 log "a change through node 1, obeyed by node 2"
 DEV=$(awk -F, 'NR==2{print $1}' fleet.csv)
-TOKEN2=$("$B" token create --name bench2 --role admin --config n2.toml | awk '{print $NF}')
+TOKEN2=$(in_ns "$B" token create --name bench2 --role admin --config n2.toml | awk '{print $NF}')
 : > change.txt
 target_of() { in_ns curl -sf -H "Authorization: Bearer $TOKEN2" "127.0.0.1:8402/api/v1/devices/$DEV" | python3 -c 'import json,sys; t=json.load(sys.stdin).get("target"); print((t or {}).get("version"))'; }
 for _ in $(seq "$ROUNDS"); do
