@@ -91,7 +91,7 @@ node n2 127.0.0.12 "$DB" 8402 true
 publish 8401 n1.toml
 cat > haproxy.cfg <<HA
 global
-    maxconn 20000
+    maxconn 4000
 defaults
     mode tcp
     timeout connect 2s
