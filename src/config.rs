@@ -290,6 +290,17 @@ impl Config {
         if self.ftps.public_port == Some(0) {
             return Err(invalid("ftps.public_port", "must be 1-65535"));
         }
+        if self.ftps.proxy_protocol
+            && !self.ftps.listen.ip().is_unspecified()
+            && self.ftps.public_host.trim().parse::<IpAddr>().ok() == Some(self.ftps.listen.ip())
+        {
+            // IQs would be told to open data connections to the node itself, past the balancer
+            // and so without a PROXY header: every one would be refused.
+            return Err(invalid(
+                "ftps.public_host",
+                "with ftps.proxy_protocol = true it must be the balancer's address, not the node's own (ftps.listen)",
+            ));
+        }
         self.admin.validate()?;
         if self.node.is_empty() || self.node.len() > 64 {
             return Err(invalid("node", "must be 1-64 characters"));
@@ -531,6 +542,25 @@ mod tests {
             c.ftps.passive_host().unwrap(),
             PassiveHost::Dns("fw.example.com".into())
         );
+    }
+
+    #[test]
+    fn behind_a_balancer_the_public_host_is_the_balancers() {
+        let mut c = Config::default();
+        c.ftps.proxy_protocol = true;
+        c.ftps.listen = "10.0.0.11:2121".parse().unwrap();
+        c.ftps.public_host = "10.0.0.11".into();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("ftps.public_host") && e.contains("balancer"), "{e}");
+        c.ftps.public_host = "10.0.0.2".into();
+        c.validate().unwrap();
+        // A wildcard listen address cannot be compared; a name is the operator's to choose.
+        c.ftps.listen = "0.0.0.0:2121".parse().unwrap();
+        c.ftps.public_host = "10.0.0.11".into();
+        c.validate().unwrap();
+        c.ftps.proxy_protocol = false;
+        c.ftps.listen = "10.0.0.11:2121".parse().unwrap();
+        c.validate().unwrap();
     }
 
     #[test]

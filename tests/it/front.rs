@@ -141,10 +141,12 @@ async fn small_transfers_do_not_wait_for_delayed_acks() {
         times.push(t.elapsed());
     }
     times.sort();
-    let median = times[times.len() / 2];
+    // A stall is in every transfer (each waits for a delayed ACK, >= 40 ms), so even the
+    // fastest would show it; the fastest is also what a loaded machine leaves unbiased.
+    let fastest = times[0];
     assert!(
-        median < Duration::from_millis(30),
-        "median PASV+RETR of a small file took {median:?} (a delayed-ACK stall is >= 40 ms): {times:?}"
+        fastest < Duration::from_millis(35),
+        "the fastest PASV+RETR of a small file took {fastest:?} (a delayed-ACK stall is >= 40 ms): {times:?}"
     );
 }
 
