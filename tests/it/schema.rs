@@ -220,3 +220,36 @@ async fn the_sqlite_and_postgresql_migrations_make_one_schema() {
     assert_eq!(lite.len(), 4);
     assert_eq!(lite, post);
 }
+
+/// Nodes starting together migrate one new database at once: every one of them opens it, and
+/// each migration is applied once (sqlx holds PostgreSQL's advisory lock around them).
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_starting_together_migrate_a_new_postgresql_database_once() {
+    let mut req = Requirements::new();
+    req.env(
+        "FWDIST_TEST_PG_URL",
+        "a PostgreSQL server: tests/services/postgres.sh start",
+    );
+    if !req.met("the concurrent migration test") {
+        return;
+    }
+    let pg = pg_database(std::path::Path::new(""));
+    let opens = (0..4).map(|_| {
+        let url = pg.clone();
+        tokio::spawn(async move { fwdist::db::Db::connect(&url).await.map(|db| db.dialect()) })
+    });
+    for open in opens {
+        let opened = open.await.unwrap();
+        assert!(opened.is_ok(), "a node failed to open the database: {opened:?}");
+    }
+    let mut c: sqlx::PgConnection = sqlx::Connection::connect(&pg).await.unwrap();
+    let (applied, distinct): (i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COUNT(DISTINCT version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    let files = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres"))
+        .unwrap()
+        .count() as i64;
+    assert_eq!((applied, distinct), (files, files), "each migration applied once");
+}
