@@ -27,30 +27,9 @@ pub async fn fleet(app: &TestApp, n: usize, prefix: &str) {
     fs::write(app.path("creds.csv"), &out.stdout).unwrap();
 }
 
-/// One pass of every device through `fwdist simulate`.
+/// One pass of every device through `fwdist simulate` (the staged-rollout tests' runner).
 pub async fn simulate(app: &TestApp, n: usize, report: &str) {
-    let server = app.ftp_addr.to_string();
-    let n = n.to_string();
-    let out = app
-        .cli(&[
-            "simulate",
-            "--server",
-            &server,
-            "--devices",
-            "creds.csv",
-            "-n",
-            &n,
-            "-c",
-            "10",
-            "--report",
-            report,
-            "--retries",
-            "2",
-            "--ca",
-            "certs/server.crt",
-        ])
-        .await;
-    assert!(out.success, "simulate: {}\n{}", out.stdout, out.stderr);
+    crate::staged::simulate(app, n, report).await;
 }
 
 /// Polls `GET path` until `pred` holds (20 s).

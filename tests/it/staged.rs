@@ -27,7 +27,7 @@ async fn fleet(app: &TestApp, n: usize, prefix: &str, label: impl Fn(usize) -> &
 }
 
 /// One pass of every device through `fwdist simulate` (those with no update count apart).
-async fn simulate(app: &TestApp, n: usize, report: &str) -> String {
+pub async fn simulate(app: &TestApp, n: usize, report: &str) -> String {
     let server = app.ftp_addr.to_string();
     let n = n.to_string();
     let out = app
