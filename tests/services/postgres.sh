@@ -18,9 +18,12 @@ start)
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
   as_pg "$bin/initdb" -D "$dir/data" -U postgres -A trust --no-sync -E UTF8 >/dev/null
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  # fsync off: a test cluster, thrown away; many connections: tests run in parallel.
+  # fsync off: a test cluster, thrown away (PG_DURABLE=1 keeps PostgreSQL's defaults, for
+  # benchmarks); many connections: tests run in parallel.
+  durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  [ "${PG_DURABLE:-0}" = 1 ] && durability=""
   as_pg "$bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 30 -o \
-    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400" \
+    "-c listen_addresses=127.0.0.1 -p $port -k $dir $durability -c max_connections=400" \
     start >/dev/null
   pid=$(head -n 1 "$dir/data/postmaster.pid")
   echo "export FWDIST_TEST_PG_URL=postgres://postgres@127.0.0.1:$port/postgres"

@@ -42,12 +42,18 @@ async fn main() {
     let dir = std::path::PathBuf::from(&args[1]);
     let n: u64 = args[2].parse().expect("DEVICES");
     let records: u64 = args[3].parse().expect("RECORDS");
+    // FWDIST_BENCH_DB_URL names another database (a fresh, empty PostgreSQL one for the
+    // scale-out comparison); the default is a fresh SQLite file in DIR.
+    let db_url = std::env::var("FWDIST_BENCH_DB_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}/fwdist.sqlite", dir.display()));
     let cfg_text = format!(
         "[ftps]\nlisten = \"127.0.0.1:0\"\npassive_ports = \"60000-60007\"\ncert = \"{d}/server.crt\"\nkey = \"{d}/server.key\"\n\
-         [admin]\nlisten = \"127.0.0.1:0\"\n[store]\nroot = \"{d}/store\"\n[db]\nurl = \"sqlite://{d}/fwdist.sqlite\"\n\
+         [admin]\nlisten = \"127.0.0.1:0\"\n[store]\nroot = \"{d}/store\"\n[db]\nurl = \"{db_url}\"\n\
          [signing]\ntrusted_keys = \"{d}/keys\"\n",
-        d = dir.display()
+        d = dir.display(),
+        db_url = db_url
     );
+    println!("database: {}", db_url.split('@').next_back().unwrap_or(&db_url));
     std::fs::write(dir.join("fwdist.toml"), cfg_text).expect("config");
     let cfg = fwdist::config::Config::load(Some(&dir.join("fwdist.toml"))).expect("config");
     let app = fwdist::app::App::build(cfg).await.expect("app");
