@@ -194,23 +194,43 @@ impl Db {
         f: &DownloadFilter,
         page: Page,
     ) -> DbResult<Vec<(i64, DownloadRecord)>> {
-        let raws: Vec<Raw> = sqlx::query_as(
+        // Only the filters given go into the statement: `($1 IS NULL OR device = $1)` keeps
+        // SQLite from using `downloads_device`, and a device's page then scanned the whole
+        // table newest first (0.5 s at 10 M records; bench/status.sh).
+        let mut values: Vec<String> = Vec::new();
+        let mut cond = Vec::new();
+        for (column, value) in [
+            ("device", f.device.map(|d| d.to_string())),
+            ("model", f.model.as_ref().map(|m| m.as_str().to_owned())),
+            ("version", f.version.as_ref().map(|v| v.as_str().to_owned())),
+            ("outcome", f.outcome.map(|o| o.as_str().to_owned())),
+        ] {
+            if let Some(v) = value {
+                values.push(v);
+                cond.push(format!("{column} = ${}", values.len()));
+            }
+        }
+        let sql = format!(
             "SELECT id, device, model, version, file, start_offset, bytes, size, outcome, started_at,
                     finished_at, client_ip, data_port, node
              FROM downloads
-             WHERE ($1 IS NULL OR device = $1) AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR version = $3)
-               AND ($6 IS NULL OR outcome = $6)
-               AND id < $4
-             ORDER BY id DESC LIMIT $5",
-        )
-        .bind(f.device.map(|d| d.to_string()))
-        .bind(f.model.as_ref().map(Model::as_str))
-        .bind(f.version.as_ref().map(Version::as_str))
-        .bind(page.before_id())
-        .bind(page.fetch_limit())
-        .bind(f.outcome.map(Outcome::as_str))
-        .fetch_all(self.pool())
-        .await?;
+             WHERE {} id < ${} ORDER BY id DESC LIMIT ${}",
+            cond.iter()
+                .map(|c| format!("{c} AND"))
+                .collect::<Vec<_>>()
+                .join(" "),
+            values.len() + 1,
+            values.len() + 2,
+        );
+        let mut q = sqlx::query_as::<_, Raw>(&sql);
+        for v in values {
+            q = q.bind(v);
+        }
+        let raws = q
+            .bind(page.before_id())
+            .bind(page.fetch_limit())
+            .fetch_all(self.pool())
+            .await?;
         raws.into_iter().map(TryInto::try_into).collect()
     }
 }
