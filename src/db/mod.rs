@@ -47,6 +47,8 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot create database directory {0}: {1}")]
     Dir(String, std::io::Error),
+    #[error("cannot create or protect database file {0}: {1}")]
+    File(String, std::io::Error),
     #[error("stored row is corrupt: {0}")]
     Corrupt(String),
 }
@@ -132,6 +134,7 @@ impl Db {
         if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| DbError::Dir(dir.display().to_string(), e))?;
         }
+        private_file(Path::new(path)).map_err(|e| DbError::File(path.to_owned(), e))?;
         let opts: AnyConnectOptions = format!("sqlite://{path}?mode=rwc").parse()?;
         // SQLite has no migration lock, and switching a new file to WAL needs it exclusively:
         // when `fwdist token create` and a starting server open a new file at once, one of
@@ -289,5 +292,52 @@ impl Page {
         } else {
             (rows, None)
         }
+    }
+}
+
+/// The database file holds token and secret hashes and every record: owner-only (0600).
+/// A new file is created so; an existing looser one is tightened with a WARN. SQLite gives
+/// its `-wal` and `-shm` files the main file's mode.
+fn private_file(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{:o}", mode & 0o777), "database file readable by others; setting it to 0600");
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[tokio::test]
+    async fn a_new_database_and_its_wal_are_owner_only_and_a_loose_one_is_tightened() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("fwdist.sqlite");
+        let db = super::Db::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).expect("file").permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("fwdist.sqlite-wal")), 0o600);
+        drop(db);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let _db = super::Db::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("reopen");
+        assert_eq!(mode(&path), 0o600);
     }
 }
