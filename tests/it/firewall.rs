@@ -296,14 +296,25 @@ async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blo
     let second = fetch("st-reduced").await;
     assert_eq!(second.code, Some(0), "{}\n{}", second.stdout, second.stderr);
     // And the server saw it: unused offers from the site's address, last on exactly that port.
-    let (_, body) = app.get("/api/v1/diagnostics").await;
-    let row = body["client_ips"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["key"] == site.ip.as_str())
-        .unwrap_or_else(|| panic!("{} in {body}", site.ip))
-        .clone();
+    // An unused offer is counted when it expires or its session ends, which on a loaded
+    // machine can be after the fetch has returned: wait for it, up to a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let row = loop {
+        let (_, body) = app.get("/api/v1/diagnostics").await;
+        let found = body["client_ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["key"] == site.ip.as_str() && r["last_unused_port"] == gone)
+            .cloned();
+        match found {
+            Some(row) => break row,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            None => panic!("{} with last_unused_port {gone} in {body}", site.ip),
+        }
+    };
     assert!(row["passive_offers_unused"].as_u64().unwrap() >= 1, "{row}");
     assert_eq!(row["last_unused_port"], gone, "{row}");
     println!("doctor, one passive port blocked:\n{}", degraded.stdout);
