@@ -115,13 +115,7 @@ pub async fn run(p: DataParams) -> DataEnd {
     let port = claim.port;
     let bound = tokio::select! {
         r = bind(&conn, &mut claim, deadline, handshake, &tls, &diagnostics) => r,
-        () = conn.closed() => {
-            // The session ended with the offer still open: a client that gave up waiting for
-            // its data connection (a firewall blocking the port) quits before the offer
-            // expires, and that is the very offer /diagnostics must show.
-            diagnostics.count(conn.peer.ip(), conn.device(), Event::PassiveOfferUnused { port });
-            return DataEnd::Failed(426, CUT);
-        }
+        () = conn.closed() => return DataEnd::Failed(426, CUT),
     };
     let tls = match bound {
         Ok(s) => s,

@@ -296,8 +296,9 @@ async fn an_iq_behind_exactly_the_published_rules_updates_and_doctor_names_a_blo
     let second = fetch("st-reduced").await;
     assert_eq!(second.code, Some(0), "{}\n{}", second.stdout, second.stderr);
     // And the server saw it: unused offers from the site's address, last on exactly that port.
-    // An unused offer is counted when it expires or its session ends, which on a loaded
-    // machine can be after the fetch has returned: wait for it, up to a deadline.
+    // An unused offer is counted when it expires (data_connect_timeout_secs after it was made),
+    // which on a loaded machine can be after the fetch has returned: wait for it, up to a
+    // deadline.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let row = loop {
         let (_, body) = app.get("/api/v1/diagnostics").await;
