@@ -40,6 +40,8 @@ pub struct Metrics {
     pub ftps_refused: IntCounterVec,
     pub passive_offers_unused: IntCounter,
     pub record_queue_depth: IntGauge,
+    pub record_waits: IntCounterVec,
+    pub store_orphans_removed: IntCounter,
     pub passive_ports_in_use: IntGauge,
     pub oneport_held: IntCounterVec,
     pub api_requests: IntCounterVec,
@@ -121,6 +123,16 @@ impl Metrics {
                 "fwdist_record_queue_depth",
                 "Download records queued for the database, not yet written.",
             ),
+            record_waits: counter_vec(
+                &r,
+                "fwdist_record_waits_total",
+                "Complete downloads whose 226 waited for their record's commit, by result (committed; late: not committed within the deadline, 226 sent anyway; failed: the database refused it).",
+                &["result"],
+            ),
+            store_orphans_removed: counter(
+                "fwdist_store_orphans_removed_total",
+                "Releases removed from the store at start because they had no database row (a publish cut short between its store commit and its row).",
+            ),
             passive_ports_in_use: gauge(
                 "fwdist_passive_ports_in_use",
                 "Passive ports on offer now, waiting for their data connection (of ftps.passive_ports; with \"same\", offers on the control port).",
@@ -144,6 +156,9 @@ impl Metrics {
         }
         for verdict in ["data", "control", "gone"] {
             m.oneport_held.with_label_values(&[verdict]);
+        }
+        for result in ["committed", "late", "failed"] {
+            m.record_waits.with_label_values(&[result]);
         }
         for outcome in ["complete", "aborted"] {
             m.downloads.with_label_values(&[outcome]);
@@ -194,6 +209,8 @@ mod tests {
             "fwdist_ftps_refused_total",
             "fwdist_passive_offers_unused_total",
             "fwdist_record_queue_depth",
+            "fwdist_record_waits_total",
+            "fwdist_store_orphans_removed_total",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {family} ")),

@@ -407,7 +407,13 @@ async fn send(conn: &Conn, tls: &mut Tls, job: DataJob) -> DataEnd {
         } else {
             tracing::warn!(device = %r.device, version = %r.version, file = %r.file, offset = r.offset, bytes = acked, size = r.size, "download aborted");
         }
-        rec.record(r).await;
+        if complete {
+            // Written ahead of the 226 (see `records`): a record the IQ was told of survives
+            // the server dying the next instant.
+            rec.record_committed(r).await;
+        } else {
+            rec.record(r).await;
+        }
     }
     if complete {
         DataEnd::Ok
