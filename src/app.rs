@@ -125,6 +125,13 @@ impl App {
             .backfill()
             .await
             .context("making the members of older rollouts")?;
+        // Before any publish can start: debris of publishes a crash cut short.
+        let orphans = services
+            .publish
+            .remove_orphans()
+            .await
+            .context("removing releases without a database row from the store")?;
+        metrics.store_orphans_removed.inc_by(orphans as u64);
         let ftps_probes = sessions.probes.clone();
         let shared = Arc::new(FtpsShared {
             db: db.clone(),

@@ -153,6 +153,26 @@ impl Publisher {
         }
     }
 
+    /// Removes releases that are in the store without a database row once no publish can
+    /// still be finishing them (a crash between the store commit and the row insert leaves
+    /// such debris; IQs never saw it, as they are only offered rows). Run at start. Returns
+    /// how many were removed.
+    ///
+    /// # Errors
+    /// The store cannot be listed, or the database read.
+    pub async fn remove_orphans(&self) -> Result<usize, PublishError> {
+        let _guard = self.commit_lock.lock().await;
+        let mut removed = 0;
+        for (model, version) in self.store.settled().await? {
+            if self.db.release(&model, &version).await?.is_none() {
+                tracing::warn!(%model, %version, "removing a release from the store that has no database row (a publish cut short)");
+                self.store.discard(&model, &version).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Yanks a release: it stays listed but is never served again (SPEC §6).
     ///
     /// # Errors

@@ -10,8 +10,10 @@
 //! ```
 //! A release becomes visible only when its directory has been renamed into place *and* the
 //! database row exists (the caller inserts the row after [`ReleaseStore::commit`]). A crash at
-//! any point leaves either nothing visible or an orphan directory that the next publish of the
-//! same version replaces.
+//! any point leaves either nothing visible or an orphan directory, which is removed when the
+//! server next starts ([`ReleaseStore::settled`] lists every release directory: a local store
+//! belongs to one node, so at start no publish is in flight) or replaced by the next publish
+//! of the same version.
 
 use std::path::{Path, PathBuf};
 
@@ -151,6 +153,17 @@ impl ReleaseStore for FsStore {
         let _ = tokio::fs::remove_dir_all(self.release_dir(model, version)).await;
     }
 
+    async fn settled(&self) -> Result<Vec<(Model, Version)>, StoreError> {
+        let mut found = Vec::new();
+        let releases = self.root.join("releases");
+        for (model, path) in named_dirs(&releases, Model::parse).await? {
+            for (version, _) in named_dirs(&path, Version::parse).await? {
+                found.push((model.clone(), version));
+            }
+        }
+        Ok(found)
+    }
+
     async fn open_range(&self, f: FileRef<'_>, offset: u64, len: u64) -> Result<PartReader, StoreError> {
         let path = self.release_dir(f.model, f.version).join(f.file);
         let mut file = match tokio::fs::File::open(&path).await {
@@ -186,6 +199,24 @@ impl UploadSink for FileSink {
         self.writer.flush().await?;
         self.writer.get_mut().sync_all().await
     }
+}
+
+/// The subdirectories of `dir` whose names `parse` accepts; others are left out (and alone).
+async fn named_dirs<T, E>(
+    dir: &Path,
+    parse: fn(&str) -> Result<T, E>,
+) -> Result<Vec<(T, PathBuf)>, StoreError> {
+    let mut entries = tokio::fs::read_dir(dir).await.map_err(io_err(dir))?;
+    let mut found = Vec::new();
+    while let Some(e) = entries.next_entry().await.map_err(io_err(dir))? {
+        let path = e.path();
+        let is_dir = e.file_type().await.map_err(io_err(&path))?.is_dir();
+        match e.file_name().to_str().map(parse) {
+            Some(Ok(name)) if is_dir => found.push((name, path)),
+            _ => tracing::debug!(path = %path.display(), "not a release directory; left alone"),
+        }
+    }
+    Ok(found)
 }
 
 async fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
@@ -262,6 +293,33 @@ mod tests {
         assert!(meta.permissions().readonly());
         let mut staging = tokio::fs::read_dir(tmp.path().join(".incoming")).await?;
         assert!(staging.next_entry().await?.is_none());
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn settled_lists_release_directories_and_nothing_else() -> R {
+        let tmp = tempfile::tempdir()?;
+        let store = FsStore::open(tmp.path()).await?;
+        let releases = tmp.path().join("releases");
+        for dir in [
+            "iq2/1.0.0",
+            "iq2/2.0.0-rc.1",
+            "iq3/0.1.0",
+            "iq2/notes",
+            "Bad_Model/1.0.0",
+        ] {
+            tokio::fs::create_dir_all(releases.join(dir)).await?;
+        }
+        tokio::fs::write(releases.join("iq3/1.0.0"), b"a file, not a release").await?;
+        tokio::fs::write(releases.join("README"), b"").await?;
+        let mut found: Vec<String> = store
+            .settled()
+            .await?
+            .into_iter()
+            .map(|(m, v)| format!("{m}/{v}"))
+            .collect();
+        found.sort();
+        assert_eq!(found, ["iq2/1.0.0", "iq2/2.0.0-rc.1", "iq3/0.1.0"]);
         Ok(())
     }
 

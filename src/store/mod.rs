@@ -84,6 +84,11 @@ pub trait ReleaseStore: Send + Sync + fmt::Debug + 'static {
     async fn commit(&self, key: &StagingKey, release: &ReleaseFiles<'_>) -> Result<(), StoreError>;
     /// Removes a committed release whose database insert failed.
     async fn discard(&self, model: &Model, version: &Version);
+    /// Committed releases that no publish can still be finishing: any of them without a
+    /// database row is debris of a publish that died between commit and insert, which the
+    /// caller removes with [`ReleaseStore::discard`]. Entries whose names are not a model
+    /// and a version are never listed, so never removed.
+    async fn settled(&self) -> Result<Vec<(Model, Version)>, StoreError>;
     /// Reads `len` bytes of a published file from `offset`.
     async fn open_range(&self, file: FileRef<'_>, offset: u64, len: u64) -> Result<PartReader, StoreError>;
 }

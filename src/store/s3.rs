@@ -16,6 +16,8 @@
 //!   [`STALE_AFTER`] is such an orphan: its objects are removed (manifest last, so the claim
 //!   is held until the rest is gone) and the version is claimed again. A younger claim is
 //!   another node's publish in flight, and the commit is refused ([`StoreError::Exists`]).
+//!   [`ReleaseStore::settled`] lists the claims older than [`STALE_AFTER`], so the orphans are
+//!   also removed at the next start of any node, whether or not that version is published again.
 //! - **Leftovers**: staged objects older than [`STALE_AFTER`] are removed at open. Younger
 //!   ones may be another node's upload in flight, and are left alone. Multipart uploads cut
 //!   off by a crash are invisible to listing; a bucket lifecycle rule
@@ -302,6 +304,26 @@ impl ReleaseStore for S3Store {
         if let Err(e) = self.remove_release(model, version).await {
             tracing::warn!(%model, %version, error = %e, "could not discard a release without a database row");
         }
+    }
+
+    /// Claims (manifests) older than the stale age: younger ones may be another node's
+    /// publish between its commit and its row.
+    async fn settled(&self) -> Result<Vec<(Model, Version)>, StoreError> {
+        let dir = self.loc.releases_dir();
+        let objects: Vec<_> = self
+            .ops
+            .list(Some(&Path::from(dir.as_str())))
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::Io {
+                what: format!("listing {dir}/ in {}", self.loc),
+                source: io::Error::other(e),
+            })?;
+        Ok(objects
+            .into_iter()
+            .filter(|m| is_stale(m.last_modified, self.stale_after))
+            .filter_map(|m| self.loc.claim_of(m.location.as_ref()))
+            .collect())
     }
 
     async fn open_range(&self, f: FileRef<'_>, offset: u64, len: u64) -> Result<PartReader, StoreError> {

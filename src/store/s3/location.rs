@@ -97,6 +97,22 @@ impl S3Location {
         self.key(&[RELEASES, model.as_str(), version.as_str(), name])
     }
 
+    /// The directory (key prefix) of every release.
+    pub fn releases_dir(&self) -> String {
+        self.key(&[RELEASES])
+    }
+
+    /// The release whose claim (`manifest.json`) `key` is; `None` for any other key.
+    pub fn claim_of(&self, key: &str) -> Option<(Model, Version)> {
+        let rest = key.strip_prefix(&self.releases_dir())?.strip_prefix('/')?;
+        let mut parts = rest.split('/');
+        let (model, version, name) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() || name != fwdist_release::manifest::MANIFEST_NAME {
+            return None;
+        }
+        Some((Model::parse(model).ok()?, Version::parse(version).ok()?))
+    }
+
     /// The directory of staged uploads.
     pub fn incoming_dir(&self) -> String {
         self.key(&[INCOMING])
@@ -147,6 +163,27 @@ mod tests {
             Model::parse(m).expect("test model"),
             Version::parse(v).expect("test version"),
         )
+    }
+
+    #[test]
+    fn only_a_release_claim_names_its_release() {
+        let (m, v) = release("iq-gw", "1.2.3");
+        for url in ["s3://fwb", "s3://fwb/prod/eu-1"] {
+            let loc = S3Location::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            let claim = loc.release_key(&m, &v, "manifest.json");
+            assert_eq!(loc.claim_of(&claim), Some((m.clone(), v.clone())), "{claim}");
+            for other in [
+                loc.release_key(&m, &v, "manifest.json.sig"),
+                loc.release_key(&m, &v, "iq.bin"),
+                loc.staging_key("00ff"),
+                format!("{}/Bad_Model/1.2.3/manifest.json", loc.releases_dir()),
+                format!("{}/iq-gw/not-semver/manifest.json", loc.releases_dir()),
+                format!("{}/iq-gw/1.2.3/x/manifest.json", loc.releases_dir()),
+                format!("{}x/iq-gw/1.2.3/manifest.json", loc.releases_dir()),
+            ] {
+                assert_eq!(loc.claim_of(&other), None, "{other}");
+            }
+        }
     }
 
     #[test]
