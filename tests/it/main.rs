@@ -13,6 +13,7 @@ mod api;
 mod api_rules;
 mod cli;
 mod cli_usage;
+mod crash;
 mod dashboard;
 mod dashboard_api;
 mod doctor;

@@ -267,6 +267,7 @@ pub struct DeviceCreds {
     pub secret: String,
 }
 
+#[derive(Clone)]
 pub struct Signed {
     pub dir: PathBuf,
     pub manifest: Vec<u8>,

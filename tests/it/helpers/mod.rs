@@ -247,7 +247,7 @@ pub fn config_toml(ftp_addr: SocketAddr, api_addr: SocketAddr, passive: (u16, u1
     config_toml_at(Path::new(""), ftp_addr, api_addr, passive)
 }
 
-fn random_u64() -> u64 {
+pub fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .build_hasher()
         .finish()
@@ -500,6 +500,18 @@ impl TestApp {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+        }
+    }
+
+    /// SIGKILL: the process dies where it stands, no shutdown path runs; returns once it is
+    /// reaped. [`TestApp::restart`] starts it again.
+    pub fn kill9(&mut self) {
+        match self.server.take() {
+            Some(Server::Process(mut child)) => {
+                child.kill().expect("SIGKILL fwdist serve");
+                child.wait().expect("reap fwdist serve");
+            }
+            _ => panic!("no server process: use spawn_app_binary"),
         }
     }
 
