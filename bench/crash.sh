@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Crash rounds, long form (issue 15): a release-built `fwdist serve` under 200 IQs downloading
-# and 5 uploads at once is `kill -9`ed at a random moment 1.5-3 s into each of 20 rounds and
-# restarted; after each restart the run checks that every download whose 226 reached its IQ
+# and 5 uploads at once is `kill -9`ed at a random moment 1-2.5 s into each of 20 rounds (from
+# the second round on, after another connection has held the database's write lock for a
+# further 0.5-1.5 s, so records queue behind it) and restarted; after each restart the run checks that every download whose 226 reached its IQ
 # before the kill has its `complete` record, every answered upload is listed and matches its
 # stored image (size, SHA-256), the store holds exactly the listed releases (no orphan, no
 # staged leftover) and SQLite passes `PRAGMA integrity_check`. It is the integration test

@@ -296,12 +296,12 @@ async fn kill_9_mid_traffic_loses_no_record_and_no_release() {
                 })
             })
             .collect();
-        // A random moment 1.5–3 s in. From round 1 on, something else holds the database's
-        // write lock for the last 0.5–1.5 s before it (a backup, a slow disk): records queue
-        // behind it, which is when a 226 sent before its record's commit would be lost.
+        // A random moment 1–2.5 s in; from round 1 on, something else then holds the
+        // database's write lock for 0.5–1.5 s more before the kill (a backup, a slow disk):
+        // records queue behind it, which is when a 226 sent before its record's commit would
+        // be lost.
         let held = (round > 0).then(|| Duration::from_millis(500 + random_u64() % 1000));
-        let run = Duration::from_millis(1500 + random_u64() % 1500);
-        tokio::time::sleep(run - held.unwrap_or_default()).await;
+        tokio::time::sleep(Duration::from_millis(1000 + random_u64() % 1500)).await;
         let lock = match held {
             Some(d) => {
                 let lock = DbLock::take(&app.db_url).await;
