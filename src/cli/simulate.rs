@@ -19,9 +19,21 @@ pub struct SimulateArgs {
     /// Not needed with --https-get.
     #[arg(long, required_unless_present = "https_get")]
     pub devices: Option<PathBuf>,
-    /// Sessions to run in all.
+    /// Sessions to run in all (with --duration: RATE x SECS instead).
     #[arg(long, short = 'n', default_value_t = 100)]
     pub sessions: usize,
+    /// Start sessions on a fixed schedule, this many per second (still at most -c at once;
+    /// sessions that start over a second late are counted). Default: as fast as -c allows.
+    #[arg(long, value_name = "SESSIONS_PER_SEC", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// With --rate: run this many seconds (RATE x SECS sessions), e.g. a soak.
+    #[arg(long, value_name = "SECS", requires = "rate")]
+    pub duration: Option<u64>,
+    /// Cut this fraction of image downloads half way (both connections dropped, as a lost
+    /// link) and resume each with REST in a new session, as an IQ does.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0, value_parser = parse_fraction,
+          conflicts_with_all = ["manifest_only", "get", "hold_secs", "https_get"])]
+    pub cut: f64,
     /// Sessions at once.
     #[arg(long, short = 'c', default_value_t = 10)]
     pub concurrency: usize,
@@ -59,6 +71,20 @@ pub struct SimulateArgs {
     pub timeout: u64,
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| r.is_finite() && *r > 0.0 && *r <= 1e6)
+        .ok_or_else(|| format!("{s:?}: expected sessions per second, above 0"))
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|f| (0.0..=1.0).contains(f))
+        .ok_or_else(|| format!("{s:?}: expected a fraction from 0 to 1"))
+}
+
 /// # Errors
 /// Bad arguments or unreadable files (exit 1).
 pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
@@ -92,7 +118,10 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
         client,
         report: a.report,
         devices,
-        sessions: a.sessions,
+        sessions: match (a.duration, a.rate) {
+            (Some(secs), Some(rate)) => simulate::sessions_for(Duration::from_secs(secs), rate),
+            _ => a.sessions,
+        },
         concurrency: a.concurrency,
         source_ips,
         trust,
@@ -108,6 +137,8 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
             Mode::Update
         },
         retries: a.retries,
+        rate: a.rate,
+        cut: a.cut,
     };
     let r = simulate::run(plan).await;
     println!(
@@ -137,6 +168,15 @@ pub async fn run(a: &SimulateArgs) -> anyhow::Result<ExitCode> {
         },
         r.handshake_retries
     );
+    if let Some(rate) = a.rate {
+        println!(
+            "schedule: {rate} sessions/s asked, {} started over 1 s late",
+            r.late
+        );
+    }
+    if a.cut > 0.0 {
+        println!("cut downloads: {} (resumed with REST)", r.cut);
+    }
     if r.no_update > 0 {
         println!(
             "no update: {} sessions (nothing targets the device; not an error)",

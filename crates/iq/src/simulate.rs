@@ -3,7 +3,9 @@
 //! Each simulated IQ logs in (retrying a failed TLS upgrade once, as IQs must), reads its
 //! target manifest and signature, verifies them when trusted keys are given, downloads the
 //! image while hashing it, checks size and SHA-256 and says `QUIT`. Sessions run with a
-//! fixed concurrency; failures are counted by kind.
+//! fixed concurrency, as fast as it allows or started on a fixed schedule (a rate, for a soak);
+//! failures are counted by kind. A fraction of downloads can be cut half way (the connection
+//! dropped, as a lost link does) and resumed with `REST` in a new session, as an IQ resumes.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -91,6 +93,31 @@ pub struct Plan {
     /// Extra attempts of a whole session after a transient failure (as a real IQ retries),
     /// after a short jittered back-off. Refusals (5xx, bad hash) are never retried.
     pub retries: u32,
+    /// Sessions started per second on a fixed schedule (session i at i / rate, still at most
+    /// `concurrency` at once); `None`: each as soon as a slot is free.
+    pub rate: Option<f64>,
+    /// This fraction of image downloads (`Mode::Update`, first attempt) is cut half way: the
+    /// control and data connections dropped without a word, then a new session resumes the
+    /// image with `REST` from the bytes received, as an IQ resumes after a lost link.
+    pub cut: f64,
+}
+
+/// When session `i` starts, from the run's start, at `rate` sessions per second.
+pub fn start_offset(i: usize, rate: f64) -> Duration {
+    Duration::try_from_secs_f64(i as f64 / rate).unwrap_or(Duration::MAX)
+}
+
+/// How many sessions a run of `duration` at `rate` sessions per second starts.
+pub fn sessions_for(duration: Duration, rate: f64) -> usize {
+    let n = (duration.as_secs_f64() * rate).floor();
+    if n.is_finite() && n > 0.0 { n as usize } else { 0 }
+}
+
+/// Whether session `i` has its download cut, for a cut `fraction`: spread evenly, so that any
+/// run of sessions has that fraction cut, to one session.
+pub fn is_cut(i: usize, fraction: f64) -> bool {
+    let f = fraction.clamp(0.0, 1.0);
+    ((i as f64 + 1.0) * f).floor() > (i as f64 * f).floor()
 }
 
 #[derive(Debug, Default)]
@@ -112,6 +139,11 @@ pub struct Report {
     pub no_update: usize,
     /// Reports stored by the server, by outcome.
     pub reports: BTreeMap<String, usize>,
+    /// Downloads cut half way and then resumed with `REST` (successful sessions only).
+    pub cut: usize,
+    /// Sessions that started more than a second behind the schedule (`rate`): every slot was
+    /// busy. Zero means the rate held.
+    pub late: usize,
 }
 
 impl Report {
@@ -187,10 +219,26 @@ impl From<ClientError> for SessionError {
     }
 }
 
-/// Counts and hashes what it is given; keeps nothing.
+/// Counts and hashes what it is given; keeps nothing. With `cut_at`, refuses to take more
+/// than that many bytes (an error then: the download is cut there).
 struct HashSink {
     h: Sha256,
     n: u64,
+    cut_at: Option<u64>,
+}
+
+impl HashSink {
+    fn new(cut_at: Option<u64>) -> Self {
+        HashSink {
+            h: Sha256::new(),
+            n: 0,
+            cut_at,
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.cut_at.is_some_and(|c| self.n >= c)
+    }
 }
 
 impl AsyncWrite for HashSink {
@@ -199,9 +247,19 @@ impl AsyncWrite for HashSink {
         _: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        self.h.update(buf);
-        self.n += buf.len() as u64;
-        std::task::Poll::Ready(Ok(buf.len()))
+        let take = match self.cut_at {
+            Some(c) if self.n >= c => {
+                return std::task::Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "download cut on purpose",
+                )));
+            }
+            Some(c) => buf.len().min(usize::try_from(c - self.n).unwrap_or(usize::MAX)),
+            None => buf.len(),
+        };
+        self.h.update(&buf[..take]);
+        self.n += take as u64;
+        std::task::Poll::Ready(Ok(take))
     }
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
@@ -217,18 +275,20 @@ impl AsyncWrite for HashSink {
     }
 }
 
-/// One simulated IQ: returns bytes downloaded and whether the TLS upgrade was retried.
+/// One simulated IQ: what it did and whether the TLS upgrade was retried. `cut`: cut the
+/// image download half way and resume it (see [`Plan::cut`]).
 async fn session(
     plan: &Plan,
     cfg: ClientConfig,
     user: &str,
     pass: &str,
+    cut: bool,
 ) -> (Result<Done, SessionError>, bool) {
     if let Mode::Https(path) = &plan.mode {
         return (
             https_get(&cfg, path)
                 .await
-                .map(|n| (n, None))
+                .map(Done::bytes)
                 .map_err(SessionError::from),
             false,
         );
@@ -238,36 +298,55 @@ async fn session(
         Err(e) => return (Err(e.into()), false),
     };
     let r = match &plan.mode {
-        Mode::Update => update(plan, &mut c, user).await,
+        Mode::Update => update(plan, &cfg, &mut c, (user, pass), cut).await,
         Mode::Manifest => c
             .retr_small("/target/manifest.json", MAX_MANIFEST_BYTES as u64)
             .await
-            .map(|m| (m.len() as u64, None))
+            .map(|m| Done::bytes(m.len() as u64))
             .map_err(Into::into),
         Mode::Get(path) => {
-            let mut sink = HashSink {
-                h: Sha256::new(),
-                n: 0,
-            };
+            let mut sink = HashSink::new(None);
             c.retr(path, 0, u64::MAX, &mut sink)
                 .await
-                .map(|(n, _)| (n, None))
+                .map(|(n, _)| Done::bytes(n))
                 .map_err(Into::into)
         }
         Mode::Hold(d) => {
             tokio::time::sleep(*d).await;
-            Ok((0, None))
+            Ok(Done::bytes(0))
         }
-        Mode::Https(_) => Ok((0, None)),
+        Mode::Https(_) => Ok(Done::bytes(0)),
     };
     c.quit().await;
     (r, retried)
 }
 
-/// What a session did besides the bytes: the outcome it reported, if any.
-type Done = (u64, Option<&'static str>);
+/// What a successful session did.
+struct Done {
+    bytes: u64,
+    /// The outcome it reported, if any.
+    reported: Option<&'static str>,
+    /// Its download was cut and resumed.
+    cut: bool,
+}
 
-async fn update(plan: &Plan, c: &mut FtpsClient, user: &str) -> Result<Done, SessionError> {
+impl Done {
+    fn bytes(bytes: u64) -> Self {
+        Done {
+            bytes,
+            reported: None,
+            cut: false,
+        }
+    }
+}
+
+async fn update(
+    plan: &Plan,
+    cfg: &ClientConfig,
+    c: &mut FtpsClient,
+    (user, pass): (&str, &str),
+    cut: bool,
+) -> Result<Done, SessionError> {
     let manifest = match c
         .retr_small("/target/manifest.json", MAX_MANIFEST_BYTES as u64)
         .await
@@ -289,27 +368,40 @@ async fn update(plan: &Plan, c: &mut FtpsClient, user: &str) -> Result<Done, Ses
             .map_err(|e| SessionError::Verify(e.to_string()))?;
     }
     let m = Manifest::parse(&manifest).map_err(|e| SessionError::Verify(e.to_string()))?;
-    let mut sink = HashSink {
-        h: Sha256::new(),
-        n: 0,
-    };
-    c.retr(
-        &format!("/releases/{}/{}", m.version, m.file),
-        0,
-        m.size,
-        &mut sink,
-    )
-    .await?;
+    let image = format!("/releases/{}/{}", m.version, m.file);
+    let cut = cut && m.size >= 2;
+    let mut sink = HashSink::new(cut.then_some(m.size / 2));
+    match c.retr(&image, 0, m.size, &mut sink).await {
+        Ok(_) => {}
+        Err(_) if sink.is_cut() => {
+            // The link went: both connections drop without a word (the old client goes here,
+            // unread data in its sockets makes them reset). A new session resumes the image.
+            let (fresh, _) = FtpsClient::open(cfg, user, pass).await?;
+            drop(std::mem::replace(c, fresh));
+            sink.cut_at = None;
+            let have = sink.n;
+            c.retr(&image, have, m.size - have, &mut sink).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     if sink.n != m.size || <[u8; 32]>::from(sink.h.finalize()) != m.sha256.0 {
         return Err(SessionError::Hash);
     }
     let Some(report) = plan.report else {
-        return Ok((m.size, None));
+        return Ok(Done {
+            bytes: m.size,
+            reported: None,
+            cut,
+        });
     };
     let outcome = report.outcome(user);
     let body = format!(r#"{{"version": "{}", "outcome": "{outcome}"}}"#, m.version);
     c.stor("/report.json", body.as_bytes()).await?;
-    Ok((m.size, Some(outcome)))
+    Ok(Done {
+        bytes: m.size,
+        reported: Some(outcome),
+        cut,
+    })
 }
 
 /// `GET path` over TLS (HTTP/1.0, read to EOF): bytes received, headers included.
@@ -359,10 +451,23 @@ pub async fn run(plan: Plan) -> Report {
     let sem = Arc::new(tokio::sync::Semaphore::new(plan.concurrency.max(1)));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut report = Report::default();
+    let mut late = 0;
     for i in 0..plan.sessions {
+        let due = plan.rate.map(|r| start + start_offset(i, r));
+        if let Some(due) = due {
+            tokio::time::sleep_until(due.into()).await;
+        }
         let Ok(permit) = sem.clone().acquire_owned().await else {
             break;
         };
+        if due.is_some_and(|d| d.elapsed() > Duration::from_secs(1)) {
+            late += 1;
+        }
+        // Reap finished sessions as we go: a long run must not keep them all.
+        while let Some(joined) = tasks.try_join_next() {
+            report.add(joined);
+        }
         let plan = plan.clone();
         tasks.spawn(async move {
             let (user, pass) = &plan.devices[i % plan.devices.len()];
@@ -374,7 +479,8 @@ pub async fn run(plan: Plan) -> Report {
             let mut first_failure = None;
             let mut attempt = 0;
             let (r, retried) = loop {
-                let (r, retried) = session(&plan, cfg.clone(), user, pass).await;
+                let cut = attempt == 0 && matches!(plan.mode, Mode::Update) && is_cut(i, plan.cut);
+                let (r, retried) = session(&plan, cfg.clone(), user, pass, cut).await;
                 match &r {
                     Err(e) if attempt < plan.retries && e.is_transient() => {
                         first_failure.get_or_insert_with(|| kind(e));
@@ -389,38 +495,49 @@ pub async fn run(plan: Plan) -> Report {
             (r, retried, recovered, t0.elapsed())
         });
     }
-    let mut report = Report::default();
     while let Some(joined) = tasks.join_next().await {
-        let Ok((r, retried, recovered, took)) = joined else {
-            report.failed += 1;
-            *report.errors.entry("panic".into()).or_default() += 1;
-            continue;
-        };
-        report.handshake_retries += usize::from(retried);
-        if let Some(k) = recovered {
-            *report.recovered.entry(k).or_default() += 1;
-        }
-        match r {
-            Ok((bytes, reported)) => {
-                report.ok += 1;
-                report.bytes += bytes;
-                report.latencies.push(took);
-                if let Some(outcome) = reported {
-                    *report.reports.entry(outcome.to_owned()).or_default() += 1;
-                }
-            }
-            Err(SessionError::NoUpdate) => report.no_update += 1,
-            Err(e) => {
-                report.failed += 1;
-                let k = kind(&e);
-                report.examples.entry(k.clone()).or_insert_with(|| e.to_string());
-                *report.errors.entry(k).or_default() += 1;
-            }
-        }
+        report.add(joined);
     }
+    report.late = late;
     report.elapsed = start.elapsed();
     report.latencies.sort();
     report
+}
+
+/// A finished session task: its result, whether its TLS upgrade was retried, the first
+/// failure's kind when a later attempt succeeded, and its latency.
+type Finished = (Result<Done, SessionError>, bool, Option<String>, Duration);
+
+impl Report {
+    fn add(&mut self, joined: Result<Finished, tokio::task::JoinError>) {
+        let Ok((r, retried, recovered, took)) = joined else {
+            self.failed += 1;
+            *self.errors.entry("panic".into()).or_default() += 1;
+            return;
+        };
+        self.handshake_retries += usize::from(retried);
+        if let Some(k) = recovered {
+            *self.recovered.entry(k).or_default() += 1;
+        }
+        match r {
+            Ok(done) => {
+                self.ok += 1;
+                self.bytes += done.bytes;
+                self.cut += usize::from(done.cut);
+                self.latencies.push(took);
+                if let Some(outcome) = done.reported {
+                    *self.reports.entry(outcome.to_owned()).or_default() += 1;
+                }
+            }
+            Err(SessionError::NoUpdate) => self.no_update += 1,
+            Err(e) => {
+                self.failed += 1;
+                let k = kind(&e);
+                self.examples.entry(k.clone()).or_insert_with(|| e.to_string());
+                *self.errors.entry(k).or_default() += 1;
+            }
+        }
+    }
 }
 
 /// Parses `A-B` (inclusive, IPv4, same /24 or not) or a single address.
@@ -488,6 +605,50 @@ mod tests {
             "stable"
         );
         assert_eq!(ReportPlan::Failed.outcome("x"), "failed");
+    }
+
+    #[test]
+    fn schedule_starts_sessions_at_the_rate() {
+        assert_eq!(start_offset(0, 4.0), Duration::ZERO);
+        assert_eq!(start_offset(1, 4.0), Duration::from_millis(250));
+        assert_eq!(start_offset(10, 0.5), Duration::from_secs(20));
+        let gaps: Vec<Duration> = (1..100)
+            .map(|i| start_offset(i, 8.0) - start_offset(i - 1, 8.0))
+            .collect();
+        assert!(gaps.iter().all(|g| *g == Duration::from_millis(125)), "{gaps:?}");
+        assert_eq!(sessions_for(Duration::from_secs(3600), 5.0), 18_000);
+        assert_eq!(sessions_for(Duration::from_secs(10), 0.25), 2);
+        assert_eq!(sessions_for(Duration::from_secs(1), 0.5), 0);
+        assert_eq!(sessions_for(Duration::ZERO, 5.0), 0);
+        assert!(start_offset(sessions_for(Duration::from_secs(60), 3.0) - 1, 3.0) < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn cuts_are_the_fraction_of_any_run() {
+        assert!((0..1000).all(|i| !is_cut(i, 0.0)));
+        assert!((0..1000).all(|i| is_cut(i, 1.0)));
+        assert_eq!((0..1000).filter(|&i| is_cut(i, 0.1)).count(), 100);
+        for start in [0, 7, 333] {
+            let n = (start..start + 50).filter(|&i| is_cut(i, 0.2)).count();
+            assert!((9..=11).contains(&n), "about 10 of 50 from {start}: {n}");
+        }
+        assert_eq!(is_cut(17, 0.3), is_cut(17, 0.3), "stable");
+    }
+
+    #[tokio::test]
+    async fn a_cut_sink_takes_bytes_up_to_the_cut_then_refuses() {
+        use tokio::io::AsyncWriteExt as _;
+        let mut sink = HashSink::new(Some(10));
+        assert!(sink.write_all(&[1; 6]).await.is_ok());
+        assert!(!sink.is_cut());
+        let e = sink.write_all(&[2; 6]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionAborted);
+        assert_eq!(sink.n, 10, "stops exactly at the cut");
+        assert!(sink.is_cut());
+        sink.cut_at = None;
+        sink.write_all(&[2; 2]).await.unwrap();
+        let whole = Sha256::digest([[1u8; 6].as_slice(), &[2; 6]].concat());
+        assert_eq!(sink.h.finalize(), whole, "resumed bytes continue the hash");
     }
 
     #[test]
