@@ -3,6 +3,8 @@
 #
 #   bench/run.sh            full run (a few minutes after the release build)
 #   bench/run.sh --quick    smoke run: tiny loads, checks that every step works
+#   FWDIST_BIN=/path/to/fwdist bench/run.sh
+#                           measures that build instead of building the tree (release) first
 #   OLD=/path/to/old/fwdist bench/run.sh
 #                           also runs an older fwdist build on the same files (its own database:
 #                           an older build cannot open a newer schema), its
@@ -46,9 +48,13 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 export PATH=$PATH:/usr/sbin
-log "building fwdist (release)"
-(cd "$ROOT" && cargo build --release --locked -q)
-B=${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist
+if [ -n "${FWDIST_BIN:-}" ]; then
+  B=$FWDIST_BIN
+else
+  log "building fwdist (release)"
+  (cd "$ROOT" && cargo build --release --locked -q)
+  B=${CARGO_TARGET_DIR:-$ROOT/target}/release/fwdist
+fi
 ulimit -n "$(ulimit -Hn)"
 
 cd "$W"
