@@ -489,6 +489,64 @@ impl ToSchema for RoleName {
     }
 }
 
+/// A model name as requests give it (`Model::parse`).
+pub struct ModelName;
+
+impl PartialSchema for ModelName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A device model: `[a-z0-9][a-z0-9-]{0,31}`."))
+            .pattern(Some("^[a-z0-9][a-z0-9-]{0,31}$"))
+            .examples(["iq2"])
+            .into()
+    }
+}
+impl ToSchema for ModelName {}
+
+/// A release version as requests give it (`Version::parse`: a semantic version of at most 64
+/// bytes; the pattern is semver.org's, with ASCII digits).
+pub struct VersionName;
+
+impl PartialSchema for VersionName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A semantic version (`2.4.1`, `2.4.1-rc.1`, `2.4.1+build.5`), at most 64 bytes.",
+            ))
+            .pattern(Some(
+                "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\
+                 (?:-(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?\
+                 (?:\\+[0-9a-zA-Z-]+(?:\\.[0-9a-zA-Z-]+)*)?$",
+            ))
+            .max_length(Some(64))
+            .examples(["1.0.0"])
+            .into()
+    }
+}
+impl ToSchema for VersionName {}
+
+/// A device id as requests give it (`DeviceId::parse`): any of the three MAC forms.
+pub struct MacAddress;
+
+impl PartialSchema for MacAddress {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A device id, its MAC address in any form: `aa:bb:cc:dd:ee:ff`, \
+                 `aa-bb-cc-dd-ee-ff` or `aabbccddeeff`, any letter case.",
+            ))
+            .pattern(Some(
+                "^(?:[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{12})$",
+            ))
+            .examples(["aa:bb:cc:dd:ee:ff"])
+            .into()
+    }
+}
+impl ToSchema for MacAddress {}
+
 /// The schema of a device id in an answer: always the canonical MAC form.
 pub struct DeviceIdSchema;
 
