@@ -340,6 +340,7 @@ def run_schemathesis(server: Server, role: str, token: str | None, args: argpars
         cmd += ["--header", f"Authorization: Bearer {token}"]
     env = dict(os.environ)
     env["SCHEMATHESIS_HOOKS"] = str(HERE / "hooks.py")
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ of hooks.py in the work tree
     env["FWDIST_ABUSE_PROTECTED_TOKENS"] = ",".join(str(i) for i in seeded["role_token_ids"])
     started = time.monotonic()
     with open(out / "schemathesis.out", "w") as f:
