@@ -52,7 +52,9 @@ ROLES = ["none", "invalid", "reporter", "viewer", "publisher", "admin"]
 MODEL = "iq2"
 VERSION = "1.0.0"
 DEVICES = ["aa:bb:cc:dd:ee:ff", "aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02", "aa:bb:cc:00:00:03"]
-INVALID_TOKEN = "fwd_" + "0" * 64
+# Shaped like a real token, and random: the log is searched for it too, so it must be a value
+# nothing else would print (a run of zeros was: the fuzzer put 65 zeros in a path).
+INVALID_TOKEN = "fwd_" + base64.urlsafe_b64encode(os.urandom(32)).decode().rstrip("=")
 
 
 def log(msg: str) -> None:
@@ -478,7 +480,7 @@ def main() -> int:
     if args.max_examples is None:
         args.max_examples = 100 if args.long else 10
     if shutil.which("schemathesis") is None:
-        print("abuse: schemathesis is not on PATH (pip install schemathesis)", file=sys.stderr)
+        print("abuse: schemathesis is not on PATH (pip install 'schemathesis>=4.32,<5')", file=sys.stderr)
         return 2
 
     keep = args.out is not None
@@ -561,6 +563,8 @@ def main() -> int:
             problems.append(f"{s['role']}: schemathesis error: {e}")
         if s["exit"] != 0 and not s["failure_lines"]:
             problems.append(f"{s['role']}: schemathesis exited {s['exit']} (see {root / 'reports' / s['role'] / 'schemathesis.out'})")
+        if s["server_errors"]:
+            problems.append(f"{s['role']}: {s['server_errors']} answers were 5xx: {s['statuses']}")
         if s["operations"] == 0:
             problems.append(f"{s['role']}: no operation was tested")
     if died_during or not alive:

@@ -9,11 +9,11 @@
 #   tests/abuse/run.sh --out DIR  # keep the server's directory, its log and the reports in DIR
 #
 # Other options go to tests/abuse/abuse.py (--help). FWDIST_BIN=PATH uses that binary instead
-# of building one. Needs python3 and schemathesis (`python3 -m pip install schemathesis`).
+# of building one. Needs python3 and schemathesis 4 (`python3 -m pip install 'schemathesis>=4.32,<5'`).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 if ! command -v schemathesis >/dev/null; then
-  echo "run.sh: schemathesis is not on PATH: python3 -m pip install schemathesis (under pyenv, then pyenv rehash)" >&2
+  echo "run.sh: schemathesis is not on PATH: python3 -m pip install 'schemathesis>=4.32,<5' (under pyenv, then pyenv rehash)" >&2
   exit 2
 fi
 if [ -z "${FWDIST_BIN:-}" ]; then
