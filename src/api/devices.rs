@@ -14,7 +14,7 @@ use super::auth::{Admin, Authorized, Viewer};
 use super::diagnostics::CountsView;
 use super::downloads::DownloadView;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::openapi::DeviceIdSchema;
+use super::openapi::{DeviceIdSchema, MacAddress, ModelName, VersionName};
 use super::{AppState, Listing, PageQuery, filter_bool, filter_model, parse_time};
 use crate::db::Page;
 use crate::db::devices::DeviceRow;
@@ -43,6 +43,7 @@ const RECENT_DOWNLOADS: u32 = 10;
 pub struct DevicePath {
     /// The device's MAC address in any form: `aa:bb:cc:dd:ee:ff`, `aa-bb-cc-dd-ee-ff` or
     /// `aabbccddeeff` (any case).
+    #[param(value_type = MacAddress, inline)]
     pub id: String,
 }
 
@@ -51,10 +52,10 @@ pub struct DevicePath {
 #[serde(deny_unknown_fields)]
 struct NewDevice {
     /// Its MAC address, in any of the three forms.
-    #[schema(examples("aa:bb:cc:dd:ee:ff"))]
+    #[schema(value_type = MacAddress, examples("aa:bb:cc:dd:ee:ff"))]
     id: String,
     /// `[a-z0-9][a-z0-9-]{0,31}`
-    #[schema(examples("iq2"))]
+    #[schema(value_type = ModelName, examples("iq2"))]
     model: String,
     #[serde(default)]
     labels: Vec<String>,
@@ -251,6 +252,7 @@ async fn create_device(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only devices of this model.
+    #[param(value_type = Option<ModelName>, inline)]
     model: Option<String>,
     /// Only devices carrying this label.
     label: Option<String>,
@@ -485,6 +487,7 @@ async fn unlock_device(
 #[schema(as = NewPin)]
 struct PinBody {
     /// An existing, not yanked release of the device's model.
+    #[schema(value_type = VersionName)]
     version: String,
     #[serde(default)]
     reason: String,

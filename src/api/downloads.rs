@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 
 use super::auth::{Authorized, Viewer};
 use super::error::{ApiError, ApiQuery};
-use super::openapi::DeviceIdSchema;
+use super::openapi::{DeviceIdSchema, MacAddress, ModelName, VersionName};
 use super::{AppState, Listing, PageQuery, filter, filter_model};
 use crate::db::downloads::{DownloadFilter, DownloadRecord};
 use crate::domain::{DeviceId, InvalidInput, Outcome, Version, format_ms};
@@ -72,10 +72,13 @@ impl DownloadView {
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only this device's records (any MAC form).
+    #[param(value_type = Option<MacAddress>, inline)]
     device: Option<String>,
     /// Only records of this model.
+    #[param(value_type = Option<ModelName>, inline)]
     model: Option<String>,
     /// Only records of this version.
+    #[param(value_type = Option<VersionName>, inline)]
     version: Option<String>,
     /// Only `complete` or only `aborted` records.
     #[param(value_type = Option<Outcome>, inline)]

@@ -25,7 +25,9 @@ struct Params {
     /// `json` (the default), or the rules as text: `text`, `nftables` or `iptables`.
     #[param(value_type = Option<FormatName>, inline)]
     format: Option<String>,
-    /// With `nftables` or `iptables`: the chain the rules go into.
+    /// With `nftables` or `iptables`: the chain the rules go into (1-32 ASCII letters,
+    /// digits, `_` or `-`, starting with a letter; default `forward`).
+    #[param(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")]
     chain: Option<String>,
 }
 

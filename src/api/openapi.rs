@@ -15,9 +15,9 @@ use axum::body::Bytes;
 use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 use utoipa::openapi::extensions::ExtensionsBuilder;
-use utoipa::openapi::path::{Operation, OperationBuilder, PathItem};
+use utoipa::openapi::path::{Operation, OperationBuilder, ParameterIn, PathItem};
 use utoipa::openapi::response::ResponseBuilder;
-use utoipa::openapi::schema::{ArrayItems, ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{AnyOfBuilder, ArrayItems, ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, HttpMethod, InfoBuilder, LicenseBuilder, OpenApi, OpenApiBuilder, Ref,
@@ -102,6 +102,7 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
             }
             if under_api {
                 shared(op, "400", "BadRequest");
+                admit_empty_values(op);
             }
         }
     }
@@ -142,6 +143,66 @@ pub fn finish(mut doc: OpenApi) -> OpenApi {
     components.responses.extend(shared_parts.responses);
     components.security_schemes.extend(shared_parts.security_schemes);
     doc
+}
+
+/// Query parameters for which an empty value (`?state=`) is the same as leaving the parameter
+/// out (docs/api.md, "Query parameters"): the list filters, the page cursor and the fleet's
+/// `stale_days`. The handlers read them through [`super::filter`] or treat `""` as absent;
+/// `limit`, `format` and `chain` refuse an empty value with 400. `tests/it/openapi.rs` sends
+/// every query parameter of the document empty and checks the answer against this.
+pub const EMPTY_MEANS_ABSENT: &[&str] = &[
+    "model",
+    "label",
+    "enabled",
+    "device",
+    "version",
+    "outcome",
+    "state",
+    "action",
+    "after",
+    "stale_days",
+];
+
+/// Makes the document admit the empty value of each [`EMPTY_MEANS_ABSENT`] parameter whose
+/// schema would refuse it (an enum, a boolean, an integer): `anyOf: [schema, {"enum": [""]}]`.
+/// Without it the document promised a 400 for `?state=`, which the API answers like no filter.
+fn admit_empty_values(op: &mut Operation) {
+    for param in op.parameters.iter_mut().flatten() {
+        if param.parameter_in != ParameterIn::Query || !EMPTY_MEANS_ABSENT.contains(&param.name.as_str()) {
+            continue;
+        }
+        let Some(schema) = param.schema.take() else {
+            continue;
+        };
+        if admits_empty_string(&schema) {
+            param.schema = Some(schema);
+            continue;
+        }
+        let empty = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some([""]))
+            .description(Some("Empty: the same as leaving the parameter out."));
+        param.schema = Some(RefOr::T(Schema::AnyOf(
+            AnyOfBuilder::new().item(schema).item(empty).build(),
+        )));
+        let note = "An empty value is the same as leaving it out.";
+        param.description = Some(match param.description.take() {
+            Some(d) if !d.is_empty() => format!("{d} {note}"),
+            _ => note.to_owned(),
+        });
+    }
+}
+
+/// A plain string schema (no enum, pattern, format or minimum length) takes `""` already.
+fn admits_empty_string(schema: &RefOr<Schema>) -> bool {
+    let RefOr::T(Schema::Object(o)) = schema else {
+        return false;
+    };
+    o.schema_type == SchemaType::Type(Type::String)
+        && o.enum_values.is_none()
+        && o.pattern.is_none()
+        && o.format.is_none()
+        && o.min_length.is_none_or(|l| l == 0)
 }
 
 /// The roles whose tokens may do what needs `needed`.
@@ -427,6 +488,64 @@ impl ToSchema for RoleName {
         Cow::Borrowed("Role")
     }
 }
+
+/// A model name as requests give it (`Model::parse`).
+pub struct ModelName;
+
+impl PartialSchema for ModelName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("A device model: `[a-z0-9][a-z0-9-]{0,31}`."))
+            .pattern(Some("^[a-z0-9][a-z0-9-]{0,31}$"))
+            .examples(["iq2"])
+            .into()
+    }
+}
+impl ToSchema for ModelName {}
+
+/// A release version as requests give it (`Version::parse`: a semantic version of at most 64
+/// bytes; the pattern is semver.org's, with ASCII digits).
+pub struct VersionName;
+
+impl PartialSchema for VersionName {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A semantic version (`2.4.1`, `2.4.1-rc.1`, `2.4.1+build.5`), at most 64 bytes.",
+            ))
+            .pattern(Some(
+                "^(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\\.(0|[1-9][0-9]*)\
+                 (?:-(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*)?\
+                 (?:\\+[0-9a-zA-Z-]+(?:\\.[0-9a-zA-Z-]+)*)?$",
+            ))
+            .max_length(Some(64))
+            .examples(["1.0.0"])
+            .into()
+    }
+}
+impl ToSchema for VersionName {}
+
+/// A device id as requests give it (`DeviceId::parse`): any of the three MAC forms.
+pub struct MacAddress;
+
+impl PartialSchema for MacAddress {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A device id, its MAC address in any form: `aa:bb:cc:dd:ee:ff`, \
+                 `aa-bb-cc-dd-ee-ff` or `aabbccddeeff`, any letter case.",
+            ))
+            .pattern(Some(
+                "^(?:[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}|[0-9A-Fa-f]{12})$",
+            ))
+            .examples(["aa:bb:cc:dd:ee:ff"])
+            .into()
+    }
+}
+impl ToSchema for MacAddress {}
 
 /// The schema of a device id in an answer: always the canonical MAC form.
 pub struct DeviceIdSchema;

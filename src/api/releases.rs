@@ -10,6 +10,7 @@ use utoipa_axum::routes;
 
 use super::auth::{Admin, Authorized, Publisher, Viewer};
 use super::error::{ApiError, ApiPath, ApiQuery, ErrorBody};
+use super::openapi::{ModelName, VersionName};
 use super::{AppState, Listing, PageQuery, filter_model};
 use crate::db::releases::ReleaseRow;
 use crate::domain::{Model, Version, format_ms};
@@ -231,6 +232,7 @@ async fn stream_into(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only releases of this model.
+    #[param(value_type = Option<ModelName>, inline)]
     model: Option<String>,
     #[serde(flatten)]
     #[param(ignore)]
@@ -273,8 +275,10 @@ fn parse_key(model: &str, version: &str) -> Result<(Model, Version), ApiError> {
 #[into_params(parameter_in = Path)]
 struct ReleasePath {
     /// `[a-z0-9][a-z0-9-]{0,31}`
+    #[param(value_type = ModelName, inline)]
     model: String,
     /// A semantic version.
+    #[param(value_type = VersionName, inline)]
     version: String,
 }
 

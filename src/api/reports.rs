@@ -17,7 +17,7 @@ use super::AppState;
 use super::auth::{Authorized, Reporter};
 use super::devices::{DevicePath, parse_path_id};
 use super::error::{ApiError, ApiPath, ErrorBody};
-use super::openapi::DeviceIdSchema;
+use super::openapi::{DeviceIdSchema, VersionName};
 use crate::db::reports::ReportRow;
 use crate::domain::{DeviceId, ReportOutcome, format_ms};
 use crate::services::reports::Source;
@@ -63,6 +63,7 @@ enum ReportSource {
 #[allow(dead_code)] // describes the body `services::reports` parses from the raw bytes
 struct ReportBody {
     /// A release of the device's model, yanked or not.
+    #[schema(value_type = VersionName)]
     version: String,
     outcome: ReportOutcome,
     /// At most 1 KiB.

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use super::auth::{Admin, Authorized, Viewer};
 use super::downloads::DownloadView;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
-use super::openapi::DeviceIdSchema;
+use super::openapi::{DeviceIdSchema, MacAddress, ModelName, VersionName};
 use super::reports::ReportView;
 use super::{AppState, Listing, PageQuery, filter, filter_model, parse_time};
 use crate::db::rollouts::RolloutRow;
@@ -57,14 +57,17 @@ impl ToSchema for ShownState {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewRollout {
+    #[schema(value_type = ModelName)]
     model: String,
     /// A published, not yanked release of `model`.
+    #[schema(value_type = VersionName)]
     version: String,
     /// 0-100: the share of eligible devices selected (by a stable hash of rollout and
     /// device). Not with `phases`.
     #[schema(minimum = 0, maximum = 100)]
     percent: Option<f64>,
     /// Devices selected whatever the percent (at most 10000).
+    #[schema(value_type = Option<Vec<MacAddress>>)]
     devices: Option<Vec<String>>,
     /// Only devices carrying all of these labels are eligible.
     #[serde(default)]
@@ -288,6 +291,7 @@ async fn create_rollout(
 #[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Only rollouts of this model.
+    #[param(value_type = Option<ModelName>, inline)]
     model: Option<String>,
     /// Only rollouts in this state (as shown).
     #[param(value_type = Option<ShownState>, inline)]
