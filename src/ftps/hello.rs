@@ -186,6 +186,27 @@ mod tests {
         assert_eq!(identities(&hello(b"", &[])), Vec::<Vec<u8>>::new());
     }
 
+    /// Real ClientHellos from `openssl s_client` (the fuzz seeds; their first byte is the
+    /// fuzz target's segment seed): a TLS 1.2 resumption names its session id, a TLS 1.3
+    /// resumption its ticket beside the 32-byte compatibility session id.
+    #[test]
+    fn real_client_hellos_name_what_they_resume() {
+        let seed = |b: &'static [u8]| &b[1..];
+        let first12 = seed(include_bytes!("../../fuzz/corpus/oneport/tls12-0"));
+        let resume12 = seed(include_bytes!("../../fuzz/corpus/oneport/tls12-resume-0"));
+        let resume13 = seed(include_bytes!("../../fuzz/corpus/oneport/tls13-resume-0"));
+        for r in [first12, resume12, resume13] {
+            assert_eq!(next_read(r), Read::Whole(r.len()));
+        }
+        assert!(identities(first12).is_empty());
+        let ids = identities(resume12);
+        assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), [32]);
+        let ids = identities(resume13);
+        assert_eq!(ids.len(), 2, "session id and ticket");
+        assert_eq!(ids[0].len(), 32);
+        assert!(ids[1].len() > 32, "the ticket");
+    }
+
     #[test]
     fn a_cut_or_foreign_record_has_no_identities() {
         let r = hello(b"sid", &[b"t"]);
