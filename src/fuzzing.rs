@@ -20,9 +20,12 @@ use crate::ftps::path::{self, Node};
 use crate::ftps::{hello, oneport, proxy, wire};
 use crate::services::reports;
 
+/// A target's check: panics when an invariant breaks.
+pub type Check = fn(&[u8]);
+
 /// Every target: its name (the file `fuzz/fuzz_targets/<name>.rs` and the directory
 /// `fuzz/corpus/<name>/`) and its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("manifest", manifest),
     ("signature", signature),
     ("ids", ids),
