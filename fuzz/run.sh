@@ -13,6 +13,8 @@
 # earlier runs grew in fuzz/corpus-run/<target> (git-ignored); crashes land in
 # fuzz/artifacts/<target>/, logs in fuzz/artifacts/logs/. Exit status 1 if any target crashed.
 # FWDIST_FUZZ_TARGET_DIR moves the build (default fuzz/target, apart from the main build).
+# FWDIST_FUZZ_DEV=1 builds unoptimised (`cargo fuzz build --dev`): a far shorter build and
+# slower execs, for CI's short runs; long runs want the default optimised build.
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-300}
@@ -21,9 +23,15 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR=${FWDIST_FUZZ_TARGET_DIR:-$PWD/target}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
-cargo fuzz build --sanitizer none
+profile=release
+build=(cargo fuzz build --sanitizer none)
+if [ "${FWDIST_FUZZ_DEV:-}" = 1 ]; then
+  profile=debug
+  build+=(--dev)
+fi
+"${build[@]}"
 triple=$(rustc -vV | sed -n 's/^host: //p')
-bin=$CARGO_TARGET_DIR/$triple/release
+bin=$CARGO_TARGET_DIR/$triple/$profile
 if [ $# -gt 0 ]; then
   targets=("$@")
 else
