@@ -254,6 +254,20 @@ impl Config {
                 .filter(|k| is_config_var(k.as_str()))
                 .split("__"),
         );
+        Self::from_given(given)
+    }
+
+    /// Pure: a configuration file's text alone, with no environment (what [`Config::load`]
+    /// does with the file, by the same code); validated.
+    ///
+    /// # Errors
+    /// Bad syntax, unknown keys, or values that fail [`Config::validate`].
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::from_given(Figment::new().merge(Toml::string(text)))
+    }
+
+    /// Defaults under what the operator gave; validated.
+    fn from_given(given: Figment) -> Result<Self, ConfigError> {
         let root_given = given.find_value("store.root").is_ok();
         let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(given)
@@ -487,6 +501,23 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fwdist.example.toml");
         let c = Config::load(Some(&path)).unwrap();
         assert_eq!(c.ftps.passive_mode().unwrap(), PassiveMode::Range(50000..=50049));
+    }
+
+    #[test]
+    fn a_file_text_parses_as_the_file_does() {
+        let text = include_str!("../fwdist.example.toml");
+        let c = Config::from_toml(text).unwrap();
+        assert_eq!(c.ftps.passive_mode().unwrap(), PassiveMode::Range(50000..=50049));
+        let c = Config::from_toml("[ftps]\npassive_ports = \"same\"\n").unwrap();
+        assert_eq!(c.ftps.passive_mode().unwrap(), PassiveMode::Same);
+        for bad in [
+            "[ftps]\nbogus = 1\n",
+            "[ftps]\npassive_ports = \"80-90\"\n",
+            "[ftps",
+            "node = \"\"\n",
+        ] {
+            assert!(Config::from_toml(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@
 //! - [`tls`] — the rustls configuration both fronts start from (PEM files, ring).
 //! - [`descriptors`] — the file-descriptor limit and what each front may use of it.
 //! - [`config`], [`telemetry`], [`app`], [`cli`] — the binary's edge; `app` wires it all.
+//! - `fuzzing` — one check per fuzz target (`fuzz/`), run on the corpus by `cargo test` too.
 
 pub mod api;
 pub mod app;
@@ -35,6 +36,9 @@ pub mod descriptors;
 pub mod diagnostics;
 pub mod domain;
 pub mod ftps;
+/// Fuzz checks over the real parsers, for `fuzz/` and the corpus test (not an API).
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod network;
 pub mod secret;

@@ -14,7 +14,8 @@
 /// A TLS record's largest plaintext body, plus its header.
 pub const MAX_RECORD: usize = 5 + 16 * 1024;
 
-const HANDSHAKE: u8 = 0x16;
+/// The first byte of a TLS handshake record.
+pub const HANDSHAKE: u8 = 0x16;
 const CLIENT_HELLO: u8 = 1;
 const PRE_SHARED_KEY: u16 = 41;
 
@@ -24,6 +25,39 @@ pub fn record_len(buf: &[u8]) -> Option<usize> {
         return None;
     }
     Some(5 + usize::from(u16::from_be_bytes([buf[3], buf[4]])))
+}
+
+/// What reading a data connection's first TLS record needs next, given what has arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Read at most this many more bytes: never past the record's end, so never past
+    /// [`MAX_RECORD`] in all, and nothing after the record is taken from the stream.
+    More(usize),
+    /// The record is whole: it is the first this many bytes.
+    Whole(usize),
+    /// Not a TLS handshake record, or one whose header claims more than [`MAX_RECORD`] (no
+    /// TLS record is longer; waiting for it would read up to 64 KiB for nothing).
+    Refuse,
+}
+
+/// Pure: the next step of reading one TLS record from a stream, `buf` being the bytes read
+/// so far (the one-port front's reader, [`super::oneport`], follows it exactly).
+pub fn next_read(buf: &[u8]) -> Read {
+    match buf.first() {
+        None => return Read::More(5),
+        Some(&b) if b != HANDSHAKE => return Read::Refuse,
+        Some(_) => {}
+    }
+    let Some(len) = record_len(buf) else {
+        return Read::More(5 - buf.len());
+    };
+    if len > MAX_RECORD {
+        Read::Refuse
+    } else if buf.len() >= len {
+        Read::Whole(len)
+    } else {
+        Read::More(len - buf.len())
+    }
 }
 
 /// The session ids and PSK identities of the ClientHello in `record` (one TLS record);
@@ -152,6 +186,27 @@ mod tests {
         assert_eq!(identities(&hello(b"", &[])), Vec::<Vec<u8>>::new());
     }
 
+    /// Real ClientHellos from `openssl s_client` (the fuzz seeds; their first byte is the
+    /// fuzz target's segment seed): a TLS 1.2 resumption names its session id, a TLS 1.3
+    /// resumption its ticket beside the 32-byte compatibility session id.
+    #[test]
+    fn real_client_hellos_name_what_they_resume() {
+        let seed = |b: &'static [u8]| &b[1..];
+        let first12 = seed(include_bytes!("../../fuzz/corpus/oneport/tls12-0"));
+        let resume12 = seed(include_bytes!("../../fuzz/corpus/oneport/tls12-resume-0"));
+        let resume13 = seed(include_bytes!("../../fuzz/corpus/oneport/tls13-resume-0"));
+        for r in [first12, resume12, resume13] {
+            assert_eq!(next_read(r), Read::Whole(r.len()));
+        }
+        assert!(identities(first12).is_empty());
+        let ids = identities(resume12);
+        assert_eq!(ids.iter().map(Vec::len).collect::<Vec<_>>(), [32]);
+        let ids = identities(resume13);
+        assert_eq!(ids.len(), 2, "session id and ticket");
+        assert_eq!(ids[0].len(), 32);
+        assert!(ids[1].len() > 32, "the ticket");
+    }
+
     #[test]
     fn a_cut_or_foreign_record_has_no_identities() {
         let r = hello(b"sid", &[b"t"]);
@@ -164,7 +219,59 @@ mod tests {
         assert_eq!(record_len(b"USER x\r\n"), None);
     }
 
+    #[test]
+    fn a_record_is_read_to_its_end_and_a_longer_claim_than_the_cap_is_refused() {
+        let r = hello(b"sid", &[b"t"]);
+        assert_eq!(next_read(&[]), Read::More(5));
+        assert_eq!(next_read(&r[..2]), Read::More(3));
+        assert_eq!(next_read(&r[..5]), Read::More(r.len() - 5));
+        assert_eq!(next_read(&r[..r.len() - 1]), Read::More(1));
+        assert_eq!(next_read(&r), Read::Whole(r.len()));
+        assert_eq!(next_read(b"USER x"), Read::Refuse);
+        // The largest record TLS allows is read; a header claiming one byte more (or the
+        // 64 KiB a u16 can say) is refused at once, not waited for.
+        let body = u16::try_from(MAX_RECORD - 5).unwrap_or(u16::MAX);
+        let mut max = vec![HANDSHAKE, 3, 1];
+        max.extend_from_slice(&body.to_be_bytes());
+        assert_eq!(next_read(&max), Read::More(MAX_RECORD - 5));
+        for claim in [body + 1, u16::MAX] {
+            let mut over = vec![HANDSHAKE, 3, 1];
+            over.extend_from_slice(&claim.to_be_bytes());
+            assert_eq!(next_read(&over), Read::Refuse, "claim {claim}");
+        }
+    }
+
     proptest! {
+        /// Followed step by step, the reader never holds more than the cap or the record.
+        #[test]
+        fn reading_never_passes_the_record_or_the_cap(bytes in proptest::collection::vec(any::<u8>(), 0..64), claim in any::<u16>()) {
+            let mut stream = vec![HANDSHAKE, 3, 3];
+            stream.extend_from_slice(&claim.to_be_bytes());
+            stream.extend_from_slice(&bytes);
+            stream.resize(stream.len() + usize::from(claim), 0);
+            let mut buf: Vec<u8> = Vec::new();
+            loop {
+                match next_read(&buf) {
+                    Read::More(n) => {
+                        prop_assert!(n > 0 && buf.len() + n <= MAX_RECORD);
+                        let take = n.min(4096).min(stream.len() - buf.len());
+                        prop_assert!(take > 0);
+                        buf.extend_from_slice(&stream[buf.len()..buf.len() + take]);
+                    }
+                    Read::Whole(n) => {
+                        prop_assert_eq!(n, buf.len());
+                        prop_assert_eq!(Some(n), record_len(&stream));
+                        break;
+                    }
+                    Read::Refuse => {
+                        prop_assert!(5 + usize::from(claim) > MAX_RECORD);
+                        prop_assert_eq!(buf.len(), 5);
+                        break;
+                    }
+                }
+            }
+        }
+
         #[test]
         fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             let _ = identities(&bytes);

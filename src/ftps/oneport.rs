@@ -287,9 +287,8 @@ impl Held {
                 futures_util::future::select_all(self.offers.iter_mut().map(|e| Box::pin(e.phase.changed())));
             let gone = tokio::select! {
                 r = stream.peek(&mut first) => return match r {
-                    Ok(0) | Err(_) => Verdict::Gone,
-                    Ok(_) if first[0] == 0x16 => Verdict::Data,
-                    Ok(_) => Verdict::Control,
+                    Ok(n) => verdict_of(first.get(..n).unwrap_or_default()),
+                    Err(_) => Verdict::Gone,
                 },
                 (r, i, _) = changes => r.is_err().then_some(i),
                 () = tokio::time::sleep_until(hard) => return Verdict::Control,
@@ -330,31 +329,37 @@ impl Held {
     }
 }
 
-/// The TLS record a data connection starts with (bounded in size and time); `None` if it
-/// does not arrive whole.
+/// The TLS record a data connection starts with (bounded in size and time, step by step as
+/// [`hello::next_read`] says: never past the record, never past [`hello::MAX_RECORD`]);
+/// `None` if it does not arrive whole.
 async fn read_hello(stream: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = Vec::with_capacity(2048);
     let read = async {
         let mut chunk = [0u8; 4096];
         loop {
-            if let Some(len) = hello::record_len(&buf)
-                && buf.len() >= len
-            {
-                return Some(());
-            }
-            let want = hello::record_len(&buf).unwrap_or(5).min(hello::MAX_RECORD);
-            let room = want.saturating_sub(buf.len()).clamp(1, chunk.len());
+            let room = match hello::next_read(&buf) {
+                hello::Read::Whole(_) => return Some(()),
+                hello::Read::Refuse => return None,
+                hello::Read::More(n) => n.min(chunk.len()),
+            };
             match stream.read(&mut chunk[..room]).await {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-            if buf.len() >= 5 && hello::record_len(&buf).is_none() {
-                return None;
             }
         }
     };
     tokio::time::timeout(HELLO_WAIT, read).await.ok()??;
     Some(buf)
+}
+
+/// Pure: what a held connection is, from the bytes a peek at its start returned (empty:
+/// it closed). Only the first byte counts, so more bytes never change a verdict.
+pub fn verdict_of(peeked: &[u8]) -> Verdict {
+    match peeked.first() {
+        None => Verdict::Gone,
+        Some(&b) if b == hello::HANDSHAKE => Verdict::Data,
+        Some(_) => Verdict::Control,
+    }
 }
 
 #[cfg(test)]
@@ -485,6 +490,40 @@ mod tests {
             "nothing is handed to offers that are over"
         );
         assert_eq!(one.outstanding(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_header_claiming_more_than_the_cap_is_refused_without_reading_on() {
+        // Found by fuzzing the reader's steps: a header may claim up to 64 KiB, and the reader
+        // kept reading a byte at a time past MAX_RECORD until the claim was met.
+        let (mut c, mut s) = pair().await;
+        let sent = 20 * 1024;
+        let mut bytes = vec![0x16, 3, 1, 0xff, 0xff];
+        bytes.resize(sent, 0);
+        c.write_all(&bytes).await.unwrap();
+        c.shutdown().await.unwrap();
+        assert_eq!(read_hello(&mut s).await, None);
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).await.unwrap();
+        assert_eq!(sent - rest.len(), 5, "only the header was taken from the stream");
+        // The longest record TLS allows is still read whole, and nothing after it.
+        let (mut c, mut s) = pair().await;
+        let body = hello::MAX_RECORD - 5;
+        let mut bytes = vec![0x16, 3, 1];
+        bytes.extend_from_slice(&u16::try_from(body).unwrap().to_be_bytes());
+        bytes.resize(hello::MAX_RECORD + 100, 7);
+        c.write_all(&bytes).await.unwrap();
+        let got = read_hello(&mut s).await.unwrap();
+        assert_eq!(got, bytes[..hello::MAX_RECORD]);
+    }
+
+    #[test]
+    fn the_first_byte_decides_and_more_bytes_never_change_it() {
+        assert_eq!(verdict_of(b""), Verdict::Gone);
+        assert_eq!(verdict_of(b"\x16"), Verdict::Data);
+        assert_eq!(verdict_of(b"\x16\x03\x01"), Verdict::Data);
+        assert_eq!(verdict_of(b"U"), Verdict::Control);
+        assert_eq!(verdict_of(b"USER x\r\n"), Verdict::Control);
     }
 
     #[tokio::test(start_paused = true)]

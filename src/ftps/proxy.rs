@@ -36,6 +36,33 @@ pub enum ProxyError {
     Closed,
 }
 
+/// Where a header ends in the bytes a connection has sent so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame {
+    /// The header is the first this many bytes (CRLF included; at most [`MAX_HEADER`]).
+    Whole(usize),
+    /// A header may still come whole: read on, a byte at a time.
+    Partial,
+    /// Does not start `PROXY `.
+    Missing,
+    /// [`MAX_HEADER`] bytes without a CRLF.
+    TooLong,
+}
+
+/// Pure: how much of `buf` (the start of a connection) is its header; [`read`] follows it,
+/// so it never takes a byte past the header's CRLF.
+pub fn frame(buf: &[u8]) -> Frame {
+    if !b"PROXY ".starts_with(&buf[..buf.len().min(6)]) {
+        return Frame::Missing;
+    }
+    let head = &buf[..buf.len().min(MAX_HEADER)];
+    match head.windows(2).position(|w| w == b"\r\n") {
+        Some(end) => Frame::Whole(end + 2),
+        None if buf.len() >= MAX_HEADER => Frame::TooLong,
+        None => Frame::Partial,
+    }
+}
+
 /// Pure: the client address a whole header line (`PROXY ...\r\n`) names; `None` for
 /// `PROXY UNKNOWN` (the balancer's own connection, e.g. a health check: the TCP peer stands).
 ///
@@ -98,30 +125,30 @@ async fn read_line(stream: &mut TcpStream) -> Result<Option<SocketAddr>, ProxyEr
     if n == 0 {
         return Err(ProxyError::Closed);
     }
-    if !b"PROXY ".starts_with(&buf[..n.min(6)]) {
-        return Err(ProxyError::Missing);
-    }
-    if let Some(end) = buf[..n].windows(2).position(|w| w == b"\r\n") {
-        let len = end + 2;
-        stream
-            .read_exact(&mut buf[..len])
-            .await
-            .map_err(|_| ProxyError::Closed)?;
-        return parse(&buf[..len]);
-    }
-    // A header split across segments: byte by byte, never past its end.
-    let mut len = 0;
-    loop {
-        if len == MAX_HEADER {
-            return Err(ProxyError::Malformed);
+    let mut len = match frame(&buf[..n]) {
+        Frame::Whole(len) => {
+            stream
+                .read_exact(&mut buf[..len])
+                .await
+                .map_err(|_| ProxyError::Closed)?;
+            return parse(&buf[..len]);
         }
+        Frame::Missing => return Err(ProxyError::Missing),
+        Frame::TooLong => return Err(ProxyError::Malformed),
+        Frame::Partial => 0,
+    };
+    // A header split across segments: byte by byte, never past its end.
+    loop {
         stream
             .read_exact(&mut buf[len..=len])
             .await
             .map_err(|_| ProxyError::Closed)?;
         len += 1;
-        if buf[..len].ends_with(b"\r\n") {
-            return parse(&buf[..len]);
+        match frame(&buf[..len]) {
+            Frame::Whole(end) => return parse(&buf[..end]),
+            Frame::Partial if len < MAX_HEADER => {}
+            Frame::Missing => return Err(ProxyError::Missing),
+            Frame::Partial | Frame::TooLong => return Err(ProxyError::Malformed),
         }
     }
 }
@@ -173,10 +200,32 @@ mod tests {
         assert_eq!(parse(long.as_bytes()), Err(ProxyError::Malformed));
     }
 
+    #[test]
+    fn a_header_ends_at_its_first_crlf_within_the_cap() {
+        let line = b"PROXY TCP4 192.0.2.7 10.0.0.1 51234 2121\r\n";
+        let mut more = line.to_vec();
+        more.extend_from_slice(b"\x16\x03\x01\r\n");
+        assert_eq!(frame(&more), Frame::Whole(line.len()));
+        assert_eq!(frame(&line[..line.len() - 1]), Frame::Partial);
+        assert_eq!(frame(b""), Frame::Partial);
+        assert_eq!(frame(b"PRO"), Frame::Partial);
+        assert_eq!(frame(b"PROXX"), Frame::Missing);
+        assert_eq!(frame(b"\x16\x03"), Frame::Missing);
+        let mut long = b"PROXY ".to_vec();
+        long.resize(MAX_HEADER, b'1');
+        assert_eq!(frame(&long), Frame::TooLong);
+        // A CRLF just past the cap is not an end.
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(frame(&long), Frame::TooLong);
+    }
+
     proptest! {
         #[test]
         fn any_bytes_parse_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = parse(&bytes);
+            if let Frame::Whole(n) = frame(&bytes) {
+                prop_assert!(n <= MAX_HEADER && bytes[..n].ends_with(b"\r\n"));
+            }
         }
 
         #[test]

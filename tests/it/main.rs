@@ -24,6 +24,7 @@ mod flushing_tls;
 mod front;
 mod ftp_client;
 mod ftps;
+mod fuzz_corpus;
 mod helpers;
 mod logs;
 mod metrics;

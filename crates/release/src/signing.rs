@@ -35,13 +35,37 @@ pub enum SigningError {
 }
 
 /// The `manifest.json.sig` document.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureEnvelope {
     pub signatures: Vec<SignatureEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+impl SignatureEnvelope {
+    /// Parses a `.sig` document (at most [`MAX_MANIFEST_BYTES`]). The signatures in it are
+    /// only decoded by [`TrustedKeys::verify`], for the keys it trusts.
+    ///
+    /// # Errors
+    /// Too large, or not a JSON object of exactly `signatures: [{keyid, sig}, …]`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, SigningError> {
+        if bytes.len() > MAX_MANIFEST_BYTES {
+            return Err(SigningError::Envelope("too large".into()));
+        }
+        serde_json::from_slice(bytes).map_err(|e| SigningError::Envelope(e.to_string()))
+    }
+
+    /// The bytes `fwdist sign` writes: pretty JSON with a trailing newline.
+    ///
+    /// # Errors
+    /// Only if serialisation fails, which it cannot for this type.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let mut out = serde_json::to_vec_pretty(self)?;
+        out.push(b'\n');
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureEntry {
     pub keyid: String,
@@ -107,15 +131,13 @@ pub fn key_id(key: &VerifyingKey) -> String {
 /// Only if serialisation fails, which it cannot.
 pub fn sign_manifest(key: &SigningKey, manifest: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
     let sig: Signature = key.sign(manifest);
-    let env = SignatureEnvelope {
+    SignatureEnvelope {
         signatures: vec![SignatureEntry {
             keyid: key_id(&key.verifying_key()),
             sig: base64::engine::general_purpose::STANDARD.encode(sig.to_bytes()),
         }],
-    };
-    let mut out = serde_json::to_vec_pretty(&env)?;
-    out.push(b'\n');
-    Ok(out)
+    }
+    .to_bytes()
 }
 
 /// The release keys a server (or an IQ) trusts, by keyid.
@@ -168,11 +190,7 @@ impl TrustedKeys {
         if self.keys.is_empty() {
             return Err(SigningError::NoTrustedKeys);
         }
-        if envelope.len() > MAX_MANIFEST_BYTES {
-            return Err(SigningError::Envelope("too large".into()));
-        }
-        let env: SignatureEnvelope =
-            serde_json::from_slice(envelope).map_err(|e| SigningError::Envelope(e.to_string()))?;
+        let env = SignatureEnvelope::parse(envelope)?;
         let mut verified = None;
         for entry in &env.signatures {
             let Some(key) = self.keys.get(&entry.keyid) else {
