@@ -1,8 +1,9 @@
 //! `fwdist fetch`: how an IQ must update, as runnable reference.
 //!
 //! 1. Log in over explicit FTPS (a failed TLS handshake is retried once).
-//! 2. Read `/target/manifest.json` and its `.sig`; verify the signature against the trusted
-//!    keys; refuse another model, an expired manifest, or a `sequence` not above the one in
+//! 2. Read `/target/manifest.json`, then the signature of *that* release:
+//!    `/releases/<version>/manifest.json.sig` (see [`signature_path`]); verify it against the
+//!    trusted keys; refuse another model, an expired manifest, or a `sequence` not above the one in
 //!    the state directory (rollback protection).
 //! 3. Download `/releases/<version>/<file>` into `<state>/download.part`, resuming with `REST`
 //!    from the bytes already there after any interruption (bounded retries with back-off),
@@ -107,7 +108,7 @@ pub async fn fetch(o: &FetchOptions) -> Result<Fetched, FetchError> {
         Err(e) => return Err(FetchError::Network(e)),
     };
     let sig = c
-        .retr_small("/target/manifest.json.sig", MAX_MANIFEST_BYTES as u64)
+        .retr_small(&signature_path(&manifest), MAX_MANIFEST_BYTES as u64)
         .await
         .map_err(FetchError::Network)?;
     let m = check_manifest(o, &state, &manifest, &sig)?;
@@ -178,6 +179,18 @@ async fn connect(o: &FetchOptions) -> Result<FtpsClient, FetchError> {
         Ok((c, _)) => Ok(c),
         Err(e) if e.code() == Some(530) => Err(FetchError::Login(e)),
         Err(e) => Err(FetchError::Network(e)),
+    }
+}
+
+/// Where the signature of the manifest just read from `/target/` is:
+/// `/releases/<version>/manifest.json.sig` of the version it names. The target can change
+/// between two reads (a new rollout starts), and `/target/manifest.json.sig` would then be the
+/// next release's; a release's own directory never changes. A manifest that does not parse
+/// names no version: `/target/`'s signature is read, and verification refuses the pair.
+pub fn signature_path(manifest: &[u8]) -> String {
+    match Manifest::parse(manifest) {
+        Ok(m) => format!("/releases/{}/manifest.json.sig", m.version),
+        Err(_) => "/target/manifest.json.sig".to_owned(),
     }
 }
 
@@ -264,4 +277,19 @@ async fn hash_file(path: &Path) -> Result<(u64, Sha256Digest), FetchError> {
     }
     let _ = f.flush().await;
     Ok((n_total, Sha256Digest(h.finalize().into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::signature_path;
+
+    #[test]
+    fn the_signature_is_read_from_the_directory_of_the_version_the_manifest_names() {
+        let manifest = br#"{"schema": 1, "model": "iq2", "version": "2.4.1-rc.1", "sequence": 42, "file": "firmware.bin", "size": 4194304, "sha256": "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "created_at": "2026-11-24T17:00:00Z"}"#;
+        assert_eq!(signature_path(manifest), "/releases/2.4.1-rc.1/manifest.json.sig");
+        // Nothing to name a version by: the target's, which then fails verification.
+        for junk in [&b""[..], b"{}", b"not json", br#"{"version": "../../x"}"#] {
+            assert_eq!(signature_path(junk), "/target/manifest.json.sig");
+        }
+    }
 }

@@ -354,9 +354,13 @@ async fn update(
         Err(e) if e.code() == Some(550) => return Err(SessionError::NoUpdate),
         r => r?,
     };
-    // The target can go between the two reads (the rollout paused): no update either.
+    // The signature of this very release (the target may change between the reads: the
+    // soak met it); a release gone meanwhile (yanked) is no update either.
     let sig = match c
-        .retr_small("/target/manifest.json.sig", MAX_MANIFEST_BYTES as u64)
+        .retr_small(
+            &crate::fetch::signature_path(&manifest),
+            MAX_MANIFEST_BYTES as u64,
+        )
         .await
     {
         Err(e) if e.code() == Some(550) => return Err(SessionError::NoUpdate),
