@@ -64,13 +64,13 @@ def manifests():
 
 
 def ed25519(seed):
-    """(private PEM, public SPKI DER) for a raw 32-byte seed, as RFC 8410 lays them out."""
+    """(private key file, DER, and public SPKI DER) for a raw 32-byte seed, as RFC 8410 lays
+    them out; the seeds are the fuzz targets' public test keys, the files temporary."""
     der = bytes.fromhex("302e020100300506032b657004220420") + seed
-    pem = "-----BEGIN PRIVATE KEY-----\n" + base64.b64encode(der).decode() + "\n-----END PRIVATE KEY-----\n"
-    with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as f:
-        f.write(pem)
+    with tempfile.NamedTemporaryFile("wb", suffix=".der", delete=False) as f:
+        f.write(der)
         path = f.name
-    spki = subprocess.run(["openssl", "pkey", "-in", path, "-pubout", "-outform", "DER"],
+    spki = subprocess.run(["openssl", "pkey", "-inform", "DER", "-in", path, "-pubout", "-outform", "DER"],
                           check=True, capture_output=True).stdout
     return path, spki
 
@@ -79,7 +79,7 @@ def sign(key_path, data):
     with tempfile.NamedTemporaryFile(delete=False) as f:
         f.write(data)
         path = f.name
-    sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-inkey", key_path, "-rawin", "-in", path],
+    sig = subprocess.run(["openssl", "pkeyutl", "-sign", "-keyform", "DER", "-inkey", key_path, "-rawin", "-in", path],
                          check=True, capture_output=True).stdout
     os.unlink(path)
     return base64.b64encode(sig).decode()
