@@ -137,17 +137,21 @@ impl S3Store {
         &self.loc
     }
 
-    async fn remove_stale_staging(&self) -> Result<usize, StoreError> {
-        let dir = self.loc.incoming_dir();
-        let staged: Vec<_> = self
-            .ops
-            .list(Some(&Path::from(dir.as_str())))
+    /// Every object under the key prefix `dir`.
+    async fn list(&self, dir: &str) -> Result<Vec<object_store::ObjectMeta>, StoreError> {
+        self.ops
+            .list(Some(&Path::from(dir)))
             .try_collect()
             .await
             .map_err(|e| StoreError::Io {
                 what: format!("listing {dir}/ in {}", self.loc),
                 source: io::Error::other(e),
-            })?;
+            })
+    }
+
+    async fn remove_stale_staging(&self) -> Result<usize, StoreError> {
+        let dir = self.loc.incoming_dir();
+        let staged = self.list(&dir).await?;
         let mut removed = 0;
         for meta in staged
             .into_iter()
@@ -166,15 +170,7 @@ impl S3Store {
     /// rest is gone, so a failure here leaves a claim that ages into an orphan.
     async fn remove_release(&self, model: &Model, version: &Version) -> Result<(), StoreError> {
         let dir = self.loc.release_dir(model, version);
-        let objects: Vec<_> = self
-            .ops
-            .list(Some(&Path::from(dir.as_str())))
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::Io {
-                what: format!("listing {dir}/"),
-                source: io::Error::other(e),
-            })?;
+        let objects = self.list(&dir).await?;
         let claim = Path::from(self.loc.release_key(model, version, MANIFEST_NAME));
         for meta in objects.iter().filter(|m| m.location != claim) {
             delete_if_present(&self.ops, &meta.location).await?;
@@ -310,15 +306,7 @@ impl ReleaseStore for S3Store {
     /// publish between its commit and its row.
     async fn settled(&self) -> Result<Vec<(Model, Version)>, StoreError> {
         let dir = self.loc.releases_dir();
-        let objects: Vec<_> = self
-            .ops
-            .list(Some(&Path::from(dir.as_str())))
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::Io {
-                what: format!("listing {dir}/ in {}", self.loc),
-                source: io::Error::other(e),
-            })?;
+        let objects = self.list(&dir).await?;
         Ok(objects
             .into_iter()
             .filter(|m| is_stale(m.last_modified, self.stale_after))
